@@ -1,0 +1,1 @@
+"""Artifact identity, manifests and stores. Imports neither `tasks` nor `flows`."""

@@ -1,0 +1,157 @@
+"""Artifact identity and the artifact tree.
+
+An artifact is one stage output: a directory ``<root>/<stage>/<fingerprint>/`` holding the
+stage's files and, written last and atomically, ``manifest.json``. The fingerprint hashes the
+stage name, the stage's code version, its canonical config and the fingerprints of its inputs,
+so the same request always names the same directory, on any machine.
+
+    store = ArtifactStore("artifacts")           # or "s3://bucket/distillery", "memory://x"
+    ref = request.ref()                          # ArtifactRef(stage=..., fingerprint=...)
+    store.write_bytes(ref, "model.pt", blob)
+    store.write_manifest(ref, request, metrics={...}, seconds=12.3)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from typing import Any, ClassVar
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+from pydantic import BaseModel, ConfigDict
+
+MANIFEST = "manifest.json"
+
+
+class ArtifactError(RuntimeError):
+    """An artifact is missing, incomplete or damaged; the message names it and the fix."""
+
+
+class ArtifactRef(BaseModel):
+    """What travels through Prefect instead of tensors: a stage name and a fingerprint."""
+
+    model_config = ConfigDict(frozen=True)
+    stage: str
+    fingerprint: str
+
+    def __str__(self) -> str:
+        return f"{self.stage}/{self.fingerprint}"
+
+
+def canonical_json(value: Any) -> str:
+    """One spelling per value: sorted keys, no whitespace, floats as Python repr."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+class StageRequest(BaseModel):
+    """Everything that determines a stage's output: its config sections, seed and inputs.
+
+    Subclasses set ``stage`` and ``code_version`` (bump it when the stage's computation
+    changes) and add their config sections as fields.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    stage: ClassVar[str]
+    code_version: ClassVar[int]
+
+    seed: int
+    inputs: dict[str, ArtifactRef] = {}
+
+    def fingerprint(self) -> str:
+        identity = {
+            "stage": self.stage,
+            "code_version": self.code_version,
+            "request": self.model_dump(mode="json"),
+        }
+        return hashlib.sha256(canonical_json(identity).encode()).hexdigest()[:32]
+
+    def ref(self) -> ArtifactRef:
+        return ArtifactRef(stage=self.stage, fingerprint=self.fingerprint())
+
+
+class ArtifactStore:
+    """The artifact tree under one root URI (a local path or any fsspec URL)."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = str(root)
+        self.fs, path = fsspec.core.url_to_fs(self.root)
+        self.is_local = isinstance(self.fs, LocalFileSystem)
+        self.root_path = os.path.abspath(path) if self.is_local else path.rstrip("/")
+
+    def path(self, ref: ArtifactRef, name: str = "") -> str:
+        parts = [self.root_path, ref.stage, ref.fingerprint] + ([name] if name else [])
+        return "/".join(parts)
+
+    def local_dir(self, ref: ArtifactRef) -> str:
+        """The artifact's directory as a local path (for Zarr and torch); local roots only."""
+        if not self.is_local:
+            raise ArtifactError(f"{self.root} is not a local path; this stage needs a local root")
+        os.makedirs(self.path(ref), exist_ok=True)
+        return self.path(ref)
+
+    def exists(self, ref: ArtifactRef, name: str) -> bool:
+        return self.fs.exists(self.path(ref, name))
+
+    def write_bytes(self, ref: ArtifactRef, name: str, data: bytes) -> None:
+        """Write a file whole: to a temporary name first, then renamed into place."""
+        self.fs.makedirs(self.path(ref), exist_ok=True)
+        final = self.path(ref, name)
+        partial = f"{final}.partial-{uuid.uuid4().hex[:8]}"
+        with self.fs.open(partial, "wb") as handle:
+            handle.write(data)
+        self.fs.mv(partial, final)
+
+    def read_bytes(self, ref: ArtifactRef, name: str) -> bytes:
+        try:
+            with self.fs.open(self.path(ref, name), "rb") as handle:
+                return handle.read()
+        except FileNotFoundError:
+            raise ArtifactError(
+                f"{name} is missing from artifact {ref} under {self.root}; "
+                f"delete {self.path(ref)} and rerun to rebuild it"
+            ) from None
+
+    def is_complete(self, ref: ArtifactRef) -> bool:
+        return self.exists(ref, MANIFEST)
+
+    def write_manifest(
+        self,
+        ref: ArtifactRef,
+        request: StageRequest,
+        *,
+        metrics: dict[str, float],
+        seconds: float,
+        extra: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Mark the artifact complete. Call last: a manifest means every other file is whole."""
+        manifest = {
+            "stage": ref.stage,
+            "fingerprint": ref.fingerprint,
+            "code_version": request.code_version,
+            "config": request.model_dump(mode="json", exclude={"inputs"}),
+            "inputs": {name: str(inp) for name, inp in request.inputs.items()},
+            "metrics": metrics,
+            "bytes": self.size_bytes(ref),
+            "seconds": round(seconds, 3),
+            **(extra or {}),
+        }
+        self.write_bytes(ref, MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode())
+        return manifest
+
+    def read_manifest(self, ref: ArtifactRef) -> dict[str, Any]:
+        raw = self.read_bytes(ref, MANIFEST)
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError as err:
+            raise ArtifactError(
+                f"manifest of {ref} under {self.root} is not valid JSON ({err}); "
+                f"delete {self.path(ref)} and rerun to rebuild it"
+            ) from None
+
+    def size_bytes(self, ref: ArtifactRef) -> int:
+        """Bytes on disk of the artifact's files, manifest excluded."""
+        sizes = self.fs.du(self.path(ref), total=False, withdirs=False)
+        return int(sum(size for path, size in sizes.items() if not path.endswith(MANIFEST)))

@@ -1,0 +1,66 @@
+"""The caching rule of every stage, defined once.
+
+A stage's Prefect cache key is its artifact fingerprint, never a pickled input or a path:
+
+* manifest on disk and a Prefect cache record  -> the task run is ``Cached``;
+* manifest on disk, no record (fresh machine)  -> the task body finds the manifest and returns;
+* record but no manifest (artifact deleted)    -> ``refresh_cache`` recomputes it.
+
+Stage entries are declared with :func:`stage_task` and called from flows with
+:func:`run_stage`; results (an :class:`ArtifactRef`, a few bytes of JSON) persist in Prefect's
+local result storage, so cache records outlive the temporary server's database.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, TypeVar
+
+from prefect import Task, task
+from prefect.cache_policies import CachePolicy
+from prefect.context import TaskRunContext
+from prefect.states import State
+
+from storage.artifacts import ArtifactRef, ArtifactStore, StageRequest
+
+R = TypeVar("R")
+
+
+@dataclass
+class StageFingerprint(CachePolicy):
+    """Cache key = the fingerprint of the task's ``request`` argument."""
+
+    def compute_key(
+        self,
+        task_ctx: TaskRunContext,
+        inputs: dict[str, Any],
+        flow_parameters: dict[str, Any],
+        **kwargs: Any,
+    ) -> str | None:
+        request = inputs.get("request")
+        if not isinstance(request, StageRequest):
+            return None
+        return f"{request.stage}-{request.fingerprint()}"
+
+
+def stage_task(stage: str, *, tags: tuple[str, ...] = ()) -> Callable[[Callable[..., R]], Task[..., R]]:
+    """Declare a stage's Prefect entry: named after the stage, cached by fingerprint."""
+
+    def declare(fn: Callable[..., R]) -> Task[..., R]:
+        return task(
+            fn,
+            name=stage,
+            cache_policy=StageFingerprint(),
+            persist_result=True,
+            result_serializer="json",
+            tags=list(tags),
+        )
+
+    return declare
+
+
+def run_stage(stage: Task[..., ArtifactRef], request: StageRequest, **kwargs: Any) -> State:
+    """Call a stage entry from a flow; recompute when its artifact is gone from the root."""
+    root = kwargs["runtime"].artifact_root
+    complete = ArtifactStore(root).is_complete(request.ref())
+    return stage.with_options(refresh_cache=not complete)(request=request, return_state=True, **kwargs)
