@@ -1,0 +1,1 @@
+"""Stage computations: one module per stage plus shared model and data code."""

@@ -1,0 +1,385 @@
+"""Real image data sets and their normalisation.
+
+Owns the `data` config section, the loaders for Fashion-MNIST (IDX files), CIFAR-10/100
+(the official python-pickle folders) and ImageFolder trees (ImageNet, Tiny-ImageNet), and the
+per-channel mean/std each data set is normalised with. Every loader returns an `ImageSource`:
+uint8 images fetched by index, int64 labels, class names.
+
+    python3 -c "from tasks import data; print(len(data.load_split(data.DataConfig(), 'train')))"
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import math
+import pickle
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal, Protocol, Self
+
+import numpy as np
+import torch
+import torchvision.transforms.functional as TF
+from PIL import Image, UnidentifiedImageError
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torchvision import datasets
+
+Split = Literal["train", "test"]
+DataSetName = Literal["fashion_mnist", "cifar10", "cifar100", "imagefolder"]
+
+FASHION_MNIST_DEFAULT_ROOT = Path("/usr/share/datasets/fashion-mnist")
+IMAGEFOLDER_DEFAULT_SIZE = 64
+FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp", ".tif", ".tiff"})
+
+
+class DataError(ValueError):
+    """A data set is missing or malformed; the message names the thing and the fix."""
+
+
+class DataConfig(BaseModel):
+    """Which real data set to read, from where, and how much of it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: DataSetName = "fashion_mnist"
+    root: str | None = None  # None: Fashion-MNIST's Debian folder; required for the others
+    download: bool = False  # fashion_mnist/cifar: torchvision downloads missing files into root
+    image_size: int | None = Field(None, ge=8, le=512)  # imagefolder only (default 64)
+    train_per_class: int | None = Field(None, ge=1)  # first k training images of each class
+    test_limit: int | None = Field(None, ge=1)  # first n test images
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_imagefolder_size(cls, data: Any) -> Any:
+        # Filled in here, not at load time, so the resolved config (and its fingerprint) says 64.
+        if isinstance(data, dict) and data.get("name") == "imagefolder" and data.get("image_size") is None:
+            return {**data, "image_size": IMAGEFOLDER_DEFAULT_SIZE}
+        return data
+
+    @model_validator(mode="after")
+    def _check_fields_fit_name(self) -> Self:
+        if self.root is None and self.name != "fashion_mnist":
+            raise ValueError(f"data.root is required for data.name={self.name!r}: set it to the "
+                             "folder holding the data set")
+        if self.image_size is not None and self.name != "imagefolder":
+            raise ValueError(f"data.image_size applies only to data.name='imagefolder'; "
+                             f"{self.name} images keep their native size, so remove data.image_size")
+        if self.download and self.name == "imagefolder":
+            raise ValueError("data.download works for fashion_mnist and cifar only; "
+                             "download the ImageFolder tree yourself and set data.root")
+        return self
+
+
+class ImageSource(Protocol):
+    """A labelled split whose images are fetched by index."""
+
+    @property
+    def labels(self) -> torch.Tensor: ...  # (N,) int64
+    @property
+    def class_names(self) -> tuple[str, ...]: ...
+    @property
+    def channels(self) -> int: ...
+    @property
+    def image_size(self) -> int: ...  # square: H == W
+    @property
+    def num_classes(self) -> int: ...
+    def __len__(self) -> int: ...
+    def images_at(self, index: torch.Tensor) -> torch.Tensor: ...  # (B,) int64 -> (B, C, H, W) uint8
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """A split held in memory as uint8 pixels (Fashion-MNIST, CIFAR)."""
+
+    images: torch.Tensor  # (N, C, H, W) uint8
+    labels: torch.Tensor  # (N,) int64
+    class_names: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        square = self.images.ndim == 4 and self.images.shape[2] == self.images.shape[3]
+        if not square or self.images.dtype != torch.uint8 or self.labels.shape != (len(self.images),):
+            raise DataError(f"ImageSet needs (N, C, S, S) uint8 images and (N,) labels, got images "
+                            f"{tuple(self.images.shape)} {self.images.dtype}, "
+                            f"labels {tuple(self.labels.shape)}")
+
+    @property
+    def channels(self) -> int:
+        return self.images.shape[1]
+
+    @property
+    def image_size(self) -> int:
+        return self.images.shape[2]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def images_at(self, index: torch.Tensor) -> torch.Tensor:
+        return self.images[index]
+
+    def select(self, index: torch.Tensor) -> ImageSet:
+        return replace(self, images=self.images[index], labels=self.labels[index])
+
+
+@dataclass(frozen=True)
+class ImageFolderSource:
+    """A split of image files, decoded, resized and centre-cropped on each `images_at`."""
+
+    paths: tuple[Path, ...]
+    labels: torch.Tensor  # (N,) int64
+    class_names: tuple[str, ...]
+    image_size: int
+    channels: int = field(default=3, init=False)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def images_at(self, index: torch.Tensor) -> torch.Tensor:
+        return torch.stack([_decode_image(self.paths[i], self.image_size) for i in index.tolist()])
+
+    def select(self, index: torch.Tensor) -> ImageFolderSource:
+        paths = tuple(self.paths[i] for i in index.tolist())
+        return replace(self, paths=paths, labels=self.labels[index])
+
+
+def _decode_image(path: Path, size: int) -> torch.Tensor:
+    try:
+        with Image.open(path) as image:
+            rgb = image.convert("RGB")
+    except (OSError, UnidentifiedImageError) as error:
+        raise DataError(f"cannot decode image {path} ({error}); replace or delete the file") from error
+    rgb = TF.resize(rgb, size, interpolation=TF.InterpolationMode.BILINEAR)  # shorter side -> size
+    return TF.pil_to_tensor(TF.center_crop(rgb, size))  # (3, size, size) uint8
+
+
+# --- Fashion-MNIST: IDX files -----------------------------------------------------------
+
+_IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+              "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+_IDX_MAGIC = {3: 2051, 1: 2049}  # dims -> magic of an unsigned-byte IDX file
+
+
+def _find_idx(root: Path, stem: str) -> Path | None:
+    for folder in (root, root / "FashionMNIST" / "raw"):  # plain folder, torchvision's layout
+        for name in (stem, stem + ".gz"):
+            if (folder / name).is_file():
+                return folder / name
+    return None
+
+
+def _read_idx(path: Path, *, ndim: int) -> np.ndarray:
+    try:
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as file:
+            raw = file.read()
+    except (OSError, EOFError) as error:
+        raise DataError(f"cannot read IDX file {path} ({error}); "
+                        "replace it with the original file") from error
+    header = 4 + 4 * ndim
+    magic = int.from_bytes(raw[:4], "big")
+    if len(raw) < header or magic != _IDX_MAGIC[ndim]:
+        raise DataError(f"{path} is not an IDX file of {ndim}-d unsigned bytes (magic {magic}, expected "
+                        f"{_IDX_MAGIC[ndim]}); replace it with the original Fashion-MNIST file")
+    dims = struct.unpack(f">{ndim}I", raw[4:header])
+    if len(raw) != header + math.prod(dims):
+        raise DataError(f"{path} holds {len(raw)} bytes but its header {dims} needs "
+                        f"{header + math.prod(dims)}; the file is truncated or corrupt, replace it")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def _load_fashion_mnist(config: DataConfig, split: Split) -> ImageSet:
+    root = Path(config.root) if config.root is not None else FASHION_MNIST_DEFAULT_ROOT
+    image_stem, label_stem = _IDX_FILES[split]
+    if config.download and (_find_idx(root, image_stem) is None or _find_idx(root, label_stem) is None):
+        _download(datasets.FashionMNIST, root, "Fashion-MNIST")
+    image_path, label_path = _find_idx(root, image_stem), _find_idx(root, label_stem)
+    if image_path is None or label_path is None:
+        raise DataError(f"Fashion-MNIST not found in {root}; install it with `sudo apt-get install "
+                        "dataset-fashion-mnist`, or set data.root to a folder holding the IDX files, "
+                        "or set data.download=true (needs internet)")
+    images, labels = _read_idx(image_path, ndim=3), _read_idx(label_path, ndim=1)
+    if len(images) != len(labels) or images.shape[1] != images.shape[2] or labels.max(initial=0) >= 10:
+        raise DataError(f"{image_path} ({images.shape}) and {label_path} ({labels.shape}) do not form "
+                        "one Fashion-MNIST split of square images with labels 0-9; replace them")
+    return ImageSet(images=torch.from_numpy(images.copy()).unsqueeze(1),  # (N, 1, 28, 28)
+                    labels=torch.from_numpy(labels.astype(np.int64)),
+                    class_names=FASHION_MNIST_CLASSES)
+
+
+def _download(dataset: Callable[..., Any], root: Path, title: str) -> None:
+    try:
+        dataset(str(root), download=True)
+    except Exception as error:  # network, disk and checksum failures all surface differently
+        raise DataError(f"downloading {title} into {root} failed ({error}); check the internet "
+                        "connection, or fetch the files yourself and set data.root") from error
+
+
+# --- CIFAR-10/100: the official python-pickle folders ------------------------------------
+
+@dataclass(frozen=True)
+class _CifarFormat:
+    title: str
+    folder: str
+    files: dict[str, tuple[str, ...]]
+    meta: str
+    label_key: bytes
+    names_key: bytes
+    download: Callable[..., Any]
+
+
+_CIFAR10 = _CifarFormat("CIFAR-10", "cifar-10-batches-py",
+                        {"train": tuple(f"data_batch_{i}" for i in range(1, 6)),
+                         "test": ("test_batch",)},
+                        "batches.meta", b"labels", b"label_names", datasets.CIFAR10)
+_CIFAR100 = _CifarFormat("CIFAR-100", "cifar-100-python", {"train": ("train",), "test": ("test",)},
+                         "meta", b"fine_labels", b"fine_label_names", datasets.CIFAR100)
+
+
+def _unpickle(path: Path) -> dict[bytes, Any]:
+    # Pickle is the official CIFAR format; this only ever opens the CIFAR files a user points at.
+    try:
+        with open(path, "rb") as file:
+            entry = pickle.load(file, encoding="bytes")
+    except (OSError, EOFError, pickle.UnpicklingError) as error:
+        raise DataError(f"cannot read CIFAR file {path} ({error}); "
+                        "replace it with the original file") from error
+    if not isinstance(entry, dict):
+        raise DataError(f"{path} is not a CIFAR python-pickle batch; replace it with the original file")
+    return entry
+
+
+def _load_cifar(cifar: _CifarFormat, config: DataConfig, split: Split) -> ImageSet:
+    assert config.root is not None  # DataConfig requires it for CIFAR
+    root = Path(config.root)
+    candidates = (root, root / cifar.folder)  # the folder itself or its parent
+    folder = next((c for c in candidates if (c / cifar.meta).is_file()), None)
+    if folder is None and config.download:
+        _download(cifar.download, root, cifar.title)
+        folder = root / cifar.folder
+    if folder is None:
+        raise DataError(f"{cifar.title} not found: neither {root} nor {root / cifar.folder} holds "
+                        f"'{cifar.meta}'; set data.root to the {cifar.folder} folder of the official "
+                        "python archive (or its parent), or set data.download=true (needs internet)")
+    meta = _unpickle(folder / cifar.meta)
+    class_names = tuple(name.decode() for name in meta.get(cifar.names_key, []))
+    images, labels = [], []
+    for name in cifar.files[split]:
+        batch = _unpickle(folder / name)
+        if b"data" not in batch or cifar.label_key not in batch:
+            raise DataError(f"{folder / name} lacks b'data' or {cifar.label_key!r}; replace it with the "
+                            f"original {cifar.title} file")
+        pixels = np.asarray(batch[b"data"], dtype=np.uint8)  # (n, 3072): R, G, B planes per row
+        images.append(pixels.reshape(-1, 3, 32, 32))
+        labels.append(np.asarray(batch[cifar.label_key], dtype=np.int64))
+    image_array, label_array = np.concatenate(images), np.concatenate(labels)
+    in_range = label_array.max(initial=0) < len(class_names)
+    if not class_names or len(image_array) != len(label_array) or not in_range:
+        raise DataError(f"{folder} holds {len(image_array)} images, {len(label_array)} labels and "
+                        f"{len(class_names)} class names, which do not agree; "
+                        "replace it with the original files")
+    return ImageSet(images=torch.from_numpy(image_array), labels=torch.from_numpy(label_array),
+                    class_names=class_names)
+
+
+# --- ImageFolder trees: ImageNet and Tiny-ImageNet ---------------------------------------
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def _load_imagefolder(config: DataConfig, split: Split) -> ImageFolderSource:
+    assert config.root is not None  # DataConfig requires it for imagefolder
+    root = Path(config.root)
+    expected = ("expected root/train/<class>/*.JPEG and root/val/<class>/*.JPEG, or Tiny-ImageNet's "
+                "root/val/images/*.JPEG with root/val/val_annotations.txt")
+    train_dir = root / "train"
+    class_dirs = sorted(p for p in train_dir.iterdir() if p.is_dir()) if train_dir.is_dir() else []
+    if not class_dirs:
+        raise DataError(f"imagefolder root {root} has no train/ subfolder with one folder per "
+                        f"class; {expected}")
+    class_names = tuple(d.name for d in class_dirs)
+    label_of = {name: label for label, name in enumerate(class_names)}
+    val_dir, annotations = root / "val", root / "val" / "val_annotations.txt"
+    if split == "train":
+        samples = []
+        for class_dir in class_dirs:
+            files = _image_files(class_dir)
+            if not files:
+                raise DataError(f"class folder {class_dir} holds no images "
+                                f"({'/'.join(sorted(IMAGE_SUFFIXES))}); add some or remove it")
+            samples += [(path, label_of[class_dir.name]) for path in files]
+    elif annotations.is_file():  # Tiny-ImageNet: "filename<TAB>wnid<TAB>box..." per line
+        rows = [line.split("\t")[:2] for line in annotations.read_text().splitlines() if line.strip()]
+        bad = [row for row in rows if len(row) < 2 or row[1] not in label_of]
+        if bad:
+            raise DataError(f"{annotations} has {len(bad)} lines without a train/ class, e.g. {bad[0]}; "
+                            "expected 'filename<TAB>wnid' lines whose wnid is a folder in train/")
+        samples = [(val_dir / "images" / row[0], label_of[row[1]]) for row in rows]
+    elif val_dir.is_dir():
+        val_classes = sorted(p for p in val_dir.iterdir() if p.is_dir())
+        unknown = [d.name for d in val_classes if d.name not in label_of]
+        if unknown or not val_classes:
+            raise DataError(f"{val_dir} must hold class folders named as in train/ (unknown: "
+                            f"{unknown[:5]}); {expected}")
+        samples = [(path, label_of[d.name]) for d in val_classes for path in _image_files(d)]
+    else:
+        raise DataError(f"imagefolder root {root} has no val/ subfolder for the test split; {expected}")
+    if not samples:
+        raise DataError(f"imagefolder root {root} holds no {split} images; {expected}")
+    return ImageFolderSource(paths=tuple(path for path, _ in samples),
+                             labels=torch.tensor([label for _, label in samples], dtype=torch.int64),
+                             class_names=class_names,
+                             image_size=config.image_size or IMAGEFOLDER_DEFAULT_SIZE)
+
+
+# --- Registry and public entry points -----------------------------------------------------
+
+@dataclass(frozen=True)
+class _DataSetSpec:
+    load: Callable[[DataConfig, Split], ImageSet | ImageFolderSource]
+    mean: tuple[float, ...]  # per channel, in [0, 1] pixel units
+    std: tuple[float, ...]
+
+
+_DATA_SETS: dict[str, _DataSetSpec] = {
+    "fashion_mnist": _DataSetSpec(_load_fashion_mnist, (0.2860,), (0.3530,)),
+    "cifar10": _DataSetSpec(functools.partial(_load_cifar, _CIFAR10),
+                            (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    "cifar100": _DataSetSpec(functools.partial(_load_cifar, _CIFAR100),
+                             (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "imagefolder": _DataSetSpec(_load_imagefolder, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+}
+
+
+def _kept_indices(labels: torch.Tensor, limit_per_class: int) -> torch.Tensor:
+    order = torch.argsort(labels, stable=True)  # (N,) grouped by class, file order within a class
+    sorted_labels = labels[order]
+    rank_in_class = torch.arange(len(labels)) - torch.searchsorted(sorted_labels, sorted_labels)
+    return order[rank_in_class < limit_per_class].sort().values
+
+
+def load_split(config: DataConfig, split: Split) -> ImageSource:
+    """The train or test split of `config`'s data set, cut to `train_per_class` / `test_limit`."""
+    source = _DATA_SETS[config.name].load(config, split)
+    if split == "train" and config.train_per_class is not None:
+        return source.select(_kept_indices(source.labels, config.train_per_class))
+    if split == "test" and config.test_limit is not None:
+        return source.select(torch.arange(min(config.test_limit, len(source))))
+    return source
+
+
+def normalization(config: DataConfig) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel (mean, std) of `config`'s data set, in [0, 1] pixel units."""
+    spec = _DATA_SETS[config.name]
+    return spec.mean, spec.std

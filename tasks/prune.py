@@ -1,0 +1,20 @@
+"""Stage `prune`: the `prune` config section.
+
+Label pruning into a smaller store is issue #4; this module owns its config so that presets
+and the CLI validate it already.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class PruneConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ratio: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Fraction of stored steps dropped: 0.9/0.95/0.97/0.975 = 10x/20x/30x/40x."
+    )
+    rule: Literal["prefix", "uniform", "epoch"] = Field("prefix", description="Which steps are kept.")

@@ -1,0 +1,148 @@
+"""Stage `stats`: per-class BatchNorm statistics of the teacher.
+
+One pass (or ``passes``) over the real training set, teacher in ``eval()``, training
+augmentation on. For every BN layer l and class c it records the mean and the biased variance
+of the layer's *input* over (N, H, W) of class c's samples. Sums are exact float64
+accumulations, so the result does not depend on batch size or order (beyond float64 rounding),
+unlike the reference's EMA.
+
+    distillery run --until stats
+    stats = load_class_bn_stats(store, ref)  # {layer: {"mean": (K, C), "var": (K, C), "count": (K,)}}
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from typing import Callable
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from storage.artifacts import ArtifactRef, ArtifactStore, StageRequest
+from storage.stage_cache import stage_task
+from tasks.augment import AugmentConfig, augment_batch
+from tasks.data import DataConfig, ImageSource, load_split, normalization
+from tasks.models import batchnorm_layers
+from tasks.pixels import Normalization
+from tasks.progress import StageProgress
+from tasks.runtime import RuntimeConfig, generator, resolve_device
+from tasks.teacher import load_teacher
+
+STATS_FILE = "class_bn_stats.pt"
+ClassBNStats = dict[str, dict[str, torch.Tensor]]
+
+
+class StatsConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    augment: AugmentConfig = Field(
+        AugmentConfig(crop_scale_min=0.8), description="Training augmentation applied during the pass."
+    )
+    passes: int = Field(1, ge=1, le=100, description="Passes over the training set (new augmentation each).")
+    batch_size: int = Field(500, ge=1, le=65536, description="Speed only: sums are exact.")
+
+
+class StatsRequest(StageRequest):
+    stage = "stats"
+    code_version = 1
+
+    data: DataConfig
+    stats: StatsConfig
+
+
+class _ClassMoments:
+    """float64 per-class sums of x and x^2 of one BN layer's input."""
+
+    def __init__(self, num_classes: int, channels: int, device: torch.device) -> None:
+        self.sum = torch.zeros(num_classes, channels, dtype=torch.float64, device=device)
+        self.sum_sq = torch.zeros_like(self.sum)
+        self.count = torch.zeros(num_classes, dtype=torch.float64, device=device)
+
+    def add(self, x: torch.Tensor, labels: torch.Tensor) -> None:
+        x = x.detach().double()  # (B, C, H, W) or (B, C)
+        reduce = tuple(range(2, x.ndim))
+        per_sample = x[0, 0].numel()
+        self.sum.index_add_(0, labels, x.sum(reduce) if reduce else x)
+        self.sum_sq.index_add_(0, labels, (x * x).sum(reduce) if reduce else x * x)
+        self.count.index_add_(0, labels, torch.full_like(labels, per_sample, dtype=torch.float64))
+
+    def result(self) -> dict[str, torch.Tensor]:
+        n = self.count.clamp(min=1).unsqueeze(1)
+        mean = self.sum / n
+        var = (self.sum_sq / n - mean * mean).clamp(min=0)
+        return {"mean": mean.cpu(), "var": var.cpu(), "count": self.count.cpu()}
+
+
+@torch.no_grad()
+def class_bn_stats(
+    model: nn.Module,
+    source: ImageSource,
+    config: StatsConfig,
+    *,
+    norm: Normalization,
+    seed: int,
+    device: torch.device,
+    on_pass: Callable[[int, str], None] | None = None,
+) -> ClassBNStats:
+    """Per-class mean and biased variance of every BN layer's input, ``(K, C)`` float64 each."""
+    model.eval()
+    layers = batchnorm_layers(model)
+    if not layers:
+        raise ValueError(f"{type(model).__name__} has no BatchNorm layer; class statistics need one")
+    moments = {name: _ClassMoments(source.num_classes, bn.num_features, device) for name, bn in layers.items()}
+    current_labels: list[torch.Tensor] = []
+
+    def record(name: str) -> Callable[[nn.Module, tuple[torch.Tensor, ...]], None]:
+        return lambda _module, args: moments[name].add(args[0], current_labels[0])
+
+    handles = [bn.register_forward_pre_hook(record(name)) for name, bn in layers.items()]
+    try:
+        for pass_index in range(config.passes):
+            gen = generator(seed, "stats", "pass", pass_index)
+            for index in torch.arange(len(source)).split(config.batch_size):
+                images = augment_batch(source.images_at(index).to(device).float() / 255, config.augment, gen)
+                current_labels[:] = [source.labels[index].to(device)]
+                model(norm.to_input(images))
+            if on_pass is not None:
+                on_pass(pass_index + 1, f"{len(source)} images")
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {name: moment.result() for name, moment in moments.items()}
+
+
+def stats_bytes(stats: ClassBNStats) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(stats, buffer)
+    return buffer.getvalue()
+
+
+def load_class_bn_stats(store: ArtifactStore, ref: ArtifactRef) -> ClassBNStats:
+    return torch.load(io.BytesIO(store.read_bytes(ref, STATS_FILE)), map_location="cpu", weights_only=True)
+
+
+@stage_task("stats", tags=("distillery", "compute"))
+def stats_task(request: StatsRequest, runtime: RuntimeConfig) -> ArtifactRef:
+    store, ref = ArtifactStore(runtime.artifact_root), request.ref()
+    if store.is_complete(ref):
+        return ref
+    started = time.perf_counter()
+    device = resolve_device(runtime)
+    model, _ = load_teacher(store, request.inputs["teacher"], device)
+    train = load_split(request.data, "train")
+    progress = StageProgress("stats", request.stats.passes)
+    stats = class_bn_stats(
+        model, train, request.stats, norm=Normalization(*normalization(request.data)),
+        seed=request.seed, device=device, on_pass=progress,
+    )
+    store.write_bytes(ref, STATS_FILE, stats_bytes(stats))
+    store.write_manifest(
+        ref,
+        request,
+        metrics={"bn_layers": float(len(stats)), "images_seen": float(len(train) * request.stats.passes)},
+        seconds=time.perf_counter() - started,
+        extra={"device": device.type, "layers": list(stats)},
+    )
+    return ref

@@ -1,0 +1,236 @@
+"""Stage `teacher` (squeeze): train the teacher on the real training set, or load given weights.
+
+SGD with momentum and weight decay, linear warm-up then cosine decay per step, per-sample
+random-resized-crop and flip. Reports the teacher's top-1 on the real test split and stores the
+state dict (loaded back with ``weights_only=True``).
+
+    distillery run --until teacher --set teacher.epochs=2
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import nn
+
+from storage.artifacts import ArtifactRef, ArtifactStore, StageRequest
+from storage.stage_cache import stage_task
+from tasks.augment import AugmentConfig, augment_batch
+from tasks.data import DataConfig, ImageSource, load_split, normalization
+from tasks.models import create_model
+from tasks.pixels import Normalization
+from tasks.progress import StageProgress
+from tasks.runtime import RuntimeConfig, autocast, generator, resolve_device
+
+MODEL_FILE = "model.pt"
+
+
+class TeacherConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: str = Field("convnet", description="convnet, resnet18_small or a torchvision model name.")
+    width: int = Field(32, ge=4, le=1024, description="convnet channels per layer.")
+    depth: int = Field(3, ge=1, le=8, description="convnet conv blocks.")
+    epochs: int = Field(6, ge=1, le=1000)
+    batch_size: int = Field(256, ge=1, le=65536)
+    lr: float = Field(0.2, gt=0, le=10, description="Peak SGD learning rate (reference: 0.2).")
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(1e-4, ge=0, le=1)
+    warmup_epochs: float = Field(
+        0.5, ge=0, description="Linear warm-up before cosine decay (reference: 5 of 200 epochs)."
+    )
+    augment: AugmentConfig = AugmentConfig(crop_scale_min=0.8)
+    weights: str | None = Field(
+        None, description="Path to a state dict to use instead of training (loaded weights_only)."
+    )
+
+    @model_validator(mode="after")
+    def _warmup_fits(self) -> "TeacherConfig":
+        if self.warmup_epochs > self.epochs:
+            raise ValueError(
+                f"warmup_epochs ({self.warmup_epochs}) is longer than epochs ({self.epochs}); "
+                "lower teacher.warmup_epochs"
+            )
+        return self
+
+
+class TeacherRequest(StageRequest):
+    stage = "teacher"
+    code_version = 1
+
+    data: DataConfig
+    teacher: TeacherConfig
+    weights_sha256: str | None = None
+
+
+def teacher_request(*, data: DataConfig, teacher: TeacherConfig, seed: int) -> TeacherRequest:
+    """The request for this config; given weights enter the fingerprint by content."""
+    digest = None
+    if teacher.weights is not None:
+        path = Path(teacher.weights)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"teacher.weights {path} does not exist; give a state dict saved with "
+                "torch.save(model.state_dict(), path) or unset teacher.weights to train one"
+            )
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return TeacherRequest(data=data, teacher=teacher, seed=seed, weights_sha256=digest)
+
+
+def build_teacher(config: TeacherConfig, source: ImageSource) -> nn.Module:
+    return create_model(
+        config.model,
+        channels=source.channels,
+        num_classes=source.num_classes,
+        image_size=source.image_size,
+        width=config.width,
+        depth=config.depth,
+    )
+
+
+def lr_factor(step: int, *, warmup_steps: int, total_steps: int) -> float:
+    """Linear warm-up to 1, then cosine decay to 0 at ``total_steps``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
+    return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def train_teacher(
+    model: nn.Module,
+    train: ImageSource,
+    config: TeacherConfig,
+    *,
+    norm: Normalization,
+    seed: int,
+    device: torch.device,
+    runtime: RuntimeConfig,
+    on_epoch: Callable[[int, str], None] | None = None,
+) -> list[float]:
+    """Train in place; returns the mean training loss of each epoch."""
+    decay, no_decay = [], []
+    for param in model.parameters():
+        (no_decay if param.ndim <= 1 else decay).append(param)
+    optimizer = torch.optim.SGD(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.lr,
+        momentum=config.momentum,
+    )
+    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    total = config.epochs * steps_per_epoch
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: lr_factor(s, warmup_steps=round(config.warmup_epochs * steps_per_epoch), total_steps=total),
+    )
+    epoch_losses = []
+    for epoch in range(config.epochs):
+        model.train()
+        gen = generator(seed, "teacher", "epoch", epoch)
+        order = torch.randperm(len(train), generator=gen)
+        loss_sum = 0.0
+        for index in order.split(config.batch_size):
+            images = augment_batch(train.images_at(index).to(device).float() / 255, config.augment, gen)
+            with autocast(device, runtime):
+                loss = F.cross_entropy(model(norm.to_input(images)), train.labels[index].to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            loss_sum += loss.item() * len(index)
+        epoch_losses.append(loss_sum / len(train))
+        if on_epoch is not None:
+            on_epoch(epoch + 1, f"train loss {epoch_losses[-1]:.4f}")
+    return epoch_losses
+
+
+@torch.no_grad()
+def top1_accuracy(
+    model: nn.Module, source: ImageSource, *, norm: Normalization, device: torch.device, batch_size: int = 1000
+) -> float:
+    """Fraction of ``source`` that ``model`` classifies correctly (eval mode)."""
+    model.eval()
+    correct = 0
+    for index in torch.arange(len(source)).split(batch_size):
+        logits = model(norm.to_input(source.images_at(index).to(device)))
+        correct += int((logits.argmax(1).cpu() == source.labels[index]).sum())
+    return correct / len(source)
+
+
+def state_dict_bytes(model: nn.Module) -> bytes:
+    buffer = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buffer)
+    return buffer.getvalue()
+
+
+def load_state_dict(model: nn.Module, blob: bytes, *, origin: str) -> None:
+    try:
+        state = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except Exception as err:  # noqa: BLE001 - any unreadable or mismatched file gets one message
+        raise ValueError(
+            f"cannot load teacher weights from {origin}: {err}. Give a state dict of the "
+            "configured teacher.model for this data set"
+        ) from None
+
+
+def load_teacher(store: ArtifactStore, ref: ArtifactRef, device: torch.device) -> tuple[nn.Module, TeacherRequest]:
+    """The stored teacher in eval mode, with the request that made it."""
+    manifest = store.read_manifest(ref)
+    request = TeacherRequest.model_validate(manifest["config"])
+    shape = manifest["model_input"]
+    model = create_model(
+        request.teacher.model,
+        channels=shape["channels"],
+        num_classes=shape["num_classes"],
+        image_size=shape["image_size"],
+        width=request.teacher.width,
+        depth=request.teacher.depth,
+    )
+    load_state_dict(model, store.read_bytes(ref, MODEL_FILE), origin=store.path(ref, MODEL_FILE))
+    return model.to(device).eval(), request
+
+
+@stage_task("teacher", tags=("distillery", "compute"))
+def teacher_task(request: TeacherRequest, runtime: RuntimeConfig) -> ArtifactRef:
+    store, ref = ArtifactStore(runtime.artifact_root), request.ref()
+    if store.is_complete(ref):
+        return ref
+    started = time.perf_counter()
+    device = resolve_device(runtime)
+    train, test = load_split(request.data, "train"), load_split(request.data, "test")
+    norm = Normalization(*normalization(request.data))
+    torch.manual_seed(request.seed)
+    model = build_teacher(request.teacher, train).to(device)
+    progress = StageProgress("teacher", request.teacher.epochs)
+    if request.teacher.weights is not None:
+        load_state_dict(model, Path(request.teacher.weights).read_bytes(), origin=request.teacher.weights)
+        losses: list[float] = []
+    else:
+        losses = train_teacher(
+            model, train, request.teacher, norm=norm, seed=request.seed, device=device,
+            runtime=runtime, on_epoch=progress,
+        )
+    test_top1 = top1_accuracy(model, test, norm=norm, device=device)
+    store.write_bytes(ref, MODEL_FILE, state_dict_bytes(model))
+    metrics = {"test_top1": test_top1, **({"final_train_loss": losses[-1]} if losses else {})}
+    store.write_manifest(
+        ref,
+        request,
+        metrics=metrics,
+        seconds=time.perf_counter() - started,
+        extra={
+            "device": device.type,
+            "model_input": {"channels": train.channels, "num_classes": train.num_classes, "image_size": train.image_size},
+            "epoch_losses": losses,
+        },
+    )
+    progress.info("teacher test top-1 %.4f", test_top1)
+    return ref
