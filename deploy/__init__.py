@@ -1,0 +1,1 @@
+"""Deployments, schedules and presets (YAML in ``deploy/presets/``)."""

@@ -1,0 +1,1 @@
+"""Prefect flows that compose the stages, the CLI, and the root config."""

@@ -1,0 +1,151 @@
+"""The root config: one pydantic tree assembled from the stages' own config models.
+
+Resolution order, later wins: model defaults < preset or config file < ``--set`` overrides <
+``--artifact-root`` / ``--device``. ``DISTILLERY_HOME`` replaces the default artifact root.
+
+    config = resolve_config(preset="fashion_mnist", overrides=["teacher.epochs=2"])
+    print(dump_yaml(config))
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from tasks.data import DataConfig
+from tasks.evaluate import EvaluateConfig
+from tasks.prune import PruneConfig
+from tasks.relabel import RelabelConfig
+from tasks.runtime import RuntimeConfig
+from tasks.stats import StatsConfig
+from tasks.synthesize import SynthesisConfig
+from tasks.teacher import TeacherConfig
+
+HOME_ENV = "DISTILLERY_HOME"
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the field and the fix."""
+
+
+class DistilleryConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    stats: StatsConfig = Field(default_factory=StatsConfig)
+    synthesis: SynthesisConfig = Field(default_factory=SynthesisConfig)
+    relabel: RelabelConfig = Field(default_factory=RelabelConfig)
+    prune: PruneConfig = Field(default_factory=PruneConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+
+
+def preset_names() -> list[str]:
+    folder = resources.files("deploy") / "presets"
+    return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _read_yaml(text: str, origin: str) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{origin} is not valid YAML: {err}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{origin} must be a mapping of sections (data:, teacher:, ...), not {type(loaded).__name__}")
+    return loaded
+
+
+def _preset(name: str) -> dict[str, Any]:
+    if name not in preset_names():
+        raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(preset_names())}")
+    text = (resources.files("deploy") / "presets" / f"{name}.yaml").read_text()
+    return _read_yaml(text, f"preset {name}")
+
+
+def _config_file(path: str) -> dict[str, Any]:
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"config file {path} does not exist; give a YAML file or use --preset")
+    return _read_yaml(file.read_text(), f"config file {path}")
+
+
+def apply_override(tree: dict[str, Any], assignment: str) -> None:
+    """Set ``section.field[.sub]=VALUE`` in ``tree``; VALUE is parsed as YAML (1, true, [a, b])."""
+    path, sep, raw = assignment.partition("=")
+    keys = path.strip().split(".")
+    if not sep or len(keys) < 2 or not all(keys):
+        raise ConfigError(f"--set {assignment!r} must look like section.field=VALUE, e.g. teacher.epochs=2")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    node = tree
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {assignment!r}: {key} is a value, not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def format_validation_error(err: ValidationError) -> str:
+    lines = []
+    for problem in err.errors():
+        where = ".".join(str(part) for part in problem["loc"]) or "config"
+        message = problem["msg"].removeprefix("Value error, ")
+        if problem["type"] == "extra_forbidden":
+            message = "unknown field; check the spelling against `distillery config --preset fashion_mnist`"
+        shown = "" if problem["type"] == "extra_forbidden" else f" (got {problem.get('input')!r})"
+        lines.append(f"  {where}: {message}{shown}")
+    return "invalid config:\n" + "\n".join(lines)
+
+
+def resolve_config(
+    *,
+    config_file: str | None = None,
+    preset: str | None = None,
+    overrides: list[str] = (),  # type: ignore[assignment]
+    artifact_root: str | None = None,
+    device: str | None = None,
+) -> DistilleryConfig:
+    """Build and validate the config; raises ConfigError with every problem listed."""
+    if config_file and preset:
+        raise ConfigError("give either --config FILE or --preset NAME, not both")
+    tree = _config_file(config_file) if config_file else _preset(preset) if preset else {}
+    runtime = tree.setdefault("runtime", {})
+    if not isinstance(runtime, dict):
+        raise ConfigError("runtime must be a section (a mapping of fields)")
+    if os.environ.get(HOME_ENV) and "artifact_root" not in runtime:
+        runtime["artifact_root"] = os.environ[HOME_ENV]
+    for assignment in overrides:
+        apply_override(tree, assignment)
+    if artifact_root is not None:
+        runtime["artifact_root"] = artifact_root
+    if device is not None:
+        runtime["device"] = device
+    try:
+        config = DistilleryConfig.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err)) from None
+    return _with_absolute_root(config)
+
+
+def _with_absolute_root(config: DistilleryConfig) -> DistilleryConfig:
+    """Local roots become absolute so every task process agrees on them."""
+    root = config.runtime.artifact_root
+    if "://" in root:
+        return config
+    runtime = config.runtime.model_copy(update={"artifact_root": str(Path(root).expanduser().resolve())})
+    return config.model_copy(update={"runtime": runtime})
+
+
+def dump_yaml(config: DistilleryConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,71 @@
+"""The `distill` flow: the pipeline for one config, composed from stage entries.
+
+No computation here: each stage is called through ``run_stage`` (cache by fingerprint,
+recompute when the artifact is gone), only ArtifactRefs pass between stages, and the flow
+publishes a summary table to the Prefect dashboard.
+
+    distillery run --until stats          # the CLI wraps this flow
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from prefect import flow
+from prefect.artifacts import create_table_artifact
+from prefect.states import State
+from pydantic import BaseModel
+
+from flows.config import DistilleryConfig
+from storage.artifacts import ArtifactRef, ArtifactStore
+from storage.stage_cache import run_stage
+from tasks.stats import StatsRequest, stats_task
+from tasks.teacher import teacher_request, teacher_task
+
+STAGES = ("teacher", "stats")
+Stage = Literal["teacher", "stats"]
+
+
+class StageOutcome(BaseModel):
+    """What the flow reports per stage: the artifact, its Prefect state and its manifest figures."""
+
+    ref: ArtifactRef
+    state: str
+    path: str
+    seconds: float
+    metrics: dict[str, float]
+
+
+def _outcome(store: ArtifactStore, state: State) -> StageOutcome:
+    ref: ArtifactRef = state.result()
+    manifest = store.read_manifest(ref)
+    return StageOutcome(
+        ref=ref, state=state.name, path=store.path(ref), seconds=manifest["seconds"], metrics=manifest["metrics"]
+    )
+
+
+def _publish_summary(store: ArtifactStore, outcomes: list[StageOutcome]) -> None:
+    rows = [
+        {"stage": o.ref.stage, "state": o.state, "fingerprint": o.ref.fingerprint, "seconds": o.seconds,
+         **{name: round(value, 4) for name, value in o.metrics.items()}}
+        for o in outcomes
+    ]
+    create_table_artifact(key="distill-summary", table=rows, description=f"Stages of this run, under {store.root}")
+
+
+@flow(name="distill", validate_parameters=True)
+def distill(config: DistilleryConfig, until: Stage = "stats") -> list[StageOutcome]:
+    """Run the stages up to ``until``; each is reused when its artifact already exists."""
+    store, runtime, seed = ArtifactStore(config.runtime.artifact_root), config.runtime, config.runtime.seed
+
+    teacher = _outcome(
+        store,
+        run_stage(teacher_task, teacher_request(data=config.data, teacher=config.teacher, seed=seed), runtime=runtime),
+    )
+    outcomes = [teacher]
+    if STAGES.index(until) >= STAGES.index("stats"):
+        request = StatsRequest(data=config.data, stats=config.stats, seed=seed, inputs={"teacher": teacher.ref})
+        outcomes.append(_outcome(store, run_stage(stats_task, request, runtime=runtime)))
+
+    _publish_summary(store, outcomes)
+    return outcomes
