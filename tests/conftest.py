@@ -1,0 +1,41 @@
+"""Shared fixtures: a private PREFECT_HOME, one Prefect test server per session, small real data.
+
+The environment is set at import time, before any test imports Prefect, so no test touches
+the user's ~/.prefect or the network.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="distillery-prefect-"))
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+os.environ.pop("DISTILLERY_HOME", None)
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+needs_fashion_mnist = pytest.mark.skipif(
+    not FASHION_MNIST.is_dir(), reason="needs the Debian package dataset-fashion-mnist (bash .ci/run installs it)"
+)
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """One temporary Prefect server (SQLite) for every test that runs flows."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+@pytest.fixture
+def tiny_config(tmp_path: Path):
+    """The ci_tiny preset with its artifact root in the test's temporary folder."""
+    from flows.config import resolve_config
+
+    return resolve_config(preset="ci_tiny", artifact_root=str(tmp_path / "artifacts"))

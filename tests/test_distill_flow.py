@@ -1,0 +1,82 @@
+"""The distill flow through a real (temporary) Prefect server: caching, reuse, recompute."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flows.config import resolve_config
+from flows.distill import distill
+from storage.artifacts import ArtifactStore
+from tasks.stats import StatsRequest, stats_task
+from tasks.teacher import teacher_request, teacher_task
+from tests.conftest import needs_fashion_mnist
+
+pytestmark = [needs_fashion_mnist, pytest.mark.slow]
+
+
+def _states(outcomes):
+    return {o.ref.stage: o.state for o in outcomes}
+
+
+def test_rerun_is_cached_and_a_stats_change_recomputes_only_stats(prefect_server, tiny_config):
+    first = distill(config=tiny_config)
+    assert _states(first) == {"teacher": "Completed", "stats": "Completed"}
+    store = ArtifactStore(tiny_config.runtime.artifact_root)
+    assert all(store.is_complete(o.ref) for o in first)
+
+    assert _states(distill(config=tiny_config)) == {"teacher": "Cached", "stats": "Cached"}
+
+    changed = tiny_config.model_copy(update={"stats": tiny_config.stats.model_copy(update={"passes": 2})})
+    third = distill(config=changed)
+    assert _states(third) == {"teacher": "Cached", "stats": "Completed"}
+    assert third[0].ref == first[0].ref and third[1].ref != first[1].ref
+
+
+def test_until_teacher_stops_after_the_teacher(prefect_server, tiny_config):
+    assert [o.ref.stage for o in distill(config=tiny_config, until="teacher")] == ["teacher"]
+
+
+def test_deleted_artifact_is_recomputed_despite_a_prefect_cache_record(prefect_server, tiny_config):
+    first = distill(config=tiny_config)
+    shutil.rmtree(first[1].path)
+    second = distill(config=tiny_config)
+    assert _states(second) == {"teacher": "Cached", "stats": "Completed"}
+    assert ArtifactStore(tiny_config.runtime.artifact_root).is_complete(second[1].ref)
+
+
+def test_manifest_on_disk_counts_as_done_without_a_prefect_cache_record(prefect_server, tiny_config):
+    # Artifacts made without Prefect (as on another machine sharing the root): no cache record.
+    seed, runtime = tiny_config.runtime.seed, tiny_config.runtime
+    teacher = teacher_task.fn(teacher_request(data=tiny_config.data, teacher=tiny_config.teacher, seed=seed), runtime)
+    stats = stats_task.fn(StatsRequest(data=tiny_config.data, stats=tiny_config.stats, seed=seed, inputs={"teacher": teacher}), runtime)
+    model = Path(ArtifactStore(runtime.artifact_root).path(teacher, "model.pt"))
+    written = model.stat().st_mtime_ns
+    outcomes = distill(config=tiny_config.model_copy(update={"runtime": runtime}))
+    assert [o.ref for o in outcomes] == [teacher, stats]
+    assert model.stat().st_mtime_ns == written
+
+
+def test_cli_runs_the_pipeline_then_reports_it_cached(tmp_path):
+    command = [sys.executable, "-m", "flows.cli", "run", "--preset", "ci_tiny", "--artifact-root", str(tmp_path / "a")]
+    first = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "teacher    Completed" in first.stdout and "stats      Completed" in first.stdout
+    second = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "teacher    Cached" in second.stdout and "stats      Cached" in second.stdout
+    assert str(tmp_path / "a" / "teacher") in second.stdout
+
+
+def test_cli_missing_data_set_is_one_message_and_exit_2(tmp_path):
+    command = [sys.executable, "-m", "flows.cli", "run", "--set", f"data.root={tmp_path / 'nowhere'}",
+               "--artifact-root", str(tmp_path / "a")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2
+    assert result.stderr.startswith("distillery: data: Fashion-MNIST not found")
+    assert "sudo apt-get install dataset-fashion-mnist" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "a").exists()
