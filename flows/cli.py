@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run the pipeline through Prefect")
     _common_config_args(run)
-    run.add_argument("--until", default="stats", metavar="STAGE", help="last stage to run (default: stats)")
+    run.add_argument("--until", metavar="STAGE", help="last stage to run (default: the last one built)")
     _common_config_args(commands.add_parser("config", help="print the resolved config as YAML"))
     commands.add_parser("presets", help="list the presets")
     return parser
@@ -82,7 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from flows.distill import STAGES, distill
     from tasks.data import DataError, load_split
 
-    if args.until not in STAGES:
+    until = args.until or STAGES[-1]
+    if until not in STAGES:
         print(f"distillery: --until {args.until!r} is not a stage; choose one of: {', '.join(STAGES)}", file=sys.stderr)
         return 2
     try:
@@ -92,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     started = time.perf_counter()
     try:
-        outcomes = distill(config=config, until=args.until)
+        outcomes = distill(config=config, until=until)
     except Exception as err:  # noqa: BLE001 - the CLI turns any failure into one message
         if args.debug:
             traceback.print_exc()

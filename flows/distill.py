@@ -20,10 +20,11 @@ from flows.config import DistilleryConfig
 from storage.artifacts import ArtifactRef, ArtifactStore
 from storage.stage_cache import run_stage
 from tasks.stats import StatsRequest, stats_task
+from tasks.synthesize import SynthesizeRequest, synthesize_task
 from tasks.teacher import teacher_request, teacher_task
 
-STAGES = ("teacher", "stats")
-Stage = Literal["teacher", "stats"]
+STAGES = ("teacher", "stats", "synthesize")
+Stage = Literal["teacher", "stats", "synthesize"]
 
 
 class StageOutcome(BaseModel):
@@ -54,18 +55,27 @@ def _publish_summary(store: ArtifactStore, outcomes: list[StageOutcome]) -> None
 
 
 @flow(name="distill", validate_parameters=True)
-def distill(config: DistilleryConfig, until: Stage = "stats") -> list[StageOutcome]:
-    """Run the stages up to ``until``; each is reused when its artifact already exists."""
+def distill(config: DistilleryConfig, until: Stage = STAGES[-1]) -> list[StageOutcome]:
+    """Run the stages up to ``until``; each is reused when its artifact already exists.
+
+    The class statistics are computed only where they are used: when asked for, or for lpld.
+    """
     store, runtime, seed = ArtifactStore(config.runtime.artifact_root), config.runtime, config.runtime.seed
+    wanted = STAGES[: STAGES.index(until) + 1]
 
     teacher = _outcome(
         store,
         run_stage(teacher_task, teacher_request(data=config.data, teacher=config.teacher, seed=seed), runtime=runtime),
     )
     outcomes = [teacher]
-    if STAGES.index(until) >= STAGES.index("stats"):
+    inputs = {"teacher": teacher.ref}
+    if until == "stats" or ("synthesize" in wanted and config.synthesis.mode == "lpld"):
         request = StatsRequest(data=config.data, stats=config.stats, seed=seed, inputs={"teacher": teacher.ref})
         outcomes.append(_outcome(store, run_stage(stats_task, request, runtime=runtime)))
+        inputs["stats"] = outcomes[-1].ref
+    if "synthesize" in wanted:
+        request = SynthesizeRequest(data=config.data, synthesis=config.synthesis, seed=seed, inputs=inputs)
+        outcomes.append(_outcome(store, run_stage(synthesize_task, request, runtime=runtime)))
 
     _publish_summary(store, outcomes)
     return outcomes

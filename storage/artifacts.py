@@ -53,7 +53,7 @@ class StageRequest(BaseModel):
     changes) and add their config sections as fields.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     stage: ClassVar[str]
     code_version: ClassVar[int]
 
@@ -85,20 +85,18 @@ class ArtifactStore:
         parts = [self.root_path, ref.stage, ref.fingerprint] + ([name] if name else [])
         return "/".join(parts)
 
-    def local_dir(self, ref: ArtifactRef) -> str:
-        """The artifact's directory as a local path (for Zarr and torch); local roots only."""
-        if not self.is_local:
-            raise ArtifactError(f"{self.root} is not a local path; this stage needs a local root")
-        os.makedirs(self.path(ref), exist_ok=True)
-        return self.path(ref)
+    def url(self, ref: ArtifactRef, name: str) -> str:
+        """A location Zarr and fsspec open: a plain path for local roots, else a full URL."""
+        path = self.path(ref, name)
+        return path if self.is_local else self.fs.unstrip_protocol(path)
 
     def exists(self, ref: ArtifactRef, name: str) -> bool:
         return self.fs.exists(self.path(ref, name))
 
     def write_bytes(self, ref: ArtifactRef, name: str, data: bytes) -> None:
         """Write a file whole: to a temporary name first, then renamed into place."""
-        self.fs.makedirs(self.path(ref), exist_ok=True)
         final = self.path(ref, name)
+        self.fs.makedirs(final.rsplit("/", 1)[0], exist_ok=True)
         partial = f"{final}.partial-{uuid.uuid4().hex[:8]}"
         with self.fs.open(partial, "wb") as handle:
             handle.write(data)
@@ -126,7 +124,12 @@ class ArtifactStore:
         seconds: float,
         extra: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Mark the artifact complete. Call last: a manifest means every other file is whole."""
+        """Mark the artifact complete. Call last: a manifest means every other file is whole.
+
+        Leftovers of writes killed mid-way (``*.partial-*``) are removed first.
+        """
+        for leftover in self.fs.glob(f"{self.path(ref)}/**/*.partial-*"):
+            self.fs.rm(leftover)
         manifest = {
             "stage": ref.stage,
             "fingerprint": ref.fingerprint,

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 class AugmentConfig(BaseModel):
     """Training augmentation: random-resized-crop with this area scale, optional flip."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     enabled: bool = True
     crop_scale_min: float = Field(0.5, gt=0.0, le=1.0, description="Smallest crop area fraction.")
     crop_scale_max: float = Field(1.0, gt=0.0, le=1.0, description="Largest crop area fraction.")

@@ -44,7 +44,7 @@ class DataError(ValueError):
 class DataConfig(BaseModel):
     """Which real data set to read, from where, and how much of it."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: DataSetName = "fashion_mnist"
     root: str | None = None  # None: Fashion-MNIST's Debian folder; required for the others

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class EvaluateConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     model: str = Field("convnet", description="Student architecture (see tasks.models).")
     seeds: int = Field(3, ge=1, le=100, description="Students trained; top-1 reported as mean ± std.")

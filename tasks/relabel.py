@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class RelabelConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     epochs: int = Field(300, ge=1, le=100000, description="E: epochs of soft labels generated.")
     batch_size: int = Field(100, ge=1, le=65536, description="B: images per stored step.")

@@ -35,7 +35,7 @@ ClassBNStats = dict[str, dict[str, torch.Tensor]]
 
 
 class StatsConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     augment: AugmentConfig = Field(
         AugmentConfig(crop_scale_min=0.8), description="Training augmentation applied during the pass."

@@ -1,28 +1,293 @@
-"""Stage `synthesize` (recover): the `synthesis` config section.
+"""Stage `synthesize` (recover): IPC images per class, from one of three sources.
 
-The synthesis loop itself (class-wise LPLD, the SRe2L mode and the random-real baseline) is
-issue #3; this module owns its config so that presets and the CLI validate it already.
+* ``lpld``        — class-wise: each batch holds images of ONE class and matches that class's
+                    BN statistics (from the `stats` stage). Within-class diversity rises.
+* ``sre2l``       — the baseline: each batch holds one image of every class and matches the
+                    teacher's global running statistics. Same loop, other batches and targets.
+* ``random_real`` — IPC real training images per class, drawn with a seeded permutation.
+
+Per step: one random-resized-crop and flip shared by the batch, a random roll (jitter), then
+``CE(teacher(x), y) + r_bn * sum_l w_l (||mu_l - mu*_l||_2 + ||var_l - var*_l||_2)`` with
+``w_1 = first_bn_weight``; Adam(betas 0.5, 0.9), cosine LR, pixels clipped every step, the last
+iterate stored as uint8. Work is cut into units (a class shard, or an IPC slot in sre2l);
+each unit is seeded on its own and saved to ``units/`` as it finishes, so a killed run resumes
+at the first missing unit and ends with the same bytes.
+
+    distillery run --until synthesize --set synthesis.mode=sre2l
 """
 
 from __future__ import annotations
 
+import io
+import math
+import time
+from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
+import torch
+import torch.nn.functional as F
+from prefect.artifacts import create_link_artifact
+from prefect.context import TaskRunContext
 from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from storage.artifacts import ArtifactRef, ArtifactStore, StageRequest
+from storage.image_store import grid_png, write_image_store
+from storage.stage_cache import stage_task
+from tasks.augment import crop_resize, sample_boxes, sample_flips
+from tasks.data import DataConfig, ImageSource, load_split, normalization
+from tasks.diversity import label_agreement, within_class_similarity
+from tasks.models import batchnorm_layers
+from tasks.pixels import Normalization
+from tasks.progress import StageProgress
+from tasks.runtime import RuntimeConfig, autocast, generator, resolve_device
+from tasks.stats import load_class_bn_stats
+from tasks.teacher import load_teacher
+
+IMAGES = "images.zarr"
+GRID = "grid.png"
 
 
 class SynthesisConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     mode: Literal["lpld", "sre2l", "random_real"] = Field(
         "lpld", description="lpld: one class per batch, per-class BN statistics; sre2l: mixed "
         "batches, global running statistics; random_real: a seeded real subset."
     )
     ipc: int = Field(10, ge=1, le=10000, description="Synthetic images per class.")
-    init: Literal["noise", "real"] = Field("noise", description="Start from randn or from real images.")
-    iterations: int = Field(1000, ge=1, le=100000)
-    lr: float = Field(0.1, gt=0, le=10, description="Adam learning rate (ImageNet 0.25, Tiny 0.1).")
-    r_bn: float = Field(0.05, ge=0, description="Weight of the BN-matching loss.")
-    first_bn_weight: float = Field(10.0, ge=0, description="Extra weight of the first BN layer.")
-    jitter: int = Field(2, ge=0, description="Max random roll in pixels (ImageNet 32, Tiny 4).")
+    init: Literal["noise", "real"] = Field("noise", description="Start from randn or from real images of the class.")
+    iterations: int = Field(500, ge=1, le=100000)
+    lr: float = Field(0.1, gt=0, le=10, description="Adam learning rate (ImageNet 0.25, Tiny-ImageNet 0.1).")
+    r_bn: float = Field(0.05, ge=0, description="Weight of the BN-matching loss (ImageNet 0.01, Tiny 0.05).")
+    first_bn_weight: float = Field(10.0, ge=0, description="Weight of the first BN layer (others 1).")
+    jitter: int = Field(2, ge=0, le=256, description="Max random roll in pixels (ImageNet 32, Tiny 4).")
     crop_scale_min: float = Field(0.5, gt=0, le=1, description="Batch-shared random-resized-crop scale.")
+    batch_size: int = Field(100, ge=1, le=4096, description="Most images optimised together in one unit.")
+
+
+class SynthesizeRequest(StageRequest):
+    stage = "synthesize"
+    code_version = 1
+
+    data: DataConfig
+    synthesis: SynthesisConfig
+
+
+class SynthesisError(RuntimeError):
+    """Synthesis cannot go on (a NaN loss, too few real images); the message names the fix."""
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One resumable piece of work: images at ``positions`` of the final store, with ``labels``."""
+
+    index: int
+    labels: tuple[int, ...]
+    positions: tuple[int, ...]  # final index = class * ipc + slot
+
+
+def plan_units(mode: str, *, num_classes: int, ipc: int, batch_size: int) -> list[Unit]:
+    """lpld and random_real: shards of one class. sre2l: per IPC slot, shards of all classes."""
+    pieces: list[tuple[list[int], list[int]]] = []
+    if mode == "sre2l":
+        for slot in range(ipc):
+            for start in range(0, num_classes, batch_size):
+                classes = list(range(start, min(start + batch_size, num_classes)))
+                pieces.append((classes, [c * ipc + slot for c in classes]))
+    else:
+        for c in range(num_classes):
+            for start in range(0, ipc, batch_size):
+                slots = range(start, min(start + batch_size, ipc))
+                pieces.append(([c] * len(slots), [c * ipc + s for s in slots]))
+    return [Unit(i, tuple(labels), tuple(pos)) for i, (labels, pos) in enumerate(pieces)]
+
+
+def real_picks(train: ImageSource, *, ipc: int, seed: int) -> torch.Tensor:
+    """(K, ipc) training-set indices: the first ipc of a seeded permutation of each class."""
+    picks = []
+    for c in range(train.num_classes):
+        members = torch.nonzero(train.labels == c).squeeze(1)
+        if len(members) < ipc:
+            raise SynthesisError(
+                f"synthesis.ipc={ipc} exceeds the {len(members)} training images of class {c} "
+                f"({train.class_names[c]}); lower synthesis.ipc or raise data.train_per_class"
+            )
+        picks.append(members[torch.randperm(len(members), generator=generator(seed, "real-picks", c))[:ipc]])
+    return torch.stack(picks)
+
+
+def unit_real_images(train: ImageSource, picks: torch.Tensor, unit: Unit, ipc: int) -> torch.Tensor:
+    slots = [p % ipc for p in unit.positions]
+    return train.images_at(picks[list(unit.labels), slots])  # (B, C, H, W) uint8
+
+
+class BNMatchLoss:
+    """Forward hooks adding, per BN layer, the distance of the batch's input moments to targets."""
+
+    def __init__(self, model: nn.Module, targets: dict[str, tuple[torch.Tensor, torch.Tensor]], first_weight: float):
+        self.terms: list[torch.Tensor] = []
+        layers = batchnorm_layers(model)
+        weights = {name: (first_weight if i == 0 else 1.0) for i, name in enumerate(layers)}
+
+        def hook(name: str):
+            mean_t, var_t = targets[name]
+
+            def record(_module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+                x = args[0].float()
+                dims = [0, *range(2, x.ndim)]
+                mean, var = x.mean(dims), x.var(dims, unbiased=False)
+                self.terms.append(weights[name] * (torch.norm(mean - mean_t, 2) + torch.norm(var - var_t, 2)))
+
+            return record
+
+        self.handles = [layer.register_forward_pre_hook(hook(name)) for name, layer in layers.items()]
+
+    def take(self) -> torch.Tensor:
+        total, self.terms = torch.stack(self.terms).sum(), []
+        return total
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+def optimise_unit(
+    model: nn.Module,
+    start: torch.Tensor,
+    labels: torch.Tensor,
+    bn_targets: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    config: SynthesisConfig,
+    *,
+    norm: Normalization,
+    gen: torch.Generator,
+    runtime: RuntimeConfig,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Optimise ``start`` (B, C, H, W), normalised, on its device; returns uint8 images and final losses."""
+    device, size = start.device, start.shape[-1]
+    x = start.clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([x], lr=config.lr, betas=(0.5, 0.9))
+    matcher = BNMatchLoss(model, bn_targets, config.first_bn_weight)
+    try:
+        for step in range(config.iterations):
+            for group in optimizer.param_groups:
+                group["lr"] = 0.5 * config.lr * (1 + math.cos(math.pi * step / config.iterations))
+            box = sample_boxes(gen, 1, scale=(config.crop_scale_min, 1.0)).expand(len(x), 4)
+            flip = sample_flips(gen, 1).expand(len(x))
+            shift = torch.randint(-config.jitter, config.jitter + 1, (2,), generator=gen).tolist()
+            view = torch.roll(crop_resize(x, box, flip, size=size), shifts=shift, dims=(2, 3))
+            with autocast(device, runtime):
+                ce = F.cross_entropy(model(view).float(), labels)
+            bn = matcher.take()
+            loss = ce + config.r_bn * bn
+            if not torch.isfinite(loss):
+                raise SynthesisError(
+                    f"synthesis loss became {loss.item()} at iteration {step} for classes "
+                    f"{sorted(set(labels.tolist()))}; lower synthesis.lr (now {config.lr}) or synthesis.r_bn"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                x.copy_(norm.clip(x))
+    finally:
+        matcher.remove()
+    return norm.to_uint8(x.detach()).cpu(), {"loss": loss.item(), "ce": ce.item(), "bn": bn.item()}
+
+
+def bn_targets_for(
+    mode: str, model: nn.Module, class_stats: dict | None, label: int, device: torch.device
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """lpld: class ``label``'s stored moments; sre2l: the teacher's running statistics."""
+    if mode == "lpld":
+        return {name: (s["mean"][label].float().to(device), s["var"][label].float().to(device)) for name, s in class_stats.items()}
+    return {name: (bn.running_mean.float(), bn.running_var.float()) for name, bn in batchnorm_layers(model).items()}
+
+
+def _unit_file(unit: Unit) -> str:
+    return f"units/unit-{unit.index:05d}.pt"
+
+
+def run_units(
+    request: SynthesizeRequest,
+    store: ArtifactStore,
+    model: nn.Module,
+    train: ImageSource,
+    *,
+    norm: Normalization,
+    runtime: RuntimeConfig,
+) -> tuple[np.ndarray, np.ndarray, dict[int, dict[str, float]]]:
+    """Every unit not already saved, then the assembled (N, C, H, W) images and labels."""
+    config, seed, ref = request.synthesis, request.seed, request.ref()
+    device = next(model.parameters()).device
+    class_stats = load_class_bn_stats(store, request.inputs["stats"]) if config.mode == "lpld" else None
+    picks = real_picks(train, ipc=config.ipc, seed=seed) if config.mode == "random_real" or config.init == "real" else None
+    units = plan_units(config.mode, num_classes=train.num_classes, ipc=config.ipc, batch_size=config.batch_size)
+    progress = StageProgress("synthesize", len(units))
+    losses: dict[int, dict[str, float]] = {}
+    images = np.zeros((train.num_classes * config.ipc, train.channels, train.image_size, train.image_size), np.uint8)
+    for done, unit in enumerate(units, start=1):
+        if not store.exists(ref, _unit_file(unit)):
+            gen = generator(seed, "synthesize", config.mode, unit.index)
+            if config.mode == "random_real":
+                result, unit_losses = unit_real_images(train, picks, unit, config.ipc), {}
+            else:
+                start = (
+                    norm.to_input(unit_real_images(train, picks, unit, config.ipc))
+                    if config.init == "real"
+                    else torch.randn(len(unit.labels), train.channels, train.image_size, train.image_size, generator=gen)
+                )
+                result, unit_losses = optimise_unit(
+                    model, start.to(device), torch.tensor(unit.labels, device=device),
+                    bn_targets_for(config.mode, model, class_stats, unit.labels[0], device),
+                    config, norm=norm, gen=gen, runtime=runtime,
+                )
+            buffer = io.BytesIO()
+            torch.save({"images": result, "losses": unit_losses}, buffer)
+            store.write_bytes(ref, _unit_file(unit), buffer.getvalue())
+        saved = torch.load(io.BytesIO(store.read_bytes(ref, _unit_file(unit))), weights_only=True)
+        images[list(unit.positions)] = saved["images"].numpy()
+        losses[unit.index] = saved["losses"]
+        progress(done, f"unit {unit.index} classes {sorted(set(unit.labels))} " + " ".join(f"{k}={v:.4f}" for k, v in saved["losses"].items()))
+    labels = np.repeat(np.arange(train.num_classes), config.ipc)
+    return images, labels, losses
+
+
+@stage_task("synthesize", tags=("distillery", "compute"))
+def synthesize_task(request: SynthesizeRequest, runtime: RuntimeConfig) -> ArtifactRef:
+    store, ref = ArtifactStore(runtime.artifact_root), request.ref()
+    if store.is_complete(ref):
+        return ref
+    started = time.perf_counter()
+    teacher_ref, device = request.inputs["teacher"], resolve_device(runtime)
+    model, _ = load_teacher(store, teacher_ref, device)
+    model.requires_grad_(False)
+    norm = Normalization(*normalization(request.data))
+    images, labels, losses = run_units(
+        request, store, model, load_split(request.data, "train"), norm=norm, runtime=runtime
+    )
+    write_image_store(
+        store.url(ref, IMAGES), images, labels, images_per_chunk=request.synthesis.ipc,
+        attributes={"mode": request.synthesis.mode, "ipc": request.synthesis.ipc, "num_classes": int(labels.max()) + 1,
+                    "teacher": teacher_ref.fingerprint, "config": request.model_dump(mode="json", exclude={"inputs"})},
+    )
+    store.write_bytes(ref, GRID, grid_png(images, per_row=request.synthesis.ipc))
+    images_t, labels_t = torch.from_numpy(images), torch.from_numpy(labels)
+    metrics = {
+        "within_class_similarity": within_class_similarity(model, images_t, labels_t, norm=norm, device=device),
+        "teacher_agreement": label_agreement(model, images_t, labels_t, norm=norm, device=device),
+    }
+    if losses and any(losses.values()):
+        metrics["mean_final_loss"] = float(np.mean([l["loss"] for l in losses.values()]))
+    store.write_manifest(
+        ref, request, metrics=metrics, seconds=time.perf_counter() - started,
+        extra={"device": device.type, "unit_losses": {str(k): v for k, v in losses.items()}, "grid": GRID, "images": IMAGES},
+    )
+    if TaskRunContext.get() is not None:
+        create_link_artifact(
+            link=store.url(ref, GRID) if not store.is_local else f"file://{store.path(ref, GRID)}",
+            link_text=f"{request.synthesis.mode} IPC {request.synthesis.ipc} image grid",
+            description=f"One row per class; within-class similarity {metrics['within_class_similarity']:.4f}",
+        )
+    return ref

@@ -34,7 +34,7 @@ MODEL_FILE = "model.pt"
 
 
 class TeacherConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     model: str = Field("convnet", description="convnet, resnet18_small or a torchvision model name.")
     width: int = Field(32, ge=4, le=1024, description="convnet channels per layer.")

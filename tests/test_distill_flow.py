@@ -24,15 +24,15 @@ def _states(outcomes):
 
 
 def test_rerun_is_cached_and_a_stats_change_recomputes_only_stats(prefect_server, tiny_config):
-    first = distill(config=tiny_config)
+    first = distill(config=tiny_config, until="stats")
     assert _states(first) == {"teacher": "Completed", "stats": "Completed"}
     store = ArtifactStore(tiny_config.runtime.artifact_root)
     assert all(store.is_complete(o.ref) for o in first)
 
-    assert _states(distill(config=tiny_config)) == {"teacher": "Cached", "stats": "Cached"}
+    assert _states(distill(config=tiny_config, until="stats")) == {"teacher": "Cached", "stats": "Cached"}
 
     changed = tiny_config.model_copy(update={"stats": tiny_config.stats.model_copy(update={"passes": 2})})
-    third = distill(config=changed)
+    third = distill(config=changed, until="stats")
     assert _states(third) == {"teacher": "Cached", "stats": "Completed"}
     assert third[0].ref == first[0].ref and third[1].ref != first[1].ref
 
@@ -42,9 +42,9 @@ def test_until_teacher_stops_after_the_teacher(prefect_server, tiny_config):
 
 
 def test_deleted_artifact_is_recomputed_despite_a_prefect_cache_record(prefect_server, tiny_config):
-    first = distill(config=tiny_config)
+    first = distill(config=tiny_config, until="stats")
     shutil.rmtree(first[1].path)
-    second = distill(config=tiny_config)
+    second = distill(config=tiny_config, until="stats")
     assert _states(second) == {"teacher": "Cached", "stats": "Completed"}
     assert ArtifactStore(tiny_config.runtime.artifact_root).is_complete(second[1].ref)
 
@@ -56,19 +56,31 @@ def test_manifest_on_disk_counts_as_done_without_a_prefect_cache_record(prefect_
     stats = stats_task.fn(StatsRequest(data=tiny_config.data, stats=tiny_config.stats, seed=seed, inputs={"teacher": teacher}), runtime)
     model = Path(ArtifactStore(runtime.artifact_root).path(teacher, "model.pt"))
     written = model.stat().st_mtime_ns
-    outcomes = distill(config=tiny_config.model_copy(update={"runtime": runtime}))
+    outcomes = distill(config=tiny_config, until="stats")
     assert [o.ref for o in outcomes] == [teacher, stats]
     assert model.stat().st_mtime_ns == written
+
+
+def test_synthesis_uses_stats_for_lpld_only_and_a_mode_change_reuses_the_teacher(prefect_server, tiny_config):
+    lpld = distill(config=tiny_config, until="synthesize")
+    assert _states(lpld) == {"teacher": "Completed", "stats": "Completed", "synthesize": "Completed"}
+    sre2l_config = tiny_config.model_copy(update={"synthesis": tiny_config.synthesis.model_copy(update={"mode": "sre2l"})})
+    sre2l = distill(config=sre2l_config, until="synthesize")
+    assert _states(sre2l) == {"teacher": "Cached", "synthesize": "Completed"}
+    assert sre2l[-1].ref != lpld[-1].ref
+    assert Path(sre2l[-1].path, "grid.png").is_file()
 
 
 def test_cli_runs_the_pipeline_then_reports_it_cached(tmp_path):
     command = [sys.executable, "-m", "flows.cli", "run", "--preset", "ci_tiny", "--artifact-root", str(tmp_path / "a")]
     first = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
-    assert "teacher    Completed" in first.stdout and "stats      Completed" in first.stdout
+    for stage in ("teacher", "stats", "synthesize"):
+        assert f"{stage:<10} Completed" in first.stdout
     second = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
-    assert "teacher    Cached" in second.stdout and "stats      Cached" in second.stdout
+    for stage in ("teacher", "stats", "synthesize"):
+        assert f"{stage:<10} Cached" in second.stdout
     assert str(tmp_path / "a" / "teacher") in second.stdout
 
 

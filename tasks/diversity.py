@@ -1,0 +1,46 @@
+"""Within-class diversity of an image set, seen through the teacher.
+
+Mean pairwise cosine similarity of the teacher's penultimate features among one class's
+images (diagonal excluded), averaged over classes. Lower means more diverse; LPLD's claim is
+that class-wise synthesis lowers it relative to SRe2L.
+
+    sim = within_class_similarity(teacher, images_u8, labels, norm=norm, device=device)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tasks.models import penultimate_features
+from tasks.pixels import Normalization
+
+
+@torch.no_grad()
+def within_class_similarity(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, norm: Normalization, device: torch.device
+) -> float:
+    model.eval()
+    per_class = []
+    for c in labels.unique().tolist():
+        members = images[labels == c]
+        if len(members) < 2:
+            continue
+        feats = F.normalize(penultimate_features(model, norm.to_input(members.to(device))).float(), dim=1)  # (n, D)
+        sim = feats @ feats.T  # (n, n)
+        n = len(members)
+        per_class.append(float((sim.sum() - sim.diagonal().sum()) / (n * (n - 1))))
+    if not per_class:
+        raise ValueError("within-class similarity needs at least two images of some class")
+    return sum(per_class) / len(per_class)
+
+
+@torch.no_grad()
+def label_agreement(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, norm: Normalization, device: torch.device
+) -> float:
+    """Fraction of ``images`` the model assigns to their own label."""
+    model.eval()
+    predicted = model(norm.to_input(images.to(device))).argmax(1).cpu()
+    return float((predicted == labels).float().mean())

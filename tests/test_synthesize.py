@@ -1,0 +1,160 @@
+"""The synthesize stage on real Fashion-MNIST slices: units, stores, resume, bad input."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from flows.config import resolve_config
+from storage.artifacts import ArtifactStore
+from storage.image_store import read_image_store
+from tasks.data import load_split, normalization
+from tasks.pixels import Normalization
+from tasks.stats import StatsRequest, stats_task
+from tasks.synthesize import (
+    IMAGES, SynthesisError, SynthesizeRequest, bn_targets_for, optimise_unit, plan_units, real_picks, synthesize_task,
+)
+from tasks.teacher import load_teacher, teacher_request, teacher_task
+from tests.conftest import needs_fashion_mnist
+
+pytestmark = needs_fashion_mnist
+SMALL = ["synthesis.ipc=3", "synthesis.iterations=40", "synthesis.batch_size=2"]
+
+
+def _upstream(config):
+    """Teacher and stats artifacts for ``config`` (plain functions, no Prefect)."""
+    teacher = teacher_task.fn(teacher_request(data=config.data, teacher=config.teacher, seed=0), config.runtime)
+    stats = stats_task.fn(StatsRequest(data=config.data, stats=config.stats, seed=0, inputs={"teacher": teacher}), config.runtime)
+    return {"teacher": teacher, "stats": stats}
+
+
+def _request(config, inputs):
+    needed = inputs if config.synthesis.mode == "lpld" else {"teacher": inputs["teacher"]}
+    return SynthesizeRequest(data=config.data, synthesis=config.synthesis, seed=0, inputs=needed)
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("mode", ["lpld", "sre2l", "random_real"])
+def test_units_cover_every_position_once(mode):
+    units = plan_units(mode, num_classes=10, ipc=7, batch_size=3)
+    positions = [p for u in units for p in u.positions]
+    assert sorted(positions) == list(range(70))
+    for unit in units:
+        assert all(p // 7 == label for p, label in zip(unit.positions, unit.labels))
+        assert len(unit.labels) <= 3
+        if mode == "sre2l":
+            assert len(set(p % 7 for p in unit.positions)) == 1  # one IPC slot, several classes
+        else:
+            assert len(set(unit.labels)) == 1  # one class per batch
+
+
+def test_ipc_larger_than_a_class_names_the_class_and_fix(tiny_config):
+    train = load_split(tiny_config.data, "train")  # 200 per class
+    with pytest.raises(SynthesisError, match=r"synthesis.ipc=201 exceeds the 200 training images of class 0 .*lower synthesis.ipc"):
+        real_picks(train, ipc=201, seed=0)
+
+
+@pytest.mark.parametrize("mode", ["lpld", "sre2l", "random_real"])
+def test_each_mode_writes_a_store_grid_and_metrics(tmp_path, mode):
+    config = resolve_config(preset="ci_tiny", artifact_root=str(tmp_path / "a"), overrides=[*SMALL, f"synthesis.mode={mode}"])
+    inputs = _upstream(config)
+    store = ArtifactStore(config.runtime.artifact_root)
+    ref = synthesize_task.fn(_request(config, inputs), config.runtime)
+    images, labels, attributes = read_image_store(store.url(ref, IMAGES))
+    assert images.shape == (30, 1, 28, 28) and images.dtype == np.uint8
+    assert labels.tolist() == np.repeat(np.arange(10), 3).tolist()
+    assert attributes["mode"] == mode and attributes["ipc"] == 3 and attributes["teacher"] == inputs["teacher"].fingerprint
+    assert store.read_bytes(ref, "grid.png").startswith(b"\x89PNG")
+    metrics = store.read_manifest(ref)["metrics"]
+    assert 0 <= metrics["teacher_agreement"] <= 1 and -1 <= metrics["within_class_similarity"] <= 1
+    if mode == "random_real":
+        train = load_split(config.data, "train")
+        picked = {tuple(train.images_at(torch.tensor([i]))[0].flatten().tolist()) for i in range(len(train))}
+        assert all(tuple(image.flatten().tolist()) in picked for image in images)
+    else:
+        assert len(store.read_manifest(ref)["unit_losses"]) == len(plan_units(mode, num_classes=10, ipc=3, batch_size=2))
+
+
+def test_synthesis_lowers_the_teachers_loss_on_its_images(tmp_path):
+    config = resolve_config(preset="ci_tiny", artifact_root=str(tmp_path / "a"), overrides=[*SMALL, "synthesis.iterations=60"])
+    inputs = _upstream(config)
+    store = ArtifactStore(config.runtime.artifact_root)
+    model, _ = load_teacher(store, inputs["teacher"], torch.device("cpu"))
+    norm = Normalization(*normalization(config.data))
+    targets = bn_targets_for("lpld", model, __import__("tasks.stats", fromlist=["x"]).load_class_bn_stats(store, inputs["stats"]), 3, torch.device("cpu"))
+    start = torch.randn(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    labels = torch.full((4,), 3)
+    before = torch.nn.functional.cross_entropy(model(start), labels).item()
+    images, losses = optimise_unit(model, start, labels, targets, config.synthesis, norm=norm,
+                                   gen=torch.Generator().manual_seed(1), runtime=config.runtime)
+    after = torch.nn.functional.cross_entropy(model(norm.to_input(images)), labels).item()
+    assert after < before and losses["ce"] < before
+
+
+def test_a_nan_during_synthesis_stops_with_the_fix(tiny_config):
+    inputs = _upstream(tiny_config)
+    store = ArtifactStore(tiny_config.runtime.artifact_root)
+    model, _ = load_teacher(store, inputs["teacher"], torch.device("cpu"))
+    with torch.no_grad():
+        model.classifier.weight.fill_(float("nan"))
+    targets = bn_targets_for("sre2l", model, None, 0, torch.device("cpu"))
+    with pytest.raises(SynthesisError, match="iteration 0 .*lower synthesis.lr"):
+        optimise_unit(model, torch.zeros(2, 1, 28, 28), torch.tensor([0, 1]), targets, tiny_config.synthesis,
+                      norm=Normalization(*normalization(tiny_config.data)), gen=torch.Generator(), runtime=tiny_config.runtime)
+
+
+KILL_SCRIPT = """
+import sys
+from flows.config import resolve_config
+from tasks.synthesize import SynthesizeRequest, synthesize_task
+from storage.artifacts import ArtifactRef
+config = resolve_config(preset="ci_tiny", artifact_root=sys.argv[1], overrides=sys.argv[4:])
+inputs = {"teacher": ArtifactRef(stage="teacher", fingerprint=sys.argv[2]), "stats": ArtifactRef(stage="stats", fingerprint=sys.argv[3])}
+request = SynthesizeRequest(data=config.data, synthesis=config.synthesis, seed=0, inputs=inputs)
+print(request.ref().fingerprint, flush=True)
+synthesize_task.fn(request, config.runtime)
+"""
+
+
+def test_a_killed_synthesis_resumes_to_the_same_bytes(tmp_path):
+    overrides = ["synthesis.ipc=4", "synthesis.iterations=150", "synthesis.batch_size=2"]
+    killed_root, clean_root = tmp_path / "killed", tmp_path / "clean"
+    config = resolve_config(preset="ci_tiny", artifact_root=str(killed_root), overrides=overrides)
+    inputs = _upstream(config)
+    shutil.copytree(killed_root, clean_root)
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILL_SCRIPT, str(killed_root), inputs["teacher"].fingerprint, inputs["stats"].fingerprint, *overrides],
+        stdout=subprocess.PIPE, text=True,
+    )
+    units = killed_root / "synthesize" / proc.stdout.readline().strip() / "units"
+    deadline = time.monotonic() + 300
+    while len(list(units.glob("unit-*.pt"))) < 3 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished_before_kill = len(list(units.glob("unit-*.pt")))
+    assert 3 <= finished_before_kill < 20, "the kill should land part-way through the 20 units"
+    assert not (units.parent / "manifest.json").exists()
+
+    resumed = synthesize_task.fn(_request(config, inputs), config.runtime)
+    clean_config = config.model_copy(update={"runtime": config.runtime.model_copy(update={"artifact_root": str(clean_root)})})
+    uninterrupted = synthesize_task.fn(_request(clean_config, inputs), clean_config.runtime)
+    assert resumed == uninterrupted
+    killed_files = _files(killed_root / "synthesize" / resumed.fingerprint)
+    clean_files = _files(clean_root / "synthesize" / resumed.fingerprint)
+    killed_files.pop("manifest.json"), clean_files.pop("manifest.json")  # holds timings
+    assert killed_files.keys() == clean_files.keys()
+    assert killed_files == clean_files
+    assert not any(".partial-" in name for name in killed_files)
