@@ -4,6 +4,7 @@
                    [--until STAGE] [--artifact-root URI] [--device auto|cpu|cuda] [--debug]
     distillery config [--config FILE | --preset NAME] [--set ...]   # print the resolved config
     distillery presets                                               # list preset names
+    distillery bench-labels [--artifact-root PATH] [--passes N]     # soft-label read rates
 
 Exit codes: 0 done, 1 a stage failed (message printed), 2 bad config, arguments or data.
 """
@@ -45,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--until", metavar="STAGE", help="last stage to run (default: the last one built)")
     _common_config_args(commands.add_parser("config", help="print the resolved config as YAML"))
     commands.add_parser("presets", help="list the presets")
+    bench = commands.add_parser("bench-labels", help="random-order read rate of every soft-label store, vs memory")
+    bench.add_argument("--artifact-root", metavar="PATH", default="artifacts", help="local artifact root to scan")
+    bench.add_argument("--passes", type=int, default=5, help="read passes per store (the first is cold)")
     return parser
 
 
@@ -66,6 +70,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.command == "presets":
         print("\n".join(preset_names()))
+        return 0
+    if args.command == "bench-labels":
+        from flows.bench import label_store_reads, print_table
+
+        print(print_table(label_store_reads(args.artifact_root, passes=max(args.passes, 1))))
         return 0
     try:
         config = resolve_config(

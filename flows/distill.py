@@ -19,12 +19,14 @@ from pydantic import BaseModel
 from flows.config import DistilleryConfig
 from storage.artifacts import ArtifactRef, ArtifactStore
 from storage.stage_cache import run_stage
+from tasks.prune import PruneRequest, prune_task
+from tasks.relabel import relabel_request, relabel_task
 from tasks.stats import StatsRequest, stats_task
 from tasks.synthesize import SynthesizeRequest, synthesize_task
 from tasks.teacher import teacher_request, teacher_task
 
-STAGES = ("teacher", "stats", "synthesize")
-Stage = Literal["teacher", "stats", "synthesize"]
+STAGES = ("teacher", "stats", "synthesize", "relabel", "prune")
+Stage = Literal["teacher", "stats", "synthesize", "relabel", "prune"]
 
 
 class StageOutcome(BaseModel):
@@ -59,6 +61,7 @@ def distill(config: DistilleryConfig, until: Stage = STAGES[-1]) -> list[StageOu
     """Run the stages up to ``until``; each is reused when its artifact already exists.
 
     The class statistics are computed only where they are used: when asked for, or for lpld.
+    The prune stage runs only for a ratio above 0 (ratio 0 keeps the relabel store as it is).
     """
     store, runtime, seed = ArtifactStore(config.runtime.artifact_root), config.runtime, config.runtime.seed
     wanted = STAGES[: STAGES.index(until) + 1]
@@ -76,6 +79,15 @@ def distill(config: DistilleryConfig, until: Stage = STAGES[-1]) -> list[StageOu
     if "synthesize" in wanted:
         request = SynthesizeRequest(data=config.data, synthesis=config.synthesis, seed=seed, inputs=inputs)
         outcomes.append(_outcome(store, run_stage(synthesize_task, request, runtime=runtime)))
+    if "relabel" in wanted:
+        request = relabel_request(
+            data=config.data, relabel=config.relabel, prune_ratio=config.prune.ratio, prune_rule=config.prune.rule,
+            seed=seed, teacher=teacher.ref, images=outcomes[-1].ref,
+        )
+        outcomes.append(_outcome(store, run_stage(relabel_task, request, runtime=runtime)))
+    if "prune" in wanted and config.prune.ratio > 0:
+        request = PruneRequest(prune=config.prune, seed=seed, inputs={"labels": outcomes[-1].ref})
+        outcomes.append(_outcome(store, run_stage(prune_task, request, runtime=runtime)))
 
     _publish_summary(store, outcomes)
     return outcomes

@@ -1,14 +1,31 @@
-"""Stage `prune`: the `prune` config section.
+"""Stage `prune`: keep a fraction of the stored steps, as a real, smaller soft-label store.
 
-Label pruning into a smaller store is issue #4; this module owns its config so that presets
-and the CLI validate it already.
+Ratio r keeps ``ceil((1 - r) * S)`` of the stream's S steps (10x/20x/30x/40x = r 0.9/0.95/
+0.97/0.975). Rules: ``prefix`` keeps the first steps of the seeded stream (already a random
+sample; the reference's rule, and the one relabel can generate alone), ``uniform`` a seeded
+random subset of steps, ``epoch`` whole epochs chosen at random. The student still trains E
+epochs: :func:`training_schedule` draws each epoch's steps uniformly with replacement from the
+kept pool.
+
+    distillery run --until prune --set prune.ratio=0.975
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import time
+from typing import Any, Callable, Literal
 
+import numpy as np
+import torch
 from pydantic import BaseModel, ConfigDict, Field
+
+from storage.artifacts import ArtifactRef, ArtifactStore, StageRequest
+from storage.softlabels import SoftLabelReader, SoftLabelWriter, StoreLayout
+from storage.stage_cache import stage_task
+from tasks.label_stream import StreamGeometry, kept_step_count
+from tasks.progress import StageProgress
+from tasks.relabel import LABELS, store_metrics
+from tasks.runtime import RuntimeConfig, generator
 
 
 class PruneConfig(BaseModel):
@@ -18,3 +35,88 @@ class PruneConfig(BaseModel):
         0.0, ge=0.0, lt=1.0, description="Fraction of stored steps dropped: 0.9/0.95/0.97/0.975 = 10x/20x/30x/40x."
     )
     rule: Literal["prefix", "uniform", "epoch"] = Field("prefix", description="Which steps are kept.")
+
+
+class PruneRequest(StageRequest):
+    stage = "prune"
+    code_version = 1
+
+    prune: PruneConfig
+
+
+class PruneError(RuntimeError):
+    """The source store cannot be pruned this way; the message names the setting to change."""
+
+
+def kept_steps(config: PruneConfig, *, geometry: StreamGeometry, available: np.ndarray, seed: int) -> np.ndarray:
+    """Sorted stream step ids to keep, checked against the ``available`` ones of the source store."""
+    total = geometry.total_steps
+    if config.rule == "prefix":
+        kept = np.arange(kept_step_count(config.ratio, total))
+    elif config.rule == "uniform":
+        order = torch.randperm(total, generator=generator(seed, "prune", "uniform"))
+        kept = np.sort(order[: kept_step_count(config.ratio, total)].numpy())
+    else:
+        epochs = torch.randperm(geometry.epochs, generator=generator(seed, "prune", "epoch"))
+        chosen = np.sort(epochs[: kept_step_count(config.ratio, geometry.epochs)].numpy())
+        per = geometry.steps_per_epoch
+        kept = (chosen[:, None] * per + np.arange(per)[None, :]).reshape(-1)
+    missing = np.setdiff1d(kept, available)
+    if len(missing):
+        raise PruneError(
+            f"prune.rule={config.rule} at ratio {config.ratio} keeps step {int(missing[0])}, which the relabel "
+            f"store does not hold ({len(available)} of {total} steps generated); set relabel.generate=all"
+        )
+    return kept.astype(np.int64)
+
+
+def training_schedule(num_kept: int, *, steps_per_epoch: int, epochs: int, seed: int) -> np.ndarray:
+    """(epochs, steps_per_epoch) store rows: each epoch draws uniformly with replacement from the pool."""
+    gen = generator(seed, "prune", "schedule")
+    return torch.randint(0, num_kept, (epochs, steps_per_epoch), generator=gen).numpy()
+
+
+def pruned_layout(source: SoftLabelReader, steps: int) -> StoreLayout:
+    """The source's layout with fewer steps, re-chunked for its new size."""
+    return StoreLayout(**{**vars(source.layout), "steps": steps, "steps_per_chunk": None})
+
+
+def write_pruned(
+    source: SoftLabelReader, url: str, rows: np.ndarray, attributes: dict[str, Any], *,
+    layout: StoreLayout, on_chunk: Callable[[int, str], None] | None = None,
+) -> None:
+    """Copy the source's ``rows`` (store row indices) into a new store at ``url``, chunk by chunk."""
+    base = {k: v for k, v in source.attrs.items() if k not in {"format_version", *layout.to_attrs()}}
+    writer = SoftLabelWriter.open(url, layout, {**base, **attributes})
+    for chunk in writer.pending_chunks():
+        start, stop = layout.chunk_bounds(chunk)
+        arrays = {name: np.stack([source.row(name, int(r)) for r in rows[start:stop]]) for name in layout.arrays()}
+        writer.write_chunk(chunk, arrays)
+        if on_chunk is not None:
+            on_chunk(chunk + 1, f"chunk {chunk} steps {start}-{stop - 1}")
+
+
+@stage_task("prune", tags=("distillery", "io"))
+def prune_task(request: PruneRequest, runtime: RuntimeConfig) -> ArtifactRef:
+    store, ref = ArtifactStore(runtime.artifact_root), request.ref()
+    if store.is_complete(ref):
+        return ref
+    started = time.perf_counter()
+    source_ref = request.inputs["labels"]
+    source = SoftLabelReader(store.url(source_ref, LABELS))
+    attrs = source.attrs
+    geometry = StreamGeometry(attrs["num_images"], attrs["batch_size"], attrs["epochs"])
+    available = np.asarray([source.row("step_id", s) for s in range(source.num_steps)], dtype=np.int64)
+    kept = kept_steps(request.prune, geometry=geometry, available=available, seed=request.seed)
+    rows = np.searchsorted(available, kept)
+    layout = pruned_layout(source, len(kept))
+    write_pruned(
+        source, store.url(ref, LABELS), rows,
+        {"pruned_from": source_ref.fingerprint, "prune_ratio": request.prune.ratio, "prune_rule": request.prune.rule},
+        layout=layout, on_chunk=StageProgress("prune", layout.num_chunks),
+    )
+    metrics, sizes = store_metrics(store.url(ref, LABELS), layout, geometry, len(kept) * layout.batch_size)
+    metrics["kept_fraction"] = len(kept) / geometry.total_steps
+    store.write_manifest(ref, request, metrics=metrics, seconds=time.perf_counter() - started,
+                         extra={"labels": LABELS, "array_bytes": sizes, "stream_steps": geometry.total_steps})
+    return ref

@@ -1,14 +1,39 @@
-"""Stage `relabel`: the `relabel` config section.
+"""Stage `relabel`: the teacher's soft labels for E epochs of augmented synthetic batches.
 
-Soft-label generation into the Zarr store is issue #4; this module owns its config so that
-presets and the CLI validate it already.
+The steps come from the seeded stream of :mod:`tasks.label_stream`; each step's augmented
+batch goes through the teacher and its logits are stored in the chosen format
+(:mod:`storage.softlabels`). Work is done and saved chunk by chunk, so a killed run resumes at
+the first unfinished chunk and ends with the same bytes. With ``generate: kept`` and the
+``prefix`` prune rule only the steps the prune will keep are generated at all.
+
+    distillery run --until relabel --set relabel.epochs=300 --set relabel.label_format=topk
 """
 
 from __future__ import annotations
 
+import time
 from typing import Literal
 
+import numpy as np
+import torch
 from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from storage.artifacts import ArtifactRef, ArtifactStore, StageRequest
+from storage.image_store import read_image_store
+from storage.softlabels import SoftLabelWriter, StoreLayout, array_bytes, encode_prob8, encode_topk
+from storage.stage_cache import stage_task
+from tasks.data import DataConfig, normalization
+from tasks.label_stream import (
+    StreamGeometry, apply_augmentation, kept_step_count, sample_augmentation, step_images, step_seed,
+)
+from tasks.pixels import Normalization
+from tasks.progress import StageProgress
+from tasks.runtime import RuntimeConfig, autocast, resolve_device
+from tasks.synthesize import IMAGES
+from tasks.teacher import load_teacher
+
+LABELS = "labels.zarr"
 
 
 class RelabelConfig(BaseModel):
@@ -16,7 +41,145 @@ class RelabelConfig(BaseModel):
 
     epochs: int = Field(300, ge=1, le=100000, description="E: epochs of soft labels generated.")
     batch_size: int = Field(100, ge=1, le=65536, description="B: images per stored step.")
-    label_format: Literal["fp16", "topk"] = Field("fp16", description="How logits are stored.")
+    label_format: Literal["fp16", "topk", "prob8"] = Field(
+        "fp16", description="fp16 logits; topk values + int16 indices + the mean of the rest; "
+        "prob8: softmax(logits / label_temperature) as uint8."
+    )
     topk: int = Field(3, ge=1, description="k when label_format is topk.")
+    label_temperature: float = Field(20.0, gt=0, description="T of the prob8 format (the student's T).")
+    augmentation: Literal["boxes", "seed"] = Field(
+        "boxes", description="Store crop boxes, flips and CutMix fields, or only a per-step seed."
+    )
     cutmix: bool = True
     crop_scale_min: float = Field(0.5, gt=0, le=1)
+    generate: Literal["all", "kept"] = Field(
+        "all", description="kept: with prune.rule=prefix, generate only the steps the prune keeps."
+    )
+    chunk_steps: int | None = Field(None, ge=1, description="Steps per chunk (the resume unit); None: ~1 MB.")
+
+
+class RelabelRequest(StageRequest):
+    stage = "relabel"
+    code_version = 1
+
+    data: DataConfig
+    relabel: RelabelConfig
+    prefix_ratio: float = Field(0.0, ge=0.0, lt=1.0, description="Generate only this prefix of the stream.")
+
+
+class RelabelError(RuntimeError):
+    """Relabelling cannot start; the message names the setting to change."""
+
+
+def relabel_request(
+    *, data: DataConfig, relabel: RelabelConfig, prune_ratio: float, prune_rule: str, seed: int,
+    teacher: ArtifactRef, images: ArtifactRef,
+) -> RelabelRequest:
+    prefix = prune_ratio if relabel.generate == "kept" and prune_rule == "prefix" else 0.0
+    return RelabelRequest(data=data, relabel=relabel, prefix_ratio=prefix, seed=seed,
+                          inputs={"teacher": teacher, "images": images})
+
+
+def store_layout(config: RelabelConfig, *, steps: int, num_classes: int) -> StoreLayout:
+    if config.label_format == "topk" and config.topk >= num_classes:
+        raise RelabelError(f"relabel.topk={config.topk} must be below the {num_classes} classes; lower it or use fp16")
+    return StoreLayout(steps=steps, batch_size=config.batch_size, num_classes=num_classes,
+                       label_format=config.label_format, topk=config.topk, augmentation=config.augmentation,
+                       cutmix=config.cutmix, steps_per_chunk=config.chunk_steps)
+
+
+def encode_labels(logits: np.ndarray, config: RelabelConfig) -> dict[str, np.ndarray]:
+    if config.label_format == "fp16":
+        return {"logits": logits.astype(np.float16)}
+    if config.label_format == "topk":
+        return encode_topk(logits, config.topk)
+    return {"probs": encode_prob8(logits, config.label_temperature)}
+
+
+def label_steps(
+    model: nn.Module, images: torch.Tensor, step_ids: range, *, config: RelabelConfig, layout: StoreLayout,
+    geometry: StreamGeometry, seed: int, runtime: RuntimeConfig,
+) -> dict[str, np.ndarray]:
+    """The stored arrays of ``step_ids``: images (N, C, H, W) normalised on the teacher's device."""
+    device = images.device
+    rows: dict[str, np.ndarray] = {
+        name: np.zeros((len(step_ids), *tail), dtype) for name, (tail, dtype) in layout.arrays().items()
+    }
+    rows["image_index"][:] = -1
+    for row, step_id in enumerate(step_ids):
+        index = step_images(seed, step_id, geometry)
+        n, aug_seed = len(index), step_seed(seed, step_id)
+        aug = sample_augmentation(aug_seed, n=n, image_size=images.shape[-1],
+                                  crop_scale_min=config.crop_scale_min, cutmix=config.cutmix)
+        with torch.no_grad(), autocast(device, runtime):
+            logits = model(apply_augmentation(images[index.to(device)], aug)).float().cpu().numpy()
+        rows["step_id"][row], rows["image_index"][row, :n] = step_id, index.numpy()
+        for name, value in encode_labels(logits, config).items():
+            rows[name][row, :n] = value
+        if config.augmentation == "seed":
+            rows["aug_seed"][row] = aug_seed
+            continue
+        rows["crop"][row, :n], rows["flip"][row, :n] = aug.boxes.numpy(), aug.flips.numpy()
+        if config.cutmix:
+            rows["mix_perm"][row, :n], rows["mix_lambda"][row] = aug.mix_perm.numpy(), aug.mix_lambda
+            rows["mix_box"][row] = aug.mix_box
+    return rows
+
+
+def uncompressed_fp16_bytes(geometry: StreamGeometry, num_classes: int) -> int:
+    """The reference size: images x E x classes x 2 bytes (unpruned fp16 logits)."""
+    return geometry.num_images * geometry.epochs * num_classes * 2
+
+
+def store_metrics(url: str, layout: StoreLayout, geometry: StreamGeometry, stored_samples: int) -> tuple[dict[str, float], dict[str, int]]:
+    sizes = array_bytes(url)
+    total = sum(sizes.values())
+    label_arrays = [name for name in ("logits", "topk_values", "topk_indices", "topk_rest", "probs") if name in sizes]
+    reference = uncompressed_fp16_bytes(geometry, layout.num_classes)
+    metrics = {
+        "steps": float(layout.steps),
+        "store_bytes": float(total),
+        "label_bytes": float(sum(sizes[name] for name in label_arrays)),
+        "bytes_per_sample": total / max(stored_samples, 1),
+        "fraction_of_unpruned_fp16": total / reference,
+        "compression_vs_unpruned_fp16": reference / total,
+    }
+    return metrics, sizes
+
+
+@stage_task("relabel", tags=("distillery", "compute"))
+def relabel_task(request: RelabelRequest, runtime: RuntimeConfig) -> ArtifactRef:
+    store, ref = ArtifactStore(runtime.artifact_root), request.ref()
+    if store.is_complete(ref):
+        return ref
+    started = time.perf_counter()
+    config, device = request.relabel, resolve_device(runtime)
+    teacher_ref, images_ref = request.inputs["teacher"], request.inputs["images"]
+    model, _ = load_teacher(store, teacher_ref, device)
+    images_u8, _, image_attrs = read_image_store(store.url(images_ref, IMAGES))
+    num_classes = int(image_attrs["num_classes"])
+    geometry = StreamGeometry(len(images_u8), config.batch_size, config.epochs)
+    steps = kept_step_count(request.prefix_ratio, geometry.total_steps)
+    layout = store_layout(config, steps=steps, num_classes=num_classes)
+    url = store.url(ref, LABELS)
+    writer = SoftLabelWriter.open(url, layout, {
+        "teacher": teacher_ref.fingerprint, "images": images_ref.fingerprint, "seed": request.seed,
+        "epochs": config.epochs, "num_images": geometry.num_images, "steps_per_epoch": geometry.steps_per_epoch,
+        "stream_steps": geometry.total_steps, "mix": "cutmix" if config.cutmix else "none",
+        "crop_scale_min": config.crop_scale_min, "label_temperature": config.label_temperature,
+        "image_size": int(images_u8.shape[-1]), "pruned_from": None,
+    })
+    images = Normalization(*normalization(request.data)).to_input(torch.from_numpy(images_u8).to(device))
+    pending = writer.pending_chunks()
+    progress = StageProgress("relabel", layout.num_chunks)
+    progress.info("relabel: %d steps in %d chunks, %d to do", steps, layout.num_chunks, len(pending))
+    for chunk in pending:
+        start, stop = layout.chunk_bounds(chunk)
+        writer.write_chunk(chunk, label_steps(model, images, range(start, stop), config=config, layout=layout,
+                                              geometry=geometry, seed=request.seed, runtime=runtime))
+        progress(chunk + 1, f"chunk {chunk} steps {start}-{stop - 1}")
+    metrics, sizes = store_metrics(url, layout, geometry, steps * config.batch_size)
+    store.write_manifest(ref, request, metrics=metrics, seconds=time.perf_counter() - started,
+                         extra={"device": device.type, "labels": LABELS, "array_bytes": sizes,
+                                "stream_steps": geometry.total_steps})
+    return ref

@@ -71,16 +71,29 @@ def test_synthesis_uses_stats_for_lpld_only_and_a_mode_change_reuses_the_teacher
     assert Path(sre2l[-1].path, "grid.png").is_file()
 
 
+def test_a_new_prune_ratio_reuses_teacher_images_and_labels(prefect_server, tiny_config):
+    def with_prune(ratio: float):
+        return tiny_config.model_copy(update={"prune": tiny_config.prune.model_copy(update={"ratio": ratio})})
+
+    first = distill(config=with_prune(0.5), until="prune")
+    assert _states(first) == {s: "Completed" for s in ("teacher", "stats", "synthesize", "relabel", "prune")}
+    second = distill(config=with_prune(0.75), until="prune")
+    assert _states(second) == {"teacher": "Cached", "stats": "Cached", "synthesize": "Cached", "relabel": "Cached",
+                               "prune": "Completed"}
+    assert second[-1].metrics["steps"] < first[-1].metrics["steps"] < first[-2].metrics["steps"]
+
+
 def test_cli_runs_the_pipeline_then_reports_it_cached(tmp_path):
     command = [sys.executable, "-m", "flows.cli", "run", "--preset", "ci_tiny", "--artifact-root", str(tmp_path / "a")]
     first = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
-    for stage in ("teacher", "stats", "synthesize"):
+    for stage in ("teacher", "stats", "synthesize", "relabel"):
         assert f"{stage:<10} Completed" in first.stdout
     second = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
-    for stage in ("teacher", "stats", "synthesize"):
+    for stage in ("teacher", "stats", "synthesize", "relabel"):
         assert f"{stage:<10} Cached" in second.stdout
+    assert "prune" not in second.stdout  # ratio 0: the relabel store is the result
     assert str(tmp_path / "a" / "teacher") in second.stdout
 
 

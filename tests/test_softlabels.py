@@ -1,0 +1,102 @@
+"""The soft-label store format on its own: layout, chunk-wise resume, label codecs, refusals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import zarr
+
+from storage.softlabels import (
+    SoftLabelReader, SoftLabelStoreError, SoftLabelWriter, StoreLayout, array_bytes, decode_prob8, decode_topk,
+    encode_prob8, encode_topk,
+)
+
+ATTRS = {"teacher": "t1", "images": "i1", "seed": 0, "label_temperature": 20.0}
+
+
+def _chunk_arrays(layout: StoreLayout, chunk: int) -> dict[str, np.ndarray]:
+    start, stop = layout.chunk_bounds(chunk)
+    rng = np.random.default_rng(chunk)
+    arrays = {name: rng.integers(0, 5, (stop - start, *tail)).astype(dtype) for name, (tail, dtype) in layout.arrays().items()}
+    arrays["step_id"] = np.arange(start, stop, dtype=np.int32)
+    return arrays
+
+
+def test_chunks_hold_whole_steps_and_about_a_megabyte():
+    small = StoreLayout(steps=200, batch_size=100, num_classes=10)  # 3.7 kB a step
+    assert small.chunk_steps() == 200 and small.num_chunks == 1  # the whole store is under 1 MB
+    big = StoreLayout(steps=100_000, batch_size=1024, num_classes=1000)
+    step_bytes = 1024 * 1000 * 2
+    assert big.chunk_steps() == 1 and step_bytes >= 1 << 20
+    mid = StoreLayout(steps=10_000, batch_size=256, num_classes=100)
+    logits_step = 256 * 100 * 2
+    assert (mid.chunk_steps() - 1) * logits_step < 1 << 20 <= mid.chunk_steps() * logits_step * 1.1  # other arrays: <10 %
+
+
+def test_a_half_written_store_resumes_at_its_first_unmarked_chunk(tmp_path):
+    layout = StoreLayout(steps=10, batch_size=4, num_classes=3, steps_per_chunk=3)
+    url = str(tmp_path / "labels.zarr")
+    writer = SoftLabelWriter.open(url, layout, ATTRS)
+    assert writer.pending_chunks() == [0, 1, 2, 3]
+    writer.write_chunk(0, _chunk_arrays(layout, 0))
+    writer.write_chunk(2, _chunk_arrays(layout, 2))
+    with pytest.raises(SoftLabelStoreError, match="incomplete .*step 3 onwards"):
+        SoftLabelReader(url)
+
+    reopened = SoftLabelWriter.open(url, layout, ATTRS)
+    assert reopened.pending_chunks() == [1, 3]
+    for chunk in reopened.pending_chunks():
+        reopened.write_chunk(chunk, _chunk_arrays(layout, chunk))
+    reader = SoftLabelReader(url, expect={"teacher": "t1"})
+    assert [reader.step(s).step_id for s in range(10)] == list(range(10))
+    np.testing.assert_array_equal(reader.row("logits", 7), _chunk_arrays(layout, 2)["logits"][1])
+
+    other = SoftLabelWriter.open(url, layout, {**ATTRS, "teacher": "t2"})  # another identity: start afresh
+    assert other.pending_chunks() == [0, 1, 2, 3]
+
+
+def test_a_chunk_with_the_wrong_arrays_is_rejected_before_writing(tmp_path):
+    layout = StoreLayout(steps=4, batch_size=2, num_classes=3, steps_per_chunk=2)
+    writer = SoftLabelWriter.open(str(tmp_path / "s.zarr"), layout, ATTRS)
+    arrays = _chunk_arrays(layout, 0)
+    arrays.pop("crop")
+    with pytest.raises(ValueError, match="expected"):
+        writer.write_chunk(0, arrays)
+    assert writer.pending_chunks() == [0, 1]
+
+
+def test_topk_keeps_the_largest_logits_and_the_mean_of_the_rest():
+    logits = np.array([[1.0, 5.0, 3.0, -1.0], [0.0, 0.0, 2.0, 4.0]], dtype=np.float32)
+    encoded = encode_topk(logits, 2)
+    assert encoded["topk_indices"].tolist() == [[1, 2], [3, 2]]
+    decoded = decode_topk(encoded["topk_values"], encoded["topk_indices"], encoded["topk_rest"], 4)
+    np.testing.assert_allclose(decoded, [[0.0, 5.0, 3.0, 0.0], [0.0, 0.0, 2.0, 4.0]])
+
+
+def test_prob8_round_trips_the_softened_distribution():
+    logits = np.random.default_rng(0).normal(0, 10, (50, 10)).astype(np.float32)
+    probs = encode_prob8(logits, 20.0)
+    decoded = decode_prob8(probs, 20.0)
+    softmax = lambda z: np.exp(z - z.max(1, keepdims=True)) / np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True)  # noqa: E731
+    assert np.abs(softmax(decoded / 20.0) - softmax(logits / 20.0)).max() < 3 / 255
+
+
+def test_a_missing_store_or_another_format_version_says_what_to_do(tmp_path):
+    with pytest.raises(SoftLabelStoreError, match="no soft-label store at .*run the relabel stage"):
+        SoftLabelReader(str(tmp_path / "nothing.zarr"))
+    group = zarr.open_group(str(tmp_path / "old.zarr"), mode="w")
+    group.attrs.update({"format_version": 0})
+    with pytest.raises(SoftLabelStoreError, match="format version 0.*rerun relabel"):
+        SoftLabelReader(str(tmp_path / "old.zarr"))
+
+
+def test_array_bytes_counts_every_file_once(tmp_path):
+    layout = StoreLayout(steps=4, batch_size=2, num_classes=3, steps_per_chunk=2, augmentation="seed", cutmix=False)
+    url = str(tmp_path / "s.zarr")
+    writer = SoftLabelWriter.open(url, layout, ATTRS)
+    for chunk in writer.pending_chunks():
+        writer.write_chunk(chunk, _chunk_arrays(layout, chunk))
+    sizes = array_bytes(url)
+    assert set(sizes) == {"_group", "step_id", "image_index", "aug_seed", "logits", "complete"}
+    on_disk = sum(p.stat().st_size for p in tmp_path.rglob("*") if p.is_file())
+    assert sum(sizes.values()) == on_disk
