@@ -26,6 +26,7 @@ from tasks.stats import StatsConfig
 from tasks.synthesize import SynthesisConfig
 from tasks.teacher import TeacherConfig
 
+DEFAULT_PRESET = "fashion_mnist"  # what `distillery run` uses when given no --config or --preset
 HOME_ENV = "DISTILLERY_HOME"
 
 

@@ -13,6 +13,7 @@ local result storage, so cache records outlive the temporary server's database.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
@@ -44,11 +45,21 @@ class StageFingerprint(CachePolicy):
 
 
 def stage_task(stage: str, *, tags: tuple[str, ...] = ()) -> Callable[[Callable[..., R]], Task[..., R]]:
-    """Declare a stage's Prefect entry: named after the stage, cached by fingerprint."""
+    """Declare a stage's Prefect entry: named after the stage, cached by fingerprint.
+
+    The entry is ``fn(request, runtime, ...)``; its body runs only when the artifact has no
+    manifest yet under ``runtime.artifact_root`` (otherwise the stored reference is returned).
+    """
 
     def declare(fn: Callable[..., R]) -> Task[..., R]:
+        @functools.wraps(fn)
+        def entry(request: StageRequest, runtime: Any, *args: Any, **kwargs: Any) -> R:
+            if ArtifactStore(runtime.artifact_root).is_complete(request.ref()):
+                return request.ref()  # type: ignore[return-value]  # built before, maybe on another machine
+            return fn(request, runtime, *args, **kwargs)
+
         return task(
-            fn,
+            entry,
             name=stage,
             cache_policy=StageFingerprint(),
             persist_result=True,

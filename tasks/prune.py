@@ -99,8 +99,6 @@ def write_pruned(
 @stage_task("prune", tags=("distillery", "io"))
 def prune_task(request: PruneRequest, runtime: RuntimeConfig) -> ArtifactRef:
     store, ref = ArtifactStore(runtime.artifact_root), request.ref()
-    if store.is_complete(ref):
-        return ref
     started = time.perf_counter()
     source_ref = request.inputs["labels"]
     source = SoftLabelReader(store.url(source_ref, LABELS))

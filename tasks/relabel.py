@@ -150,8 +150,6 @@ def store_metrics(url: str, layout: StoreLayout, geometry: StreamGeometry, store
 @stage_task("relabel", tags=("distillery", "compute"))
 def relabel_task(request: RelabelRequest, runtime: RuntimeConfig) -> ArtifactRef:
     store, ref = ArtifactStore(runtime.artifact_root), request.ref()
-    if store.is_complete(ref):
-        return ref
     started = time.perf_counter()
     config, device = request.relabel, resolve_device(runtime)
     teacher_ref, images_ref = request.inputs["teacher"], request.inputs["images"]

@@ -126,8 +126,6 @@ def load_class_bn_stats(store: ArtifactStore, ref: ArtifactRef) -> ClassBNStats:
 @stage_task("stats", tags=("distillery", "compute"))
 def stats_task(request: StatsRequest, runtime: RuntimeConfig) -> ArtifactRef:
     store, ref = ArtifactStore(runtime.artifact_root), request.ref()
-    if store.is_complete(ref):
-        return ref
     started = time.perf_counter()
     device = resolve_device(runtime)
     model, _ = load_teacher(store, request.inputs["teacher"], device)

@@ -257,8 +257,6 @@ def run_units(
 @stage_task("synthesize", tags=("distillery", "compute"))
 def synthesize_task(request: SynthesizeRequest, runtime: RuntimeConfig) -> ArtifactRef:
     store, ref = ArtifactStore(runtime.artifact_root), request.ref()
-    if store.is_complete(ref):
-        return ref
     started = time.perf_counter()
     teacher_ref, device = request.inputs["teacher"], resolve_device(runtime)
     model, _ = load_teacher(store, teacher_ref, device)

@@ -201,8 +201,6 @@ def load_teacher(store: ArtifactStore, ref: ArtifactRef, device: torch.device) -
 @stage_task("teacher", tags=("distillery", "compute"))
 def teacher_task(request: TeacherRequest, runtime: RuntimeConfig) -> ArtifactRef:
     store, ref = ArtifactStore(runtime.artifact_root), request.ref()
-    if store.is_complete(ref):
-        return ref
     started = time.perf_counter()
     device = resolve_device(runtime)
     train, test = load_split(request.data, "train"), load_split(request.data, "test")

@@ -118,3 +118,13 @@ def test_cli_refuses_unknown_stage(capsys):
 def test_cli_config_prints_resolved_yaml(capsys):
     assert main(["config", "--preset", "ci_tiny", "--set", "teacher.width=8"]) == 0
     assert "width: 8" in capsys.readouterr().out
+
+
+def test_cli_without_config_or_preset_uses_the_tuned_fashion_mnist_preset(capsys):
+    import yaml
+
+    assert main(["config"]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    preset = resolve_config(preset="fashion_mnist").model_dump(mode="json")
+    shown["runtime"].pop("artifact_root"), preset["runtime"].pop("artifact_root")
+    assert shown == preset and shown["synthesis"]["r_bn"] == 0.5
