@@ -191,9 +191,14 @@ class SoftLabelReader:
                 )
         self.layout = StoreLayout.from_attrs(self.attrs)
         self.arrays = {name: self.group[name] for name in self.layout.arrays()}
-        self._cache: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
+        # Decoded spans: the whole store in one read per array when it fits the cache (zarr costs
+        # ~3 ms per read call), else one chunk at a time.
+        step_bytes = sum(np.dtype(d).itemsize * math.prod(t) for t, d in self.layout.arrays().values())
+        fits = step_bytes * self.layout.steps <= cache_bytes // 2
+        self._span = self.layout.steps if fits else self.layout.chunk_steps()
+        self._cache: OrderedDict[int, dict[str, np.ndarray]] = OrderedDict()
         self._cache_bytes, self._cache_limit = 0, cache_bytes
-        complete = self._read("complete", slice(0, self.layout.steps), step=0)
+        complete = self._read("complete", slice(0, self.layout.steps), step=0)  # one small array
         if not complete.all():
             missing = int(np.flatnonzero(~complete)[0])
             raise SoftLabelStoreError(
@@ -213,50 +218,59 @@ class SoftLabelReader:
                 f"({type(err).__name__}: {err}); delete the store and rerun relabel (or prune)"
             ) from None
 
-    def _chunk(self, name: str, chunk: int, step: int) -> np.ndarray:
-        key = (name, chunk)
-        cached = self._cache.get(key)
+    def _decoded(self, span: int, step: int) -> dict[str, np.ndarray]:
+        """Every array's rows of ``span``, decoded once and kept until the cache is full."""
+        cached = self._cache.get(span)
         if cached is not None:
-            self._cache.move_to_end(key)
             return cached
-        data = self._read(name, slice(*self.layout.chunk_bounds(chunk)), step=step)
-        self._cache[key] = data
-        self._cache_bytes += data.nbytes
-        while self._cache_bytes > self._cache_limit and len(self._cache) > 1:
+        bounds = slice(span * self._span, min((span + 1) * self._span, self.layout.steps))
+        try:
+            data = {name: self._read(name, bounds, step=step) for name in self.arrays}
+        except SoftLabelStoreError:
+            if self._span == self.layout.chunk_steps():
+                raise
+            self._span, self._cache, self._cache_bytes = self.layout.chunk_steps(), OrderedDict(), 0
+            return self._decoded(step // self._span, step)  # chunk by chunk: only the damaged chunk fails
+        self._cache[span] = data
+        self._cache_bytes += sum(a.nbytes for a in data.values())
+        while self._cache_bytes > self._cache_limit and len(self._cache) > 1:  # oldest decoded first out
             _, dropped = self._cache.popitem(last=False)
-            self._cache_bytes -= dropped.nbytes
+            self._cache_bytes -= sum(a.nbytes for a in dropped.values())
         return data
 
-    def row(self, name: str, step: int) -> np.ndarray:
-        """The raw stored row of array ``name`` at ``step`` (padding kept)."""
+    def rows(self, step: int) -> dict[str, np.ndarray]:
+        """The raw stored rows of every array at ``step`` (padding kept)."""
         if not 0 <= step < self.layout.steps:
             raise IndexError(f"step {step} is outside soft-label store {self.url} ({self.layout.steps} steps)")
-        per_chunk = self.layout.chunk_steps()
-        return self._chunk(name, step // per_chunk, step)[step % per_chunk]
+        data = self._decoded(step // self._span, step)
+        offset = step % self._span  # read after decoding: a damaged store narrows the span to one chunk
+        return {name: array[offset] for name, array in data.items()}
+
+    def row(self, name: str, step: int) -> np.ndarray:
+        return self.rows(step)[name]
 
     def step(self, step: int) -> StoredStep:
-        image_index = self.row("image_index", step)
+        rows = self.rows(step)
+        image_index = rows["image_index"]
         n = int(np.count_nonzero(image_index >= 0))
         fields: dict[str, Any] = {}
-        for name in ("crop", "flip", "mix_perm", "mix_box"):
-            if name in self.arrays:
-                fields[name] = self.row(name, step)[:n] if name != "mix_box" else self.row(name, step)
-        if "mix_lambda" in self.arrays:
-            fields["mix_lambda"] = float(self.row("mix_lambda", step))
-        if "aug_seed" in self.arrays:
-            fields["aug_seed"] = int(self.row("aug_seed", step))
-        return StoredStep(step_id=int(self.row("step_id", step)), image_index=image_index[:n],
-                          logits=self.logits(step)[:n], **fields)
+        for name in ("crop", "flip", "mix_perm"):
+            if name in rows:
+                fields[name] = rows[name][:n]
+        if "mix_box" in rows:
+            fields.update(mix_box=rows["mix_box"], mix_lambda=float(rows["mix_lambda"]))
+        if "aug_seed" in rows:
+            fields["aug_seed"] = int(rows["aug_seed"])
+        return StoredStep(step_id=int(rows["step_id"]), image_index=image_index[:n], logits=self._logits(rows)[:n], **fields)
 
-    def logits(self, step: int) -> np.ndarray:
-        """Teacher logits of ``step`` as float32 (B, C), decoded from whatever format is stored."""
+    def _logits(self, rows: dict[str, np.ndarray]) -> np.ndarray:
+        """Teacher logits as float32 (B, C), decoded from whatever format is stored."""
         fmt = self.layout.label_format
         if fmt == "fp16":
-            return self.row("logits", step).astype(np.float32)
+            return rows["logits"].astype(np.float32)
         if fmt == "topk":
-            return decode_topk(self.row("topk_values", step), self.row("topk_indices", step),
-                               self.row("topk_rest", step), self.layout.num_classes)
-        return decode_prob8(self.row("probs", step), float(self.attrs["label_temperature"]))
+            return decode_topk(rows["topk_values"], rows["topk_indices"], rows["topk_rest"], self.layout.num_classes)
+        return decode_prob8(rows["probs"], float(self.attrs["label_temperature"]))
 
 
 def encode_topk(logits: np.ndarray, k: int) -> dict[str, np.ndarray]:

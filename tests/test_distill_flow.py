@@ -93,7 +93,7 @@ def test_cli_runs_the_pipeline_then_reports_it_cached(tmp_path):
     assert second.returncode == 0, second.stderr[-3000:]
     for stage in ("teacher", "stats", "synthesize", "relabel"):
         assert f"{stage:<10} Cached" in second.stdout
-    assert "prune" not in second.stdout  # ratio 0: the relabel store is the result
+    assert "\nprune " not in second.stdout  # ratio 0: the relabel store is the result
     assert str(tmp_path / "a" / "teacher") in second.stdout
 
 
