@@ -19,14 +19,15 @@ from pydantic import BaseModel
 from flows.config import DistilleryConfig
 from storage.artifacts import ArtifactRef, ArtifactStore
 from storage.stage_cache import run_stage
+from tasks.evaluate import EvaluateRequest, evaluate_task
 from tasks.prune import PruneRequest, prune_task
 from tasks.relabel import relabel_request, relabel_task
 from tasks.stats import StatsRequest, stats_task
 from tasks.synthesize import SynthesizeRequest, synthesize_task
 from tasks.teacher import teacher_request, teacher_task
 
-STAGES = ("teacher", "stats", "synthesize", "relabel", "prune")
-Stage = Literal["teacher", "stats", "synthesize", "relabel", "prune"]
+STAGES = ("teacher", "stats", "synthesize", "relabel", "prune", "evaluate")
+Stage = Literal["teacher", "stats", "synthesize", "relabel", "prune", "evaluate"]
 
 
 class StageOutcome(BaseModel):
@@ -88,6 +89,11 @@ def distill(config: DistilleryConfig, until: Stage = STAGES[-1]) -> list[StageOu
     if "prune" in wanted and config.prune.ratio > 0:
         request = PruneRequest(prune=config.prune, seed=seed, inputs={"labels": outcomes[-1].ref})
         outcomes.append(_outcome(store, run_stage(prune_task, request, runtime=runtime)))
+    if "evaluate" in wanted:
+        images = next(o.ref for o in outcomes if o.ref.stage == "synthesize")
+        request = EvaluateRequest(data=config.data, evaluate=config.evaluate, seed=seed,
+                                  inputs={"images": images, "labels": outcomes[-1].ref})
+        outcomes.append(_outcome(store, run_stage(evaluate_task, request, runtime=runtime)))
 
     _publish_summary(store, outcomes)
     return outcomes

@@ -1,21 +1,140 @@
-"""Stage `evaluate`: the `evaluate` config section.
+"""Stage `evaluate`: a fresh student trained only on a store's images and kept soft labels.
 
-Student training and the baselines are issue #5; this module owns its config so that presets
-and the CLI validate it already.
+Each of ``evaluate.epochs`` epochs draws its steps uniformly with replacement from the kept
+pool (:func:`tasks.prune.training_schedule`); each step replays the stored crop / flip / CutMix
+on the stored images and minimises ``KL(softmax(t / T) || softmax(s / T))`` (batchmean; times
+T^2 if asked). AdamW with no weight decay on biases and BatchNorm, cosine LR per step. One
+student per seed, each saved as it finishes (a killed run resumes at the next seed); top-1 on
+the real test split reported as mean and std over seeds.
+
+    distillery run --set evaluate.seeds=3 --set evaluate.epochs=300
 """
 
 from __future__ import annotations
 
+import json
+import math
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from storage.artifacts import ArtifactRef, ArtifactStore, StageRequest
+from storage.image_store import read_image_store
+from storage.softlabels import SoftLabelReader, array_bytes
+from storage.stage_cache import stage_task
+from tasks.data import DataConfig, load_split, normalization
+from tasks.label_stream import apply_augmentation, stored_augmentation
+from tasks.models import create_model
+from tasks.pixels import Normalization
+from tasks.progress import StageProgress
+from tasks.prune import training_schedule
+from tasks.relabel import LABELS
+from tasks.runtime import RuntimeConfig, autocast, generator, resolve_device
+from tasks.synthesize import IMAGES
+from tasks.teacher import top1_accuracy
 
 
 class EvaluateConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     model: str = Field("convnet", description="Student architecture (see tasks.models).")
+    width: int = Field(32, ge=4, le=1024, description="convnet channels per layer.")
+    depth: int = Field(3, ge=1, le=8, description="convnet conv blocks.")
     seeds: int = Field(3, ge=1, le=100, description="Students trained; top-1 reported as mean ± std.")
     epochs: int = Field(300, ge=1, le=100000)
     lr: float = Field(1e-3, gt=0, le=10, description="AdamW learning rate.")
     weight_decay: float = Field(0.01, ge=0, le=1, description="AdamW weight decay (none on bias/BN).")
     temperature: float = Field(20.0, gt=0, description="KL distillation temperature T.")
     t_squared: bool = Field(False, description="Multiply the KL loss by T^2.")
+
+
+class EvaluateRequest(StageRequest):
+    stage = "evaluate"
+    code_version = 1
+
+    data: DataConfig
+    evaluate: EvaluateConfig
+
+
+def soft_label_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, config: EvaluateConfig) -> torch.Tensor:
+    t = config.temperature
+    loss = F.kl_div(F.log_softmax(student_logits / t, 1), F.log_softmax(teacher_logits / t, 1),
+                    reduction="batchmean", log_target=True)
+    return loss * t * t if config.t_squared else loss
+
+
+def adamw(model: nn.Module, config: EvaluateConfig) -> torch.optim.AdamW:
+    """Weight decay on weight matrices and kernels only: none on biases and BatchNorm."""
+    decay = [p for p in model.parameters() if p.ndim > 1]
+    rest = [p for p in model.parameters() if p.ndim <= 1]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+                              {"params": rest, "weight_decay": 0.0}], lr=config.lr)
+
+
+def train_student(
+    images: torch.Tensor, labels: SoftLabelReader, config: EvaluateConfig, *, num_classes: int, seed: int,
+    runtime: RuntimeConfig,
+) -> nn.Module:
+    """Train one student on ``images`` (N, C, H, W), normalised on the device, and the store's steps."""
+    device, size = images.device, images.shape[-1]
+    torch.manual_seed(seed)  # the student's initial weights
+    student = create_model(config.model, channels=images.shape[1], num_classes=num_classes, image_size=size,
+                           width=config.width, depth=config.depth).to(device)
+    optimizer = adamw(student, config)
+    attrs = labels.attrs
+    schedule = training_schedule(labels.num_steps, steps_per_epoch=attrs["steps_per_epoch"], epochs=config.epochs,
+                                 seed=seed).reshape(-1)
+    student.train()
+    for index, row in enumerate(schedule):
+        for group in optimizer.param_groups:
+            group["lr"] = 0.5 * config.lr * (1 + math.cos(math.pi * index / len(schedule)))
+        step = labels.step(int(row))
+        aug = stored_augmentation(step, image_size=size, crop_scale_min=attrs["crop_scale_min"],
+                                  cutmix=attrs["mix"] == "cutmix")
+        batch = apply_augmentation(images[torch.from_numpy(step.image_index).long().to(device)], aug)
+        with autocast(device, runtime):
+            logits = student(batch).float()
+        loss = soft_label_loss(logits, torch.from_numpy(step.logits).to(device), config)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return student.eval()
+
+
+def _seed_file(index: int) -> str:
+    return f"seeds/seed-{index:03d}.json"
+
+
+@stage_task("evaluate", tags=("distillery", "compute"))
+def evaluate_task(request: EvaluateRequest, runtime: RuntimeConfig) -> ArtifactRef:
+    store, ref = ArtifactStore(runtime.artifact_root), request.ref()
+    started = time.perf_counter()
+    config, device = request.evaluate, resolve_device(runtime)
+    images_ref, labels_ref = request.inputs["images"], request.inputs["labels"]
+    images_u8, _, image_attrs = read_image_store(store.url(images_ref, IMAGES))
+    labels = SoftLabelReader(store.url(labels_ref, LABELS), expect={"images": images_ref.fingerprint})
+    norm = Normalization(*normalization(request.data))
+    images = norm.to_input(torch.from_numpy(images_u8).to(device))
+    test = load_split(request.data, "test")
+    progress = StageProgress("evaluate", config.seeds)
+    for index in range(config.seeds):
+        if not store.exists(ref, _seed_file(index)):
+            seed = int(torch.randint(0, 2**62, (1,), generator=generator(request.seed, "evaluate", index)))
+            student = train_student(images, labels, config, num_classes=int(image_attrs["num_classes"]), seed=seed,
+                                    runtime=runtime)
+            top1 = top1_accuracy(student, test, norm=norm, device=device)
+            store.write_bytes(ref, _seed_file(index), json.dumps({"seed": seed, "test_top1": top1}).encode())
+        result = json.loads(store.read_bytes(ref, _seed_file(index)))
+        progress(index + 1, f"seed {index}: test top-1 {result['test_top1']:.4f}")
+    top1s = [json.loads(store.read_bytes(ref, _seed_file(i)))["test_top1"] for i in range(config.seeds)]
+    metrics = {"test_top1": statistics.fmean(top1s),
+               "test_top1_std": statistics.stdev(top1s) if len(top1s) > 1 else 0.0,
+               "labels_store_bytes": float(sum(array_bytes(store.url(labels_ref, LABELS)).values())),
+               "images_store_bytes": float(sum(array_bytes(store.url(images_ref, IMAGES)).values()))}
+    store.write_manifest(ref, request, metrics=metrics, seconds=time.perf_counter() - started,
+                         extra={"device": device.type, "test_top1_per_seed": top1s, "label_steps": labels.num_steps})
+    return ref

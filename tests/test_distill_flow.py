@@ -87,11 +87,11 @@ def test_cli_runs_the_pipeline_then_reports_it_cached(tmp_path):
     command = [sys.executable, "-m", "flows.cli", "run", "--preset", "ci_tiny", "--artifact-root", str(tmp_path / "a")]
     first = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
-    for stage in ("teacher", "stats", "synthesize", "relabel"):
+    for stage in ("teacher", "stats", "synthesize", "relabel", "evaluate"):
         assert f"{stage:<10} Completed" in first.stdout
     second = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
-    for stage in ("teacher", "stats", "synthesize", "relabel"):
+    for stage in ("teacher", "stats", "synthesize", "relabel", "evaluate"):
         assert f"{stage:<10} Cached" in second.stdout
     assert "\nprune " not in second.stdout  # ratio 0: the relabel store is the result
     assert str(tmp_path / "a" / "teacher") in second.stdout

@@ -1,0 +1,91 @@
+"""The evaluate stage on real Fashion-MNIST slices: the loss, the optimiser, students, refusals."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from flows.config import resolve_config
+from storage.artifacts import ArtifactStore
+from storage.softlabels import SoftLabelStoreError
+from tasks.evaluate import EvaluateConfig, EvaluateRequest, adamw, evaluate_task, soft_label_loss
+from tasks.models import create_model
+from tasks.relabel import relabel_request, relabel_task
+from tasks.synthesize import SynthesizeRequest, synthesize_task
+from tasks.teacher import teacher_request, teacher_task
+from tests.conftest import needs_fashion_mnist
+
+pytestmark = needs_fashion_mnist
+OVERRIDES = ["synthesis.mode=random_real", "synthesis.ipc=10", "relabel.batch_size=20", "relabel.epochs=10",
+             "evaluate.epochs=60", "evaluate.lr=0.01", "evaluate.seeds=2"]
+
+
+def test_the_loss_is_kl_at_temperature_t_and_zero_for_the_teachers_own_logits():
+    teacher, student = torch.randn(5, 10) * 4, torch.randn(5, 10) * 4
+    config = EvaluateConfig(temperature=4.0)
+    expected = (F.softmax(teacher / 4, 1) * (F.log_softmax(teacher / 4, 1) - F.log_softmax(student / 4, 1))).sum(1).mean()
+    assert soft_label_loss(student, teacher, config).item() == pytest.approx(expected.item(), rel=1e-5)
+    assert soft_label_loss(teacher, teacher, config).item() == pytest.approx(0.0, abs=1e-6)
+    squared = EvaluateConfig(temperature=4.0, t_squared=True)
+    assert soft_label_loss(student, teacher, squared).item() == pytest.approx(16 * expected.item(), rel=1e-5)
+
+
+def test_no_weight_decay_on_biases_and_batchnorm():
+    model = create_model("convnet", channels=1, num_classes=10, image_size=28, width=8, depth=2)
+    groups = adamw(model, EvaluateConfig(weight_decay=0.05)).param_groups
+    assert groups[0]["weight_decay"] == 0.05 and all(p.ndim > 1 for p in groups[0]["params"])
+    assert groups[1]["weight_decay"] == 0.0 and all(p.ndim == 1 for p in groups[1]["params"])
+    assert len(groups[0]["params"]) + len(groups[1]["params"]) == len(list(model.parameters()))
+
+
+def _pipeline(root: Path, *extra: str):
+    config = resolve_config(preset="ci_tiny", artifact_root=str(root), overrides=[*OVERRIDES, *extra])
+    teacher = teacher_task.fn(teacher_request(data=config.data, teacher=config.teacher, seed=0), config.runtime)
+    images = synthesize_task.fn(
+        SynthesizeRequest(data=config.data, synthesis=config.synthesis, seed=0, inputs={"teacher": teacher}), config.runtime
+    )
+    labels = relabel_task.fn(relabel_request(data=config.data, relabel=config.relabel, prune_ratio=0.0, prune_rule="prefix",
+                                             seed=0, teacher=teacher, images=images), config.runtime)
+    return config, images, labels
+
+
+def test_students_learn_from_soft_labels_deterministically_and_resume_by_seed(tmp_path):
+    config, images, labels = _pipeline(tmp_path / "a")
+    request = EvaluateRequest(data=config.data, evaluate=config.evaluate, seed=0, inputs={"images": images, "labels": labels})
+    ref = evaluate_task.fn(request, config.runtime)
+    store = ArtifactStore(config.runtime.artifact_root)
+    manifest = store.read_manifest(ref)
+    per_seed = manifest["test_top1_per_seed"]
+    assert len(per_seed) == 2 and manifest["metrics"]["test_top1"] == pytest.approx(sum(per_seed) / 2)
+    assert min(per_seed) > 0.4, "100 real images with the teacher's soft labels should be far above chance (0.1)"
+    assert manifest["metrics"]["test_top1_std"] >= 0
+
+    # Same config in another root: the same students, to the byte.
+    shutil.copytree(tmp_path / "a", tmp_path / "b", ignore=shutil.ignore_patterns("evaluate"))
+    other = config.model_copy(update={"runtime": config.runtime.model_copy(update={"artifact_root": str(tmp_path / "b")})})
+    evaluate_task.fn(request, other.runtime)
+    seed_files = sorted((tmp_path / "a" / "evaluate" / ref.fingerprint / "seeds").iterdir())
+    assert [p.read_bytes() for p in seed_files] == [
+        (tmp_path / "b" / "evaluate" / ref.fingerprint / "seeds" / p.name).read_bytes() for p in seed_files
+    ]
+
+    # A run stopped after seed 0: only seed 1 is trained again, with the same result.
+    run_dir = tmp_path / "b" / "evaluate" / ref.fingerprint
+    (run_dir / "manifest.json").unlink()
+    (run_dir / "seeds" / "seed-001.json").unlink()
+    evaluate_task.fn(request, other.runtime)
+    assert json.loads((run_dir / "manifest.json").read_text())["test_top1_per_seed"] == per_seed
+
+
+def test_labels_made_for_other_images_are_refused_naming_both(tmp_path):
+    config, images, labels = _pipeline(tmp_path / "a")
+    other_config, other_images, _ = _pipeline(tmp_path / "a", "synthesis.ipc=11")
+    request = EvaluateRequest(data=config.data, evaluate=config.evaluate, seed=0,
+                              inputs={"images": other_images, "labels": labels})
+    with pytest.raises(SoftLabelStoreError, match=f"made from images {images.fingerprint}, but this run uses images {other_images.fingerprint}"):
+        evaluate_task.fn(request, config.runtime)
