@@ -120,8 +120,17 @@ class SoftLabelWriter:
         return cls(group, layout, url)
 
     def pending_chunks(self) -> list[int]:
-        done = self.group["complete"][:]
+        try:
+            done = self.group["complete"][:]
+        except Exception:  # noqa: BLE001 - a marker chunk torn by a kill: check chunk by chunk
+            return [k for k in range(self.layout.num_chunks) if not self._marked(k)]
         return [k for k in range(self.layout.num_chunks) if not done[slice(*self.layout.chunk_bounds(k))].all()]
+
+    def _marked(self, chunk: int) -> bool:
+        try:
+            return bool(self.group["complete"][slice(*self.layout.chunk_bounds(chunk))].all())
+        except Exception:  # noqa: BLE001 - unreadable marker: the chunk is redone
+            return False
 
     def write_chunk(self, chunk: int, arrays: dict[str, np.ndarray]) -> None:
         """Write every array's rows of ``chunk``, then mark them complete (the marker comes last)."""
@@ -248,6 +257,10 @@ class SoftLabelReader:
 
     def row(self, name: str, step: int) -> np.ndarray:
         return self.rows(step)[name]
+
+    def step_ids(self) -> np.ndarray:
+        """The stream position of every stored step, in store order (ascending)."""
+        return self._read("step_id", slice(0, self.layout.steps), step=0).astype(np.int64)
 
     def step(self, step: int) -> StoredStep:
         rows = self.rows(step)

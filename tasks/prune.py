@@ -90,7 +90,8 @@ def write_pruned(
     writer = SoftLabelWriter.open(url, layout, {**base, **attributes})
     for chunk in writer.pending_chunks():
         start, stop = layout.chunk_bounds(chunk)
-        arrays = {name: np.stack([source.row(name, int(r)) for r in rows[start:stop]]) for name in layout.arrays()}
+        picked = [source.rows(int(r)) for r in rows[start:stop]]
+        arrays = {name: np.stack([row[name] for row in picked]) for name in layout.arrays()}
         writer.write_chunk(chunk, arrays)
         if on_chunk is not None:
             on_chunk(chunk + 1, f"chunk {chunk} steps {start}-{stop - 1}")
@@ -104,7 +105,7 @@ def prune_task(request: PruneRequest, runtime: RuntimeConfig) -> ArtifactRef:
     source = SoftLabelReader(store.url(source_ref, LABELS))
     attrs = source.attrs
     geometry = StreamGeometry(attrs["num_images"], attrs["batch_size"], attrs["epochs"])
-    available = np.asarray([source.row("step_id", s) for s in range(source.num_steps)], dtype=np.int64)
+    available = source.step_ids()
     kept = kept_steps(request.prune, geometry=geometry, available=available, seed=request.seed)
     rows = np.searchsorted(available, kept)
     layout = pruned_layout(source, len(kept))

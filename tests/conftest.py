@@ -14,7 +14,11 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 os.environ.pop("DISTILLERY_HOME", None)
 
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
 from pathlib import Path  # noqa: E402
+from typing import Callable  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -39,3 +43,13 @@ def tiny_config(tmp_path: Path):
     from flows.config import resolve_config
 
     return resolve_config(preset="ci_tiny", artifact_root=str(tmp_path / "artifacts"))
+
+
+def kill_when(proc: subprocess.Popen, done: Callable[[], int], *, at_least: int, timeout: float = 300) -> int:
+    """SIGKILL ``proc`` (a real kill, no clean-up) once ``done()`` reaches ``at_least``; return ``done()`` after."""
+    deadline = time.monotonic() + timeout
+    while done() < at_least and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return done()

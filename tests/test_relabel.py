@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +22,7 @@ from tasks.prune import PruneError, PruneRequest, prune_task, training_schedule
 from tasks.relabel import LABELS, RelabelError, relabel_request, relabel_task
 from tasks.synthesize import IMAGES, SynthesizeRequest, synthesize_task
 from tasks.teacher import load_teacher, teacher_request, teacher_task
-from tests.conftest import needs_fashion_mnist
+from tests.conftest import kill_when, needs_fashion_mnist
 
 pytestmark = needs_fashion_mnist
 # 10 real images per class (random_real: no synthesis cost), 8 per step: 13 steps an epoch, the last short.
@@ -150,12 +148,7 @@ def test_a_killed_relabel_resumes_to_the_same_bytes(upstream, tmp_path):
         stdout=subprocess.PIPE, text=True,
     )
     marks = killed_root / "relabel" / proc.stdout.readline().strip() / LABELS / "complete" / "c"
-    deadline = time.monotonic() + 300
-    while len(list(marks.glob("*"))) < 5 and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    done_before_kill = len(list(marks.glob("*")))
+    done_before_kill = kill_when(proc, lambda: len(list(marks.glob("*"))), at_least=5)
     assert 5 <= done_before_kill < 300, "the kill should land part-way through the 300 chunks"
     assert not (marks.parents[1] / "manifest.json").exists()
 

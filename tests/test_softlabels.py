@@ -100,3 +100,14 @@ def test_array_bytes_counts_every_file_once(tmp_path):
     assert set(sizes) == {"_group", "step_id", "image_index", "aug_seed", "logits", "complete"}
     on_disk = sum(p.stat().st_size for p in tmp_path.rglob("*") if p.is_file())
     assert sum(sizes.values()) == on_disk
+
+
+def test_a_torn_completion_marker_means_that_chunk_is_redone(tmp_path):
+    layout = StoreLayout(steps=6, batch_size=2, num_classes=3, steps_per_chunk=2)
+    url = str(tmp_path / "s.zarr")
+    writer = SoftLabelWriter.open(url, layout, ATTRS)
+    for chunk in (0, 1):
+        writer.write_chunk(chunk, _chunk_arrays(layout, chunk))
+    marker = tmp_path / "s.zarr" / "complete" / "c" / "1"
+    marker.write_bytes(marker.read_bytes()[:-3])  # a write cut short
+    assert SoftLabelWriter.open(url, layout, ATTRS).pending_chunks() == [1, 2]

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +21,7 @@ from tasks.synthesize import (
     IMAGES, SynthesisError, SynthesizeRequest, bn_targets_for, optimise_unit, plan_units, real_picks, synthesize_task,
 )
 from tasks.teacher import load_teacher, teacher_request, teacher_task
-from tests.conftest import needs_fashion_mnist
+from tests.conftest import kill_when, needs_fashion_mnist
 
 pytestmark = needs_fashion_mnist
 SMALL = ["synthesis.ipc=3", "synthesis.iterations=40", "synthesis.batch_size=2"]
@@ -139,12 +137,7 @@ def test_a_killed_synthesis_resumes_to_the_same_bytes(tmp_path):
         stdout=subprocess.PIPE, text=True,
     )
     units = killed_root / "synthesize" / proc.stdout.readline().strip() / "units"
-    deadline = time.monotonic() + 300
-    while len(list(units.glob("unit-*.pt"))) < 3 and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    finished_before_kill = len(list(units.glob("unit-*.pt")))
+    finished_before_kill = kill_when(proc, lambda: len(list(units.glob("unit-*.pt"))), at_least=3)
     assert 3 <= finished_before_kill < 20, "the kill should land part-way through the 20 units"
     assert not (units.parent / "manifest.json").exists()
 
