@@ -2,6 +2,7 @@
 
     distillery run [--config FILE | --preset NAME] [--set section.field=VALUE ...]
                    [--until STAGE] [--artifact-root URI] [--device auto|cpu|cuda] [--debug]
+    distillery sweep [config options] --grid section.field=V1,V2 ...  # the pipeline over a grid
     distillery config [--config FILE | --preset NAME] [--set ...]   # print the resolved config
     distillery presets                                               # list preset names
     distillery bench-labels [--artifact-root PATH] [--reads N]      # soft-label read rates
@@ -45,6 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the pipeline through Prefect")
     _common_config_args(run)
     run.add_argument("--until", metavar="STAGE", help="last stage to run (default: the last one built)")
+    sweep = commands.add_parser("sweep", help="run the pipeline over a grid of settings; one results table")
+    _common_config_args(sweep)
+    sweep.add_argument("--grid", action="append", default=[], metavar="SECTION.FIELD=V1,V2",
+                       help="values to sweep for one field; repeatable (the grid is their product)")
     _common_config_args(commands.add_parser("config", help="print the resolved config as YAML"))
     commands.add_parser("presets", help="list the presets")
     bench = commands.add_parser("bench-labels", help="random-order read rate of every soft-label store, vs memory")
@@ -94,10 +99,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     from flows.distill import STAGES, distill
     from tasks.data import DataError, load_split
 
-    until = args.until or STAGES[-1]
+    until = getattr(args, "until", None) or STAGES[-1]
     if until not in STAGES:
         print(f"distillery: --until {args.until!r} is not a stage; choose one of: {', '.join(STAGES)}", file=sys.stderr)
         return 2
+    if args.command == "sweep":
+        from flows.config import grid_points, parse_grid, with_overrides
+
+        try:
+            grid = parse_grid(args.grid)
+            for point in grid_points(grid):
+                with_overrides(config, point)  # every point valid before anything runs
+        except ConfigError as err:
+            print(f"distillery: {err}", file=sys.stderr)
+            return 2
     try:
         load_split(config.data, "test")  # fail before the Prefect server starts, not minutes in
     except DataError as err:
@@ -105,6 +120,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     started = time.perf_counter()
     try:
+        if args.command == "sweep":
+            from flows.sweep import sweep, to_markdown
+
+            rows = sweep(base=config, grid=grid)
+            print("\n" + to_markdown(rows) + f"wall time {time.perf_counter() - started:.1f} s")
+            return 0
         outcomes = distill(config=config, until=until)
     except Exception as err:  # noqa: BLE001 - the CLI turns any failure into one message
         if args.debug:

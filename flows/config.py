@@ -9,6 +9,7 @@ Resolution order, later wins: model defaults < preset or config file < ``--set``
 
 from __future__ import annotations
 
+import itertools
 import os
 from importlib import resources
 from pathlib import Path
@@ -150,3 +151,34 @@ def _with_absolute_root(config: DistilleryConfig) -> DistilleryConfig:
 
 def dump_yaml(config: DistilleryConfig) -> str:
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def with_overrides(config: DistilleryConfig, assignments: dict[str, str]) -> DistilleryConfig:
+    """``config`` with ``{"section.field": "VALUE"}`` applied (VALUE parsed as YAML), validated again."""
+    tree = config.model_dump(mode="json")
+    for path, value in assignments.items():
+        apply_override(tree, f"{path}={value}")
+    try:
+        return DistilleryConfig.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err)) from None
+
+
+def parse_grid(specs: list[str]) -> dict[str, list[str]]:
+    """``["synthesis.ipc=10,50", ...]`` to ``{"synthesis.ipc": ["10", "50"]}``; one message per bad spec."""
+    grid: dict[str, list[str]] = {}
+    for spec in specs:
+        path, sep, raw = spec.partition("=")
+        values = [v.strip() for v in raw.split(",") if v.strip()]
+        if not sep or "." not in path or not values:
+            raise ConfigError(f"--grid {spec!r} must look like section.field=V1,V2, e.g. synthesis.mode=lpld,sre2l")
+        if path.strip() in grid:
+            raise ConfigError(f"--grid names {path.strip()} twice; give all its values in one --grid")
+        grid[path.strip()] = values
+    return grid
+
+
+def grid_points(grid: dict[str, list[str]]) -> list[dict[str, str]]:
+    """Every combination of the grid's values, as ``{field path: value}``, in grid order."""
+    names = list(grid)
+    return [dict(zip(names, values)) for values in itertools.product(*(grid[name] for name in names))]

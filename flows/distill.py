@@ -62,7 +62,8 @@ def distill(config: DistilleryConfig, until: Stage = STAGES[-1]) -> list[StageOu
     """Run the stages up to ``until``; each is reused when its artifact already exists.
 
     The class statistics are computed only where they are used: when asked for, or for lpld.
-    The prune stage runs only for a ratio above 0 (ratio 0 keeps the relabel store as it is).
+    The prune stage runs only for a ratio above 0 (ratio 0 keeps the relabel store as it is);
+    a hard-label evaluation needs neither relabel nor prune.
     """
     store, runtime, seed = ArtifactStore(config.runtime.artifact_root), config.runtime, config.runtime.seed
     wanted = STAGES[: STAGES.index(until) + 1]
@@ -80,19 +81,21 @@ def distill(config: DistilleryConfig, until: Stage = STAGES[-1]) -> list[StageOu
     if "synthesize" in wanted:
         request = SynthesizeRequest(data=config.data, synthesis=config.synthesis, seed=seed, inputs=inputs)
         outcomes.append(_outcome(store, run_stage(synthesize_task, request, runtime=runtime)))
-    if "relabel" in wanted:
+    soft_labels = not (until == "evaluate" and config.evaluate.labels == "hard")
+    if "relabel" in wanted and soft_labels:
         request = relabel_request(
             data=config.data, relabel=config.relabel, prune_ratio=config.prune.ratio, prune_rule=config.prune.rule,
             seed=seed, teacher=teacher.ref, images=outcomes[-1].ref,
         )
         outcomes.append(_outcome(store, run_stage(relabel_task, request, runtime=runtime)))
-    if "prune" in wanted and config.prune.ratio > 0:
+    if "prune" in wanted and soft_labels and config.prune.ratio > 0:
         request = PruneRequest(prune=config.prune, seed=seed, inputs={"labels": outcomes[-1].ref})
         outcomes.append(_outcome(store, run_stage(prune_task, request, runtime=runtime)))
     if "evaluate" in wanted:
         images = next(o.ref for o in outcomes if o.ref.stage == "synthesize")
+        labels = {"labels": outcomes[-1].ref} if config.evaluate.labels == "soft" else {}
         request = EvaluateRequest(data=config.data, evaluate=config.evaluate, seed=seed,
-                                  inputs={"images": images, "labels": outcomes[-1].ref})
+                                  inputs={"images": images, **labels})
         outcomes.append(_outcome(store, run_stage(evaluate_task, request, runtime=runtime)))
 
     _publish_summary(store, outcomes)

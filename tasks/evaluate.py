@@ -5,7 +5,8 @@ pool (:func:`tasks.prune.training_schedule`); each step replays the stored crop 
 on the stored images and minimises ``KL(softmax(t / T) || softmax(s / T))`` (batchmean; times
 T^2 if asked). AdamW with no weight decay on biases and BatchNorm, cosine LR per step. One
 student per seed, each saved as it finishes (a killed run resumes at the next seed); top-1 on
-the real test split reported as mean and std over seeds.
+the real test split reported as mean and std over seeds. ``evaluate.labels=hard`` trains the
+baseline instead: cross-entropy on the images' class labels, fresh seeded crops and flips.
 
     distillery run --set evaluate.seeds=3 --set evaluate.epochs=300
 """
@@ -16,6 +17,7 @@ import json
 import math
 import statistics
 import time
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +28,7 @@ from storage.artifacts import ArtifactRef, ArtifactStore, StageRequest
 from storage.image_store import read_image_store
 from storage.softlabels import SoftLabelReader, array_bytes
 from storage.stage_cache import stage_task
+from tasks.augment import AugmentConfig, augment_batch
 from tasks.data import DataConfig, load_split, normalization
 from tasks.label_stream import apply_augmentation, stored_augmentation
 from tasks.models import create_model
@@ -50,6 +53,11 @@ class EvaluateConfig(BaseModel):
     weight_decay: float = Field(0.01, ge=0, le=1, description="AdamW weight decay (none on bias/BN).")
     temperature: float = Field(20.0, gt=0, description="KL distillation temperature T.")
     t_squared: bool = Field(False, description="Multiply the KL loss by T^2.")
+    labels: Literal["soft", "hard"] = Field(
+        "soft", description="soft: the stored teacher logits (KL); hard: the images' class labels (cross-entropy, "
+        "fresh seeded crops and flips; the baseline, no relabel needed)."
+    )
+    batch_size: int = Field(100, ge=1, le=65536, description="Batch size of hard-label training.")
 
 
 class EvaluateRequest(StageRequest):
@@ -105,6 +113,34 @@ def train_student(
     return student.eval()
 
 
+def train_student_hard(
+    images: torch.Tensor, targets: torch.Tensor, config: EvaluateConfig, *, num_classes: int, seed: int,
+    runtime: RuntimeConfig,
+) -> nn.Module:
+    """The hard-label baseline: cross-entropy on the class labels, per-sample seeded crops and flips."""
+    device, size = images.device, images.shape[-1]
+    torch.manual_seed(seed)
+    student = create_model(config.model, channels=images.shape[1], num_classes=num_classes, image_size=size,
+                           width=config.width, depth=config.depth).to(device)
+    optimizer = adamw(student, config)
+    gen = generator(seed, "evaluate", "hard")
+    batches_per_epoch = -(-len(images) // config.batch_size)
+    total = config.epochs * batches_per_epoch
+    student.train()
+    for epoch in range(config.epochs):
+        for j, index in enumerate(torch.randperm(len(images), generator=gen).split(config.batch_size)):
+            for group in optimizer.param_groups:
+                group["lr"] = 0.5 * config.lr * (1 + math.cos(math.pi * (epoch * batches_per_epoch + j) / total))
+            batch = augment_batch(images[index.to(device)], AugmentConfig(crop_scale_min=0.5), gen)
+            with autocast(device, runtime):
+                logits = student(batch).float()
+            loss = F.cross_entropy(logits, targets[index.to(device)])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    return student.eval()
+
+
 def _seed_file(index: int) -> str:
     return f"seeds/seed-{index:03d}.json"
 
@@ -114,9 +150,12 @@ def evaluate_task(request: EvaluateRequest, runtime: RuntimeConfig) -> ArtifactR
     store, ref = ArtifactStore(runtime.artifact_root), request.ref()
     started = time.perf_counter()
     config, device = request.evaluate, resolve_device(runtime)
-    images_ref, labels_ref = request.inputs["images"], request.inputs["labels"]
-    images_u8, _, image_attrs = read_image_store(store.url(images_ref, IMAGES))
-    labels = SoftLabelReader(store.url(labels_ref, LABELS), expect={"images": images_ref.fingerprint})
+    images_ref, labels_ref = request.inputs["images"], request.inputs.get("labels")
+    images_u8, classes, image_attrs = read_image_store(store.url(images_ref, IMAGES))
+    if (labels_ref is None) != (config.labels == "hard"):
+        raise ValueError(f"evaluate.labels={config.labels} needs {'no ' if config.labels == 'hard' else ''}soft-label input")
+    labels = (SoftLabelReader(store.url(labels_ref, LABELS), expect={"images": images_ref.fingerprint})
+              if labels_ref is not None else None)
     norm = Normalization(*normalization(request.data))
     images = norm.to_input(torch.from_numpy(images_u8).to(device))
     test = load_split(request.data, "test")
@@ -124,8 +163,13 @@ def evaluate_task(request: EvaluateRequest, runtime: RuntimeConfig) -> ArtifactR
     for index in range(config.seeds):
         if not store.exists(ref, _seed_file(index)):
             seed = int(torch.randint(0, 2**62, (1,), generator=generator(request.seed, "evaluate", index)))
-            student = train_student(images, labels, config, num_classes=int(image_attrs["num_classes"]), seed=seed,
-                                    runtime=runtime)
+            num_classes = int(image_attrs["num_classes"])
+            student = (
+                train_student(images, labels, config, num_classes=num_classes, seed=seed, runtime=runtime)
+                if labels is not None
+                else train_student_hard(images, torch.from_numpy(classes).to(device), config,
+                                        num_classes=num_classes, seed=seed, runtime=runtime)
+            )
             top1 = top1_accuracy(student, test, norm=norm, device=device)
             store.write_bytes(ref, _seed_file(index), json.dumps({"seed": seed, "test_top1": top1}).encode())
         result = json.loads(store.read_bytes(ref, _seed_file(index)))
@@ -133,8 +177,9 @@ def evaluate_task(request: EvaluateRequest, runtime: RuntimeConfig) -> ArtifactR
     top1s = [json.loads(store.read_bytes(ref, _seed_file(i)))["test_top1"] for i in range(config.seeds)]
     metrics = {"test_top1": statistics.fmean(top1s),
                "test_top1_std": statistics.stdev(top1s) if len(top1s) > 1 else 0.0,
-               "labels_store_bytes": float(sum(array_bytes(store.url(labels_ref, LABELS)).values())),
+               "labels_store_bytes": float(sum(array_bytes(store.url(labels_ref, LABELS)).values())) if labels_ref else 0.0,
                "images_store_bytes": float(sum(array_bytes(store.url(images_ref, IMAGES)).values()))}
     store.write_manifest(ref, request, metrics=metrics, seconds=time.perf_counter() - started,
-                         extra={"device": device.type, "test_top1_per_seed": top1s, "label_steps": labels.num_steps})
+                         extra={"device": device.type, "test_top1_per_seed": top1s,
+                                "label_steps": labels.num_steps if labels is not None else 0})
     return ref

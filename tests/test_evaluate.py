@@ -89,3 +89,13 @@ def test_labels_made_for_other_images_are_refused_naming_both(tmp_path):
                               inputs={"images": other_images, "labels": labels})
     with pytest.raises(SoftLabelStoreError, match=f"made from images {images.fingerprint}, but this run uses images {other_images.fingerprint}"):
         evaluate_task.fn(request, config.runtime)
+
+
+def test_the_hard_label_baseline_trains_on_class_labels_alone(tmp_path):
+    config, images, labels = _pipeline(tmp_path / "a", "evaluate.labels=hard")
+    request = EvaluateRequest(data=config.data, evaluate=config.evaluate, seed=0, inputs={"images": images})
+    manifest = ArtifactStore(config.runtime.artifact_root).read_manifest(evaluate_task.fn(request, config.runtime))
+    assert manifest["label_steps"] == 0 and manifest["metrics"]["labels_store_bytes"] == 0
+    assert min(manifest["test_top1_per_seed"]) > 0.4  # 100 real images, hard labels: far above chance (0.1)
+    with pytest.raises(ValueError, match="evaluate.labels=hard needs no soft-label input"):
+        evaluate_task.fn(request.model_copy(update={"inputs": {"images": images, "labels": labels}}), config.runtime)
