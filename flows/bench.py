@@ -1,12 +1,21 @@
-"""Benchmarks that print figures (never timed unit tests).
+"""The `bench` flow: where time goes, as ratios measured side by side in one process.
 
-``label_store_reads``: for every soft-label store under an artifact root, the rate of reading
-steps in random order, drawn uniformly with replacement as the student's training schedule
-draws them, through a freshly opened :class:`SoftLabelReader` (chunk decoding included),
-against the same decode path over arrays already in memory as numpy. Best of ``passes``
-rounds of ``reads`` steps each.
+On one config (default: the ``bench`` preset, Fashion-MNIST sized to finish in minutes) and a
+bench root that starts empty, in this order:
 
-    distillery bench-labels --artifact-root artifacts [--passes 3] [--reads 20000]
+1. the pipeline as plain functions (:mod:`flows.plain`), cold, in ``<root>/plain``;
+2. the same pipeline as the ``distill`` Prefect flow, cold, in ``<root>/prefect``: the
+   orchestration ratio is (2) / (1), goal <= 1.05;
+3. the flow again on ``<root>/prefect``, all cached: cached / cold, goal <= 0.03;
+4. relabel against the bare teacher forward on identical batches, goal >= 0.90;
+5. student steps reading the store against in-memory labels, goal >= 0.90;
+6. every label format's store: bytes per step and random-read MB/s against raw .npy rows.
+
+Synthesis with Dask workers is listed as not measured until a Dask task runner exists.
+The table is printed, written to ``<root>/bench.md`` and published as the Prefect table artifact
+``bench``.
+
+    distillery bench [--preset bench] [--artifact-root /tmp/bench] [--passes 3]
 """
 
 from __future__ import annotations
@@ -14,57 +23,95 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
+import torch
+from prefect import flow
+from prefect.artifacts import create_table_artifact
 
-from storage.softlabels import SoftLabelReader
+from flows.config import DistilleryConfig
+from flows.distill import distill
+from flows.plain import run_plain
+from storage.artifacts import ArtifactStore
+from storage.image_store import read_image_store
+from tasks.data import normalization
+from tasks.pixels import Normalization
+from tasks.relabel import LABELS, relabel_request, relabel_task
+from tasks.runtime import resolve_device
+from tasks.synthesize import IMAGES
+from tasks.teacher import load_teacher
+from tasks.throughput import label_store_reads, relabel_vs_forward, student_store_vs_memory
+
+FORMATS = {"fp16+boxes": {}, "fp16+seed": {"augmentation": "seed"},
+           "top3+seed": {"label_format": "topk", "topk": 3, "augmentation": "seed"},
+           "prob8+seed": {"label_format": "prob8", "augmentation": "seed"}}
 
 
-class InMemoryReader(SoftLabelReader):
-    """The same decode path, every array already in memory (the baseline)."""
-
-    def __init__(self, url: str) -> None:
-        super().__init__(url)
-        self._full = {name: array[:] for name, array in self.arrays.items()}
-
-    def rows(self, step: int) -> dict[str, np.ndarray]:
-        return {name: array[step] for name, array in self._full.items()}
+def _rooted(config: DistilleryConfig, root: Path) -> DistilleryConfig:
+    return config.model_copy(update={"runtime": config.runtime.model_copy(update={"artifact_root": str(root)})})
 
 
-def _read_rate(reader: SoftLabelReader, order: np.ndarray) -> float:
+def _timed(run) -> tuple[float, object]:  # noqa: ANN001 - any zero-argument callable
     started = time.perf_counter()
-    samples = 0
-    for step in order:
-        samples += len(reader.step(int(step)).image_index)
-    return samples / (time.perf_counter() - started)
+    result = run()
+    return time.perf_counter() - started, result
 
 
-def label_store_reads(root: str, *, passes: int = 3, reads: int = 20000, seed: int = 0) -> list[dict[str, object]]:
-    """One row per store: format, size, and random-order read rates (samples/s), store vs memory."""
-    rows = []
-    for url in sorted(str(p) for p in Path(root).glob("*/*/labels.zarr")):
-        baseline = InMemoryReader(url)
-        order = np.random.default_rng(seed).integers(0, baseline.num_steps, reads)
-        memory = max(_read_rate(baseline, order) for _ in range(passes))
-        store = max(_read_rate(SoftLabelReader(url), order) for _ in range(passes))
-        bytes_on_disk = sum(p.stat().st_size for p in Path(url).rglob("*") if p.is_file())
-        layout = baseline.layout
-        rows.append({
-            "store": "/".join(Path(url).parts[-3:-1]),
-            "format": f"{layout.label_format}{layout.topk if layout.label_format == 'topk' else ''}+{layout.augmentation}",
-            "steps": layout.steps,
-            "bytes/sample": round(bytes_on_disk / (layout.steps * layout.batch_size), 2),
-            "memory samples/s": round(memory),
-            "store samples/s": round(store),
-            "store/memory": round(store / memory, 3),
-        })
-    return rows
+def row(measure: str, figure: float, goal: str, detail: str) -> dict[str, object]:
+    bound = float(goal[2:])
+    met = figure >= bound if goal.startswith(">=") else figure <= bound
+    return {"measure": measure, "figure": round(figure, 3), "goal": goal, "met": "yes" if met else "no", "detail": detail}
+
+
+@flow(name="bench", validate_parameters=True)
+def bench(config: DistilleryConfig, passes: int = 3) -> list[dict[str, object]]:
+    root = Path(config.runtime.artifact_root)
+    plain_s, _ = _timed(lambda: run_plain(_rooted(config, root / "plain")))
+    prefect_config = _rooted(config, root / "prefect")
+    cold_s, outcomes = _timed(lambda: distill(config=prefect_config))
+    cached_s, _ = _timed(lambda: distill(config=prefect_config))
+    rows = [row("Prefect pipeline / plain functions (wall)", cold_s / plain_s, "<=1.05",
+                f"{cold_s:.1f} s vs {plain_s:.1f} s, cold, same stages"),
+            row("cached rerun / cold run (wall)", cached_s / cold_s, "<=0.03", f"{cached_s:.1f} s vs {cold_s:.1f} s")]
+
+    store, runtime = ArtifactStore(str(root / "prefect")), prefect_config.runtime
+    refs = {o.ref.stage: o.ref for o in outcomes}
+    device = resolve_device(runtime)
+    model, _ = load_teacher(store, refs["teacher"], device)
+    images_u8, _, attrs = read_image_store(store.url(refs["synthesize"], IMAGES))
+    images = Normalization(*normalization(config.data)).to_input(torch.from_numpy(images_u8).to(device))
+    classes = int(attrs["num_classes"])
+    relabel = relabel_vs_forward(model, images, config.relabel, num_classes=classes, steps=200, seed=config.runtime.seed,
+                                 runtime=runtime, passes=passes)
+    rows.append(row("relabel / bare teacher forward (samples/s)", relabel["ratio"], ">=0.90",
+                    f"{relabel['relabel samples/s']:.0f} vs {relabel['forward samples/s']:.0f} samples/s, {device.type}"))
+    student = student_store_vs_memory(images, store.url(refs["relabel"], LABELS), config.evaluate, num_classes=classes,
+                                      runtime=runtime, passes=passes)
+    rows.append(row("student from store / from memory (steps/s)", student["ratio"], ">=0.90",
+                    f"{student['store steps/s']:.1f} vs {student['memory steps/s']:.1f} steps/s"))
+    rows.append({"measure": "synthesis 2 Dask workers / 1 (speed-up)", "figure": None, "goal": ">=1.7",
+                 "met": "n/a", "detail": "not measured: no Dask task runner yet (issue 6)"})
+
+    formats_root = root / "formats"
+    for fields in FORMATS.values():
+        variant = _rooted(config.model_copy(update={"relabel": config.relabel.model_copy(update=fields)}), formats_root)
+        request = relabel_request(data=config.data, relabel=variant.relabel, prune_ratio=0.0, prune_rule="prefix",
+                                  seed=config.runtime.seed, teacher=refs["teacher"], images=refs["synthesize"])
+        for stage in ("teacher", "synthesize"):  # the format stores reuse the flow's teacher and images
+            target = formats_root / stage / refs[stage].fingerprint
+            if not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.symlink_to(root / "prefect" / stage / refs[stage].fingerprint)
+        relabel_task.fn(request, variant.runtime)
+    label_rows = label_store_reads(str(formats_root), passes=passes, reads=5000)
+    (root / "bench.md").write_text(print_table(rows) + "\n\n" + print_table(label_rows) + "\n")
+    create_table_artifact(key="bench", table=rows + label_rows, description=f"ratios measured side by side; {root}")
+    return rows + label_rows
 
 
 def print_table(rows: list[dict[str, object]]) -> str:
     if not rows:
-        return "no soft-label stores found"
-    columns = list(rows[0])
-    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
+        return "no rows"
+    columns = list(dict.fromkeys(c for r in rows for c in r))
+    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in columns}
     lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
-    lines += ["  ".join(str(r[c]).ljust(widths[c]) for c in columns) for r in rows]
+    lines += ["  ".join(str(r.get(c, "")).ljust(widths[c]) for c in columns) for r in rows]
     return "\n".join(lines)

@@ -3,11 +3,15 @@
     distillery run [--config FILE | --preset NAME] [--set section.field=VALUE ...]
                    [--until STAGE] [--artifact-root URI] [--device auto|cpu|cuda] [--debug]
     distillery sweep [config options] --grid section.field=V1,V2 ...  # the pipeline over a grid
+    distillery report [SPEC] [--out DIR] [--artifact-root URI]       # a report spec's sweep -> DIR/results.md
     distillery config [--config FILE | --preset NAME] [--set ...]   # print the resolved config
     distillery presets                                               # list preset names
     distillery bench-labels [--artifact-root PATH] [--reads N]      # soft-label read rates
+    distillery bench [--preset bench] [--artifact-root DIR] [--passes N]  # ratios: where time goes
+    distillery verify [--artifact-root URI]                          # re-check every artifact's files
 
-Exit codes: 0 done, 1 a stage failed (message printed), 2 bad config, arguments or data.
+Exit codes: 0 done, 1 a stage failed or verify found damage (message printed), 2 bad config,
+arguments, data, artifact root or Prefect API.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import os
 import sys
 import time
 import traceback
+from pathlib import Path
 from typing import Sequence
 
 # Set before Prefect is imported: a brand-new PREFECT_HOME needs ~30 s to start the temporary
@@ -50,12 +55,27 @@ def build_parser() -> argparse.ArgumentParser:
     _common_config_args(sweep)
     sweep.add_argument("--grid", action="append", default=[], metavar="SECTION.FIELD=V1,V2",
                        help="values to sweep for one field; repeatable (the grid is their product)")
+    report = commands.add_parser("report", help="run a report spec's sweep; write results.md, CSV, plot, grids")
+    report.add_argument("spec", nargs="?", default="fashion_mnist",
+                        help="a spec in deploy/reports or a YAML file (default fashion_mnist)")
+    report.add_argument("--out", metavar="DIR", default="docs", help="folder for the report (default docs)")
+    report.add_argument("--artifact-root", metavar="URI", help="artifact root (default $DISTILLERY_HOME or ./artifacts)")
+    report.add_argument("--device", choices=["auto", "cpu", "cuda"], help="compute device")
+    report.add_argument("--debug", action="store_true", help="show full tracebacks")
     _common_config_args(commands.add_parser("config", help="print the resolved config as YAML"))
     commands.add_parser("presets", help="list the presets")
     bench = commands.add_parser("bench-labels", help="random-order read rate of every soft-label store, vs memory")
     bench.add_argument("--artifact-root", metavar="PATH", default="artifacts", help="local artifact root to scan")
     bench.add_argument("--passes", type=int, default=3, help="rounds per store; the best is kept")
     bench.add_argument("--reads", type=int, default=20000, help="random step reads per round")
+    bench_all = commands.add_parser("bench", help="where time goes: ratios measured side by side (a Prefect flow)")
+    bench_all.add_argument("--preset", default="bench", help="the config measured (default bench)")
+    bench_all.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE")
+    bench_all.add_argument("--artifact-root", metavar="DIR", help="an empty folder (default: a new temporary one)")
+    bench_all.add_argument("--passes", type=int, default=3, help="rounds per rate; the best is kept")
+    bench_all.add_argument("--debug", action="store_true", help="show full tracebacks")
+    verify = commands.add_parser("verify", help="re-check every artifact against its manifest; list damage")
+    verify.add_argument("--artifact-root", metavar="URI", help="artifact root (default $DISTILLERY_HOME or ./artifacts)")
     return parser
 
 
@@ -68,27 +88,68 @@ def _print_summary(outcomes: list, wall_seconds: float) -> None:  # list[StageOu
     print(f"wall time {wall_seconds:.1f} s")
 
 
+def _resolve(args: argparse.Namespace) -> tuple:  # (DistilleryConfig, list of grids)
+    """The config (and for sweep / report, the grids) the command runs; ConfigError if unusable."""
+    from flows.config import DEFAULT_PRESET, ConfigError, grid_points, parse_grid, resolve_config, with_overrides
+
+    if args.command == "bench":
+        import tempfile
+
+        root = args.artifact_root or tempfile.mkdtemp(prefix="distillery-bench-")
+        if Path(root).exists() and any(Path(root).iterdir()):
+            raise ConfigError(f"bench root {root} is not empty; give an empty folder (cold runs are measured)")
+        return resolve_config(preset=args.preset, overrides=args.overrides, artifact_root=root), []
+    if args.command == "report":
+        from flows.report import load_spec
+
+        spec = load_spec(args.spec)
+        config, grids = spec.base(artifact_root=args.artifact_root, device=args.device), list(spec.grids)
+    else:
+        config = resolve_config(
+            config_file=args.config, preset=args.preset or (None if args.config else DEFAULT_PRESET),
+            overrides=args.overrides, artifact_root=args.artifact_root, device=args.device,
+        )
+        grids = [parse_grid(args.grid)] if args.command == "sweep" else []
+    for grid in grids:
+        for point in grid_points(grid):
+            with_overrides(config, point)  # every point valid before anything runs
+    return config, grids
+
+
+def _verify(root: str) -> int:
+    from storage.verify import format_findings, verify_tree
+
+    try:
+        findings = verify_tree(root)
+    except FileNotFoundError as err:
+        print(f"distillery: {err}", file=sys.stderr)
+        return 2
+    print(format_findings(findings))
+    return 1 if any(f.status == "damaged" for f in findings) else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     for name, value in PREFECT_DEFAULTS.items():
         os.environ.setdefault(name, value)
 
-    from flows.config import DEFAULT_PRESET, ConfigError, dump_yaml, preset_names, resolve_config
+    from flows.config import HOME_ENV, ConfigError, dump_yaml, preset_names
+    from flows.preflight import (PreflightError, check_artifact_root, check_prefect_api, describe_os_error,
+                                 quiet_tracebacks)
 
     if args.command == "presets":
         print("\n".join(preset_names()))
         return 0
     if args.command == "bench-labels":
-        from flows.bench import label_store_reads, print_table
+        from flows.bench import print_table
+        from tasks.throughput import label_store_reads
 
         print(print_table(label_store_reads(args.artifact_root, passes=max(args.passes, 1), reads=max(args.reads, 1))))
         return 0
+    if args.command == "verify":
+        return _verify(args.artifact_root or os.environ.get(HOME_ENV) or "artifacts")
     try:
-        config = resolve_config(
-            config_file=args.config, preset=args.preset or (None if args.config else DEFAULT_PRESET),
-            overrides=args.overrides,
-            artifact_root=args.artifact_root, device=args.device,
-        )
+        config, grids = _resolve(args)
     except ConfigError as err:
         print(f"distillery: {err}", file=sys.stderr)
         return 2
@@ -103,34 +164,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     if until not in STAGES:
         print(f"distillery: --until {args.until!r} is not a stage; choose one of: {', '.join(STAGES)}", file=sys.stderr)
         return 2
-    if args.command == "sweep":
-        from flows.config import grid_points, parse_grid, with_overrides
-
-        try:
-            grid = parse_grid(args.grid)
-            for point in grid_points(grid):
-                with_overrides(config, point)  # every point valid before anything runs
-        except ConfigError as err:
-            print(f"distillery: {err}", file=sys.stderr)
-            return 2
     try:
         load_split(config.data, "test")  # fail before the Prefect server starts, not minutes in
     except DataError as err:
         print(f"distillery: data: {err}", file=sys.stderr)
         return 2
+    try:
+        check_artifact_root(config.runtime.artifact_root)
+        check_prefect_api()
+    except PreflightError as err:
+        print(f"distillery: {err}", file=sys.stderr)
+        return 2
+    if not args.debug:
+        quiet_tracebacks()
     started = time.perf_counter()
     try:
-        if args.command == "sweep":
-            from flows.sweep import sweep, to_markdown
+        if args.command == "bench":
+            from flows.bench import bench, print_table
 
-            rows = sweep(base=config, grid=grid)
-            print("\n" + to_markdown(rows) + f"wall time {time.perf_counter() - started:.1f} s")
+            rows = bench(config=config, passes=max(args.passes, 1))
+            print("\n" + print_table(rows) + f"\nwall time {time.perf_counter() - started:.1f} s; "
+                  f"table in {Path(config.runtime.artifact_root) / 'bench.md'}")
+            return 0
+        if args.command in ("sweep", "report"):
+            from flows.report import load_spec, report
+            from flows.sweep import SHOWN, sweep
+            from tasks.results import to_markdown
+
+            rows = (sweep(base=config, grids=grids) if args.command == "sweep" else
+                    report(spec=load_spec(args.spec), base=config, out_dir=args.out,
+                           command=" ".join(["distillery", *(sys.argv[1:] if argv is None else argv)])))
+            print("\n" + to_markdown(rows, SHOWN) + f"wall time {time.perf_counter() - started:.1f} s")
             return 0
         outcomes = distill(config=config, until=until)
     except Exception as err:  # noqa: BLE001 - the CLI turns any failure into one message
         if args.debug:
             traceback.print_exc()
-        print(f"distillery: {type(err).__name__}: {err}", file=sys.stderr)
+        disk = describe_os_error(err, config.runtime.artifact_root) if isinstance(err, OSError) else None
+        print(f"distillery: {disk or f'{type(err).__name__}: {err}'}", file=sys.stderr)
         if not args.debug:
             print("distillery: rerun with --debug for the full traceback", file=sys.stderr)
         return 1

@@ -1,18 +1,20 @@
-"""The `sweep` flow: the distill flow over a grid of settings, one results table.
+"""The `sweep` flow: the distill flow over grids of settings, one results table.
 
 Each grid point is a full config; each runs as a `distill` subflow, so every upstream artifact
 shared between points (teacher, statistics, images, labels) is built once and reused, and a
-rerun is all `Cached`. The results go to the dashboard (table artifact ``sweep-results`` and a
-markdown artifact) and to files under ``<artifact root>/sweep/<fingerprint>/``.
+rerun is all `Cached`. Several grids can be given (their points are concatenated): a report
+mixes soft-label points with hard-label and full-data baselines. The results go to the
+dashboard (table artifact ``sweep-results`` and a markdown artifact ``sweep-report``) and to
+files under ``<artifact root>/sweep/<fingerprint>/``, with one line per run in ``runs.jsonl``.
 
     distillery sweep --grid synthesis.mode=lpld,sre2l --grid prune.ratio=0,0.9,0.975
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
+import json
+import time
 
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -20,54 +22,62 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from flows.config import DistilleryConfig, grid_points, with_overrides
 from flows.distill import StageOutcome, distill
 from storage.artifacts import ArtifactRef, ArtifactStore, canonical_json
+from tasks.results import Row, result_row, to_csv, to_markdown
 
-RESULTS_CSV, RESULTS_MD = "results.csv", "results.md"
+RESULTS_CSV, RESULTS_MD, RUNS = "results.csv", "results.md", "runs.jsonl"
+SHOWN = ("mode", "ipc", "labels", "compression", "test_top1", "test_top1_std", "label_bytes",
+         "within_class_similarity", "evaluate_state")
+
+Grid = dict[str, list[str]]
 
 
-def result_row(point: dict[str, str], outcomes: list[StageOutcome]) -> dict[str, object]:
+def sweep_ref(base: DistilleryConfig, grids: list[Grid]) -> ArtifactRef:
+    """Where a sweep's result files live: named by its base config (runtime aside) and grids."""
+    identity = canonical_json({"base": base.model_dump(mode="json", exclude={"runtime"}), "grids": grids})
+    return ArtifactRef(stage="sweep", fingerprint=hashlib.sha256(identity.encode()).hexdigest()[:32])
+
+
+def points_of(grids: list[Grid]) -> list[dict[str, str]]:
+    return [point for grid in grids for point in grid_points(grid)]
+
+
+def _row(point: dict[str, str], config: DistilleryConfig, outcomes: list[StageOutcome]) -> Row:
     by_stage = {o.ref.stage: o for o in outcomes}
-    evaluate, images = by_stage["evaluate"].metrics, by_stage["synthesize"].metrics
-    return {
-        **point,
-        "test_top1": round(evaluate["test_top1"], 4),
-        "test_top1_std": round(evaluate["test_top1_std"], 4),
-        "label_bytes": int(evaluate["labels_store_bytes"]),
-        "image_bytes": int(evaluate["images_store_bytes"]),
-        "within_class_similarity": round(images["within_class_similarity"], 4),
-        "evaluate": by_stage["evaluate"].ref.fingerprint,
-        "evaluate_state": by_stage["evaluate"].state,
-    }
-
-
-def to_csv(rows: list[dict[str, object]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
-def to_markdown(rows: list[dict[str, object]]) -> str:
-    columns = list(rows[0])
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(str(row[c]) for c in columns) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
+    evaluate = by_stage["evaluate"]
+    return result_row(
+        point, config, {stage: o.metrics for stage, o in by_stage.items()}, evaluate_state=evaluate.state,
+        evaluate_fingerprint=evaluate.ref.fingerprint, evaluate_seconds=evaluate.seconds,
+        student_steps=int(evaluate.metrics["student_steps"]),
+        images_fingerprint=by_stage["synthesize"].ref.fingerprint if "synthesize" in by_stage else "",
+    )
 
 
 @flow(name="sweep", validate_parameters=True)
-def sweep(base: DistilleryConfig, grid: dict[str, list[str]]) -> list[dict[str, object]]:
-    """Run ``base`` with every grid point applied; return (and publish) one row per point."""
-    points = grid_points(grid)
-    rows = []
-    for point in points:
+def sweep(base: DistilleryConfig, grids: list[Grid]) -> list[Row]:
+    """Run ``base`` with every point of every grid applied; return (and publish) one row per point."""
+    started = time.perf_counter()
+    rows, computed = [], 0
+    for point in points_of(grids):
         config = with_overrides(base, point)
-        rows.append(result_row(point, distill(config=config, until="evaluate")))
-    identity = canonical_json({"base": base.model_dump(mode="json", exclude={"runtime"}), "grid": grid})
-    ref = ArtifactRef(stage="sweep", fingerprint=hashlib.sha256(identity.encode()).hexdigest()[:32])
-    store = ArtifactStore(base.runtime.artifact_root)
-    table = to_markdown(rows)
+        outcomes = distill(config=config, until="evaluate")
+        computed += sum(o.state != "Cached" for o in outcomes)
+        rows.append(_row(point, config, outcomes))
+    store, ref = ArtifactStore(base.runtime.artifact_root), sweep_ref(base, grids)
+    table = to_markdown(rows, SHOWN)
     store.write_bytes(ref, RESULTS_CSV, to_csv(rows).encode())
     store.write_bytes(ref, RESULTS_MD, table.encode())
+    run = {"seconds": round(time.perf_counter() - started, 1), "points": len(rows), "stages_computed": computed,
+           "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    previous = store.read_bytes(ref, RUNS).decode() if store.exists(ref, RUNS) else ""
+    store.write_bytes(ref, RUNS, (previous + json.dumps(run) + "\n").encode())
     create_table_artifact(key="sweep-results", table=rows, description=f"{len(rows)} grid points; {store.path(ref)}")
     create_markdown_artifact(key="sweep-report", markdown=f"# Sweep\n\n{table}", description="test top-1 per grid point")
     return rows
+
+
+def sweep_runs(base: DistilleryConfig, grids: list[Grid]) -> list[dict[str, object]]:
+    """Every finished run of this sweep, oldest first (wall seconds, stages computed)."""
+    store, ref = ArtifactStore(base.runtime.artifact_root), sweep_ref(base, grids)
+    if not store.exists(ref, RUNS):
+        return []
+    return [json.loads(line) for line in store.read_bytes(ref, RUNS).decode().splitlines() if line.strip()]

@@ -138,6 +138,7 @@ class ArtifactStore:
             "inputs": {name: str(inp) for name, inp in request.inputs.items()},
             "metrics": metrics,
             "bytes": self.size_bytes(ref),
+            "files": self.file_checksums(ref),
             "seconds": round(seconds, 3),
             **(extra or {}),
         }
@@ -153,6 +154,19 @@ class ArtifactStore:
                 f"manifest of {ref} under {self.root} is not valid JSON ({err}); "
                 f"delete {self.path(ref)} and rerun to rebuild it"
             ) from None
+
+    def file_checksums(self, ref: ArtifactRef) -> dict[str, dict[str, Any]]:
+        """``{relative path: {"bytes", "sha256"}}`` of every file of the artifact but its manifest."""
+        base = self.path(ref) + "/"
+        listing = {}
+        for path in sorted(self.fs.find(self.path(ref))):
+            name = path[len(base):] if path.startswith(base) else path
+            if name == MANIFEST:
+                continue
+            with self.fs.open(path, "rb") as handle:
+                data = handle.read()
+            listing[name] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        return listing
 
     def size_bytes(self, ref: ArtifactRef) -> int:
         """Bytes on disk of the artifact's files, manifest excluded."""

@@ -14,15 +14,18 @@ local result storage, so cache records outlive the temporary server's database.
 from __future__ import annotations
 
 import functools
+import logging
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
 from prefect import Task, task
 from prefect.cache_policies import CachePolicy
 from prefect.context import TaskRunContext
+from prefect.logging import get_run_logger
 from prefect.states import State
 
 from storage.artifacts import ArtifactRef, ArtifactStore, StageRequest
+from storage.locks import artifact_lock
 
 R = TypeVar("R")
 
@@ -48,15 +51,22 @@ def stage_task(stage: str, *, tags: tuple[str, ...] = ()) -> Callable[[Callable[
     """Declare a stage's Prefect entry: named after the stage, cached by fingerprint.
 
     The entry is ``fn(request, runtime, ...)``; its body runs only when the artifact has no
-    manifest yet under ``runtime.artifact_root`` (otherwise the stored reference is returned).
+    manifest yet under ``runtime.artifact_root`` (otherwise the stored reference is returned),
+    and only under the artifact's lock, so two concurrent runs build it once.
     """
 
     def declare(fn: Callable[..., R]) -> Task[..., R]:
         @functools.wraps(fn)
         def entry(request: StageRequest, runtime: Any, *args: Any, **kwargs: Any) -> R:
-            if ArtifactStore(runtime.artifact_root).is_complete(request.ref()):
-                return request.ref()  # type: ignore[return-value]  # built before, maybe on another machine
-            return fn(request, runtime, *args, **kwargs)
+            store, ref = ArtifactStore(runtime.artifact_root), request.ref()
+            if store.is_complete(ref):
+                return ref  # type: ignore[return-value]  # built before, maybe on another machine
+            with artifact_lock(store, ref, on_wait=lambda: _log(f"{ref} is being built by another run; waiting for it")):
+                if store.is_complete(ref):
+                    _log(f"{ref} was built by another run meanwhile; reusing it")
+                    return ref  # type: ignore[return-value]
+                _log(f"building {ref}")
+                return fn(request, runtime, *args, **kwargs)
 
         return task(
             entry,
@@ -68,6 +78,10 @@ def stage_task(stage: str, *, tags: tuple[str, ...] = ()) -> Callable[[Callable[
         )
 
     return declare
+
+
+def _log(message: str) -> None:
+    (get_run_logger() if TaskRunContext.get() is not None else logging.getLogger("distillery")).info(message)
 
 
 def run_stage(stage: Task[..., ArtifactRef], request: StageRequest, **kwargs: Any) -> State:

@@ -246,11 +246,23 @@ _CIFAR100 = _CifarFormat("CIFAR-100", "cifar-100-python", {"train": ("train",), 
                          "meta", b"fine_labels", b"fine_label_names", datasets.CIFAR100)
 
 
+class _ArraysOnly(pickle.Unpickler):
+    """CIFAR batches hold dicts, lists, strings and numpy arrays; refuse every other global."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype")}
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"holds {module}.{name}, which a CIFAR batch never does")
+        return super().find_class(module, name)
+
+
 def _unpickle(path: Path) -> dict[bytes, Any]:
-    # Pickle is the official CIFAR format; this only ever opens the CIFAR files a user points at.
+    # Pickle is the official CIFAR format; the restricted unpickler keeps it data-only.
     try:
         with open(path, "rb") as file:
-            entry = pickle.load(file, encoding="bytes")
+            entry = _ArraysOnly(file, encoding="bytes").load()
     except (OSError, EOFError, pickle.UnpicklingError) as error:
         raise DataError(f"cannot read CIFAR file {path} ({error}); "
                         "replace it with the original file") from error

@@ -19,9 +19,10 @@ import statistics
 import time
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from storage.artifacts import ArtifactRef, ArtifactStore, StageRequest
@@ -58,11 +59,28 @@ class EvaluateConfig(BaseModel):
         "fresh seeded crops and flips; the baseline, no relabel needed)."
     )
     batch_size: int = Field(100, ge=1, le=65536, description="Batch size of hard-label training.")
+    steps: int | None = Field(
+        None, ge=1, le=10_000_000, description="Optimizer steps per student, whatever the set's size (epochs is then "
+        "ignored): the same compute for IPC 10 and IPC 50. None: epochs x steps per epoch."
+    )
+    train_set: Literal["distilled", "full"] = Field(
+        "distilled", description="distilled: the synthesized images; full: the whole real training split with hard "
+        "labels (the upper reference of DD-Ranking's hard-label recovery; needs labels=hard)."
+    )
+
+    @model_validator(mode="after")
+    def _full_needs_hard_labels(self) -> EvaluateConfig:
+        if self.train_set == "full" and self.labels != "hard":
+            raise ValueError("train_set=full trains on real class labels; set evaluate.labels=hard")
+        return self
+
+    def total_steps(self, steps_per_epoch: int) -> int:
+        return self.steps if self.steps is not None else self.epochs * steps_per_epoch
 
 
 class EvaluateRequest(StageRequest):
     stage = "evaluate"
-    code_version = 1
+    code_version = 2  # 2: student_steps metric, evaluate.steps / train_set
 
     data: DataConfig
     evaluate: EvaluateConfig
@@ -94,8 +112,10 @@ def train_student(
                            width=config.width, depth=config.depth).to(device)
     optimizer = adamw(student, config)
     attrs = labels.attrs
-    schedule = training_schedule(labels.num_steps, steps_per_epoch=attrs["steps_per_epoch"], epochs=config.epochs,
-                                 seed=seed).reshape(-1)
+    per_epoch = attrs["steps_per_epoch"]
+    total = config.total_steps(per_epoch)
+    schedule = training_schedule(labels.num_steps, steps_per_epoch=per_epoch, epochs=-(-total // per_epoch),
+                                 seed=seed).reshape(-1)[:total]
     student.train()
     for index, row in enumerate(schedule):
         for group in optimizer.param_groups:
@@ -124,13 +144,16 @@ def train_student_hard(
                            width=config.width, depth=config.depth).to(device)
     optimizer = adamw(student, config)
     gen = generator(seed, "evaluate", "hard")
-    batches_per_epoch = -(-len(images) // config.batch_size)
-    total = config.epochs * batches_per_epoch
+    total = config.total_steps(-(-len(images) // config.batch_size))
     student.train()
-    for epoch in range(config.epochs):
-        for j, index in enumerate(torch.randperm(len(images), generator=gen).split(config.batch_size)):
+    done = 0
+    while done < total:
+        for index in torch.randperm(len(images), generator=gen).split(config.batch_size):
+            if done == total:
+                break
             for group in optimizer.param_groups:
-                group["lr"] = 0.5 * config.lr * (1 + math.cos(math.pi * (epoch * batches_per_epoch + j) / total))
+                group["lr"] = 0.5 * config.lr * (1 + math.cos(math.pi * done / total))
+            done += 1
             batch = augment_batch(images[index.to(device)], AugmentConfig(crop_scale_min=0.5), gen)
             with autocast(device, runtime):
                 logits = student(batch).float()
@@ -139,6 +162,15 @@ def train_student_hard(
             loss.backward()
             optimizer.step()
     return student.eval()
+
+
+def training_images(request: EvaluateRequest, store: ArtifactStore) -> tuple[np.ndarray, np.ndarray, int]:
+    """(N, C, H, W) uint8 images, (N,) class labels and the class count the students train on."""
+    if request.evaluate.train_set == "full":
+        train = load_split(request.data, "train")
+        return train.images_at(torch.arange(len(train))).numpy(), train.labels.numpy(), train.num_classes
+    images, classes, attrs = read_image_store(store.url(request.inputs["images"], IMAGES))
+    return images, classes, int(attrs["num_classes"])
 
 
 def _seed_file(index: int) -> str:
@@ -150,10 +182,11 @@ def evaluate_task(request: EvaluateRequest, runtime: RuntimeConfig) -> ArtifactR
     store, ref = ArtifactStore(runtime.artifact_root), request.ref()
     started = time.perf_counter()
     config, device = request.evaluate, resolve_device(runtime)
-    images_ref, labels_ref = request.inputs["images"], request.inputs.get("labels")
-    images_u8, classes, image_attrs = read_image_store(store.url(images_ref, IMAGES))
-    if (labels_ref is None) != (config.labels == "hard"):
-        raise ValueError(f"evaluate.labels={config.labels} needs {'no ' if config.labels == 'hard' else ''}soft-label input")
+    images_ref, labels_ref = request.inputs.get("images"), request.inputs.get("labels")
+    if (labels_ref is None) != (config.labels == "hard") or (images_ref is None) != (config.train_set == "full"):
+        raise ValueError(f"evaluate (labels={config.labels}, train_set={config.train_set}) got inputs "
+                         f"{sorted(request.inputs)}; the distill flow wires these, check a hand-made request")
+    images_u8, classes, num_classes = training_images(request, store)
     labels = (SoftLabelReader(store.url(labels_ref, LABELS), expect={"images": images_ref.fingerprint})
               if labels_ref is not None else None)
     norm = Normalization(*normalization(request.data))
@@ -163,7 +196,6 @@ def evaluate_task(request: EvaluateRequest, runtime: RuntimeConfig) -> ArtifactR
     for index in range(config.seeds):
         if not store.exists(ref, _seed_file(index)):
             seed = int(torch.randint(0, 2**62, (1,), generator=generator(request.seed, "evaluate", index)))
-            num_classes = int(image_attrs["num_classes"])
             student = (
                 train_student(images, labels, config, num_classes=num_classes, seed=seed, runtime=runtime)
                 if labels is not None
@@ -175,10 +207,12 @@ def evaluate_task(request: EvaluateRequest, runtime: RuntimeConfig) -> ArtifactR
         result = json.loads(store.read_bytes(ref, _seed_file(index)))
         progress(index + 1, f"seed {index}: test top-1 {result['test_top1']:.4f}")
     top1s = [json.loads(store.read_bytes(ref, _seed_file(i)))["test_top1"] for i in range(config.seeds)]
+    per_epoch = labels.attrs["steps_per_epoch"] if labels is not None else -(-len(images) // config.batch_size)
     metrics = {"test_top1": statistics.fmean(top1s),
                "test_top1_std": statistics.stdev(top1s) if len(top1s) > 1 else 0.0,
                "labels_store_bytes": float(sum(array_bytes(store.url(labels_ref, LABELS)).values())) if labels_ref else 0.0,
-               "images_store_bytes": float(sum(array_bytes(store.url(images_ref, IMAGES)).values()))}
+               "images_store_bytes": float(sum(array_bytes(store.url(images_ref, IMAGES)).values())) if images_ref else 0.0,
+               "student_steps": float(config.total_steps(per_epoch))}
     store.write_manifest(ref, request, metrics=metrics, seconds=time.perf_counter() - started,
                          extra={"device": device.type, "test_top1_per_seed": top1s,
                                 "label_steps": labels.num_steps if labels is not None else 0})

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from flows.config import resolve_config
+from flows.config import ConfigError, resolve_config
 from storage.artifacts import ArtifactStore
 from storage.softlabels import SoftLabelStoreError
 from tasks.evaluate import EvaluateConfig, EvaluateRequest, adamw, evaluate_task, soft_label_loss
@@ -97,5 +97,29 @@ def test_the_hard_label_baseline_trains_on_class_labels_alone(tmp_path):
     manifest = ArtifactStore(config.runtime.artifact_root).read_manifest(evaluate_task.fn(request, config.runtime))
     assert manifest["label_steps"] == 0 and manifest["metrics"]["labels_store_bytes"] == 0
     assert min(manifest["test_top1_per_seed"]) > 0.4  # 100 real images, hard labels: far above chance (0.1)
-    with pytest.raises(ValueError, match="evaluate.labels=hard needs no soft-label input"):
+    with pytest.raises(ValueError, match=r"labels=hard, train_set=distilled\) got inputs \['images', 'labels'\]"):
         evaluate_task.fn(request.model_copy(update={"inputs": {"images": images, "labels": labels}}), config.runtime)
+
+
+def test_a_step_budget_fixes_student_compute_whatever_the_set_size(tmp_path):
+    config, images, labels = _pipeline(tmp_path / "a", "evaluate.steps=7", "evaluate.seeds=1")
+    store = ArtifactStore(config.runtime.artifact_root)
+    soft = EvaluateRequest(data=config.data, evaluate=config.evaluate, seed=0, inputs={"images": images, "labels": labels})
+    assert store.read_manifest(evaluate_task.fn(soft, config.runtime))["metrics"]["student_steps"] == 7
+    hard = EvaluateRequest(data=config.data, evaluate=config.evaluate.model_copy(update={"labels": "hard"}), seed=0,
+                           inputs={"images": images})
+    assert store.read_manifest(evaluate_task.fn(hard, config.runtime))["metrics"]["student_steps"] == 7
+    by_epochs = config.evaluate.model_copy(update={"steps": None})
+    assert by_epochs.total_steps(5) == 60 * 5  # without a budget: epochs x steps per epoch
+
+
+def test_the_full_data_reference_trains_on_the_whole_real_split_without_images(tmp_path):
+    config = resolve_config(preset="ci_tiny", artifact_root=str(tmp_path),
+                            overrides=["evaluate.train_set=full", "evaluate.labels=hard", "evaluate.steps=40",
+                                       "evaluate.lr=0.01", "evaluate.seeds=1"])
+    request = EvaluateRequest(data=config.data, evaluate=config.evaluate, seed=0, inputs={})
+    manifest = ArtifactStore(str(tmp_path)).read_manifest(evaluate_task.fn(request, config.runtime))
+    assert manifest["metrics"]["images_store_bytes"] == 0 and manifest["metrics"]["student_steps"] == 40
+    assert manifest["metrics"]["test_top1"] > 0.5  # 2,000 real images (ci_tiny), 40 steps: far above chance
+    with pytest.raises(ConfigError, match="train_set=full trains on real class labels; set evaluate.labels=hard"):
+        resolve_config(preset="ci_tiny", overrides=["evaluate.train_set=full"])

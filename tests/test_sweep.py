@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from flows.config import ConfigError, grid_points, parse_grid, resolve_config, with_overrides
-from flows.sweep import sweep
+from flows.report import load_spec, report
 from tests.conftest import needs_fashion_mnist
 
 
@@ -36,30 +36,42 @@ def test_a_bad_grid_value_names_the_field():
 
 @needs_fashion_mnist
 @pytest.mark.slow
-def test_a_sweep_reuses_shared_stages_writes_results_and_reruns_cached(prefect_server, tmp_path):
+def test_a_report_sweeps_its_grids_reuses_shared_stages_and_reruns_cached(prefect_server, tmp_path):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-    base = resolve_config(preset="ci_tiny", artifact_root=str(tmp_path / "a"))
-    grid = parse_grid(["synthesis.mode=random_real,sre2l", "prune.ratio=0,0.5"])
-    rows = sweep(base=base, grid=grid)
-    assert [(r["synthesis.mode"], r["prune.ratio"]) for r in rows] == [
-        ("random_real", "0"), ("random_real", "0.5"), ("sre2l", "0"), ("sre2l", "0.5")]
-    assert all(0 < r["test_top1"] <= 1 and r["evaluate_state"] == "Completed" for r in rows)
+    spec = load_spec("ci_tiny")
+    base = spec.base(artifact_root=str(tmp_path / "a"))
+    rows = report(spec=spec, base=base, out_dir=str(tmp_path / "docs"), command="distillery report ci_tiny")
+    assert [(r["mode"], r["labels"], r["compression"]) for r in rows] == [
+        ("lpld", "soft", 1.0), ("lpld", "soft", 4.0), ("random_real", "soft", 1.0), ("random_real", "soft", 4.0),
+        ("lpld", "hard", 0.0), ("random_real", "hard", 0.0), ("full", "hard", 0.0)]
+    assert all(0 < r["test_top1"] <= 1 and r["evaluate_state"] == "Completed" and r["student_steps"] == 6
+               for r in rows[:-1])
     assert rows[1]["label_bytes"] < rows[0]["label_bytes"] and rows[0]["image_bytes"] == rows[1]["image_bytes"]
-    assert len(list((tmp_path / "a" / "teacher").iterdir())) == 1  # one teacher for all points
-    assert len(list((tmp_path / "a" / "synthesize").iterdir())) == 2  # one image set per mode
-    assert len(list((tmp_path / "a" / "relabel").iterdir())) == 2  # labels shared across ratios
+    assert rows[-1]["image_bytes"] == 0 and rows[-1]["ipc"] is None  # the full-data reference needs no images
+    root = tmp_path / "a"
+    assert len(list((root / "teacher").iterdir())) == 1  # one teacher for all points
+    assert len(list((root / "synthesize").iterdir())) == 2  # one image set per mode
+    assert len(list((root / "relabel").iterdir())) == 2  # labels shared across ratios
+    assert len(list((root / "evaluate").iterdir())) == 7
 
-    [results] = list((tmp_path / "a" / "sweep").glob("*/results.csv"))
+    [results] = list(root.glob("sweep/*/results.csv"))
     with results.open() as handle:
-        written = list(csv.DictReader(handle))
-    assert [float(r["test_top1"]) for r in written] == [r["test_top1"] for r in rows]
+        assert [float(r["test_top1"]) for r in csv.DictReader(handle)] == [r["test_top1"] for r in rows]
+    docs = tmp_path / "docs"
+    text = (docs / "results.md").read_text()
+    assert "Regenerate with `distillery report ci_tiny`" in text and "n/a (the sweep has no lpld and sre2l" in text
+    assert "| lpld | 2 | " in text and "- first run:" in text
+    assert (docs / "results-accuracy-vs-label-bytes.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in (docs / "grids").iterdir()) == ["lpld-ipc2.png", "random_real-ipc2.png"]
 
-    again = sweep(base=base, grid=grid)
-    assert [r["evaluate_state"] for r in again] == ["Cached"] * 4
+    again = report(spec=spec, base=base, out_dir=str(tmp_path / "docs"), command="distillery report ci_tiny")
+    assert [r["evaluate_state"] for r in again] == ["Cached"] * 7
     assert [r["test_top1"] for r in again] == [r["test_top1"] for r in rows]
+    assert "0 stages computed" in (docs / "results.md").read_text()
 
     with get_client(sync_client=True) as client:
-        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["sweep-results"])))
-    assert artifacts and artifacts[0].type == "table"
+        for key, kind in (("sweep-results", "table"), ("results-report", "markdown")):
+            artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
+            assert artifacts and artifacts[0].type == kind

@@ -1,0 +1,65 @@
+"""The pipeline's wiring, once: which stages a config needs, in order, and what feeds each.
+
+Both entry points use it: the `distill` Prefect flow (each stage a cached task run) and
+:mod:`flows.plain` (the same stage entries called as plain functions: benchmarks, fault
+injection). ``call(stage_entry, request)`` runs one stage and returns an object with ``.ref``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Literal, TypeVar
+
+from flows.config import DistilleryConfig
+from storage.artifacts import StageRequest
+from tasks.evaluate import EvaluateRequest, evaluate_task
+from tasks.prune import PruneRequest, prune_task
+from tasks.relabel import relabel_request, relabel_task
+from tasks.stats import StatsRequest, stats_task
+from tasks.synthesize import SynthesizeRequest, synthesize_task
+from tasks.teacher import teacher_request, teacher_task
+
+STAGES = ("teacher", "stats", "synthesize", "relabel", "prune", "evaluate")
+Stage = Literal["teacher", "stats", "synthesize", "relabel", "prune", "evaluate"]
+O = TypeVar("O")
+
+
+def run_pipeline(config: DistilleryConfig, until: str, call: Callable[[Any, StageRequest], O]) -> list[O]:
+    """Call every stage up to ``until`` in order; return what ``call`` returned for each.
+
+    The class statistics are computed only where they are used: when asked for, or for lpld.
+    The prune stage runs only for a ratio above 0 (ratio 0 keeps the relabel store as it is);
+    a hard-label evaluation needs neither relabel nor prune, and the full-data reference
+    (``evaluate.train_set=full``) needs no images either.
+    """
+    seed = config.runtime.seed
+    wanted = STAGES[: STAGES.index(until) + 1]
+    if until == "evaluate" and config.evaluate.train_set == "full":
+        wanted = ("teacher", "evaluate")  # the full-data reference trains on real images and labels only
+
+    teacher = call(teacher_task, teacher_request(data=config.data, teacher=config.teacher, seed=seed))
+    outcomes = [teacher]
+    inputs = {"teacher": teacher.ref}
+    if until == "stats" or ("synthesize" in wanted and config.synthesis.mode == "lpld"):
+        request = StatsRequest(data=config.data, stats=config.stats, seed=seed, inputs={"teacher": teacher.ref})
+        outcomes.append(call(stats_task, request))
+        inputs["stats"] = outcomes[-1].ref
+    if "synthesize" in wanted:
+        request = SynthesizeRequest(data=config.data, synthesis=config.synthesis, seed=seed, inputs=inputs)
+        outcomes.append(call(synthesize_task, request))
+    soft_labels = not (until == "evaluate" and config.evaluate.labels == "hard")
+    if "relabel" in wanted and soft_labels:
+        request = relabel_request(
+            data=config.data, relabel=config.relabel, prune_ratio=config.prune.ratio, prune_rule=config.prune.rule,
+            seed=seed, teacher=teacher.ref, images=outcomes[-1].ref,
+        )
+        outcomes.append(call(relabel_task, request))
+    if "prune" in wanted and soft_labels and config.prune.ratio > 0:
+        request = PruneRequest(prune=config.prune, seed=seed, inputs={"labels": outcomes[-1].ref})
+        outcomes.append(call(prune_task, request))
+    if "evaluate" in wanted:
+        images = {"images": o.ref for o in outcomes if o.ref.stage == "synthesize"}
+        labels = {"labels": outcomes[-1].ref} if config.evaluate.labels == "soft" else {}
+        request = EvaluateRequest(data=config.data, evaluate=config.evaluate, seed=seed, inputs={**images, **labels})
+        outcomes.append(call(evaluate_task, request))
+
+    return outcomes

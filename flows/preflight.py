@@ -1,0 +1,93 @@
+"""What the CLI checks before a run starts, and how it words failures of the machine.
+
+A run that will fail should fail in a second with one message, not minutes in: the artifact
+root must be writable and a configured Prefect API must answer. Disk-level failures met mid-run
+(full, read-only) are reworded to name the root and the fix; finished stages are untouched,
+since every file is written to a temporary name and renamed into place.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import uuid
+
+DISK_ERRORS = {errno.ENOSPC: "is full", errno.EDQUOT: "is over its quota", errno.EROFS: "is read-only",
+               errno.EACCES: "is not writable by this user", errno.EPERM: "is not writable by this user"}
+
+
+class PreflightError(RuntimeError):
+    """The run cannot start; the message names the problem and the fix."""
+
+
+def check_artifact_root(root: str) -> None:
+    """Create ``root`` if needed and write a probe file there (local roots only)."""
+    if "://" in root and not root.startswith("file://"):
+        return  # remote stores are checked by their first write
+    path = root.removeprefix("file://")
+    probe = os.path.join(path, f".write-probe-{uuid.uuid4().hex[:8]}")
+    try:
+        os.makedirs(path, exist_ok=True)
+        with open(probe, "wb") as handle:
+            handle.write(b"ok")
+        os.remove(probe)
+    except OSError as err:
+        why = DISK_ERRORS.get(err.errno or 0, f"cannot be written ({err.strerror or err})")
+        raise PreflightError(f"artifact root {root} {why}; choose another with --artifact-root "
+                             "or $DISTILLERY_HOME") from None
+
+
+def check_prefect_api(timeout: float = 5.0) -> None:
+    """When PREFECT_API_URL is set, its health endpoint must answer (no URL: a temporary server)."""
+    url = os.environ.get("PREFECT_API_URL", "").rstrip("/")
+    if not url:
+        return
+    import httpx
+
+    try:
+        response = httpx.get(f"{url}/health", timeout=timeout)
+        response.raise_for_status()
+    except httpx.HTTPError as err:
+        raise PreflightError(f"the Prefect API at {url} does not answer ({type(err).__name__}: {err}); start it "
+                             "(`prefect server start`) or unset PREFECT_API_URL to use a temporary local server") from None
+
+
+def describe_os_error(err: OSError, root: str) -> str | None:
+    """A disk failure met mid-run as one sentence naming the root, or None for other errors."""
+    why = DISK_ERRORS.get(err.errno or 0)
+    if why is None:
+        return None
+    return (f"the artifact root {root} {why} ({err.strerror}); finished stages are kept. Free space or choose "
+            "another --artifact-root, then rerun the same command to resume")
+
+
+class _WithoutTraceback(logging.Formatter):
+    """Formats like ``inner`` but leaves the exception out (the record keeps it for other handlers)."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        saved = record.exc_info, record.exc_text
+        record.exc_info, record.exc_text = None, None
+        try:
+            return self.inner.format(record)
+        finally:
+            record.exc_info, record.exc_text = saved
+
+
+def quiet_tracebacks() -> None:
+    """Terminal logs without tracebacks (the CLI prints one message; --debug shows them all).
+
+    Only stream handlers are changed: the Prefect API handler still sends the traceback to
+    the dashboard.
+    """
+    import prefect  # noqa: F401 - its logging set-up must have run
+
+    loggers = [logging.getLogger()] + [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)]
+    for logger in loggers:
+        for handler in logger.handlers:
+            if isinstance(handler, logging.StreamHandler) and not isinstance(handler.formatter, _WithoutTraceback):
+                handler.setFormatter(_WithoutTraceback(handler.formatter or logging.Formatter()))

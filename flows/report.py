@@ -1,0 +1,147 @@
+"""The `report` flow: run a report spec's sweep and write the results report to a folder.
+
+A report spec (``deploy/reports/<name>.yaml`` or any YAML file) names a preset, overrides and
+the grids; the report is the sweep's table, the answers of :mod:`tasks.findings`, DD-Ranking's
+scores, a plot of accuracy against label bytes and the image grids, with the command, the
+machine and the sweep's wall times written beside the numbers. A rerun is all ``Cached`` and
+rewrites the same numbers; its wall time is added to the list of runs.
+
+    distillery report                       # deploy/reports/fashion_mnist.yaml -> docs/
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import platform
+from importlib import resources
+from pathlib import Path
+
+import yaml
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from flows.config import ConfigError, DistilleryConfig, format_validation_error, resolve_config
+from flows.sweep import Grid, sweep, sweep_runs
+from storage.artifacts import ArtifactRef, ArtifactStore
+from tasks.findings import answers, ranking_rows
+from tasks.results import Row, plot_accuracy_vs_label_bytes, to_csv, to_markdown
+from tasks.synthesize import GRID
+
+DEFAULT_REPORT = "fashion_mnist"
+REPORT_MD, REPORT_CSV, PLOT = "results.md", "results.csv", "results-accuracy-vs-label-bytes.png"
+TABLE = ("mode", "ipc", "labels", "compression", "test_top1", "test_top1_std", "label_bytes", "image_bytes",
+         "within_class_similarity", "teacher_agreement", "student_steps")
+
+
+class ReportSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    title: str = Field(description="The report's heading.")
+    preset: str = Field(description="The preset every point starts from.")
+    set: list[str] = Field(default_factory=list, description="section.field=VALUE overrides for every point.")
+    notes: str = Field("", description="Markdown placed under the heading (what was chosen and why).")
+    grids: list[dict[str, list[str]]] = Field(min_length=1, description="Grids whose points are run in order.")
+    discussion: str = Field("", description="Markdown after the answers: what the numbers mean, what was checked.")
+
+    def base(self, *, artifact_root: str | None = None, device: str | None = None) -> DistilleryConfig:
+        return resolve_config(preset=self.preset, overrides=self.set, artifact_root=artifact_root, device=device)
+
+
+def load_spec(name_or_path: str) -> ReportSpec:
+    """A spec by name (deploy/reports) or by path; ConfigError names the problem."""
+    folder = resources.files("deploy") / "reports"
+    names = sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))
+    if name_or_path in names:
+        text, origin = (folder / f"{name_or_path}.yaml").read_text(), f"report {name_or_path}"
+    elif Path(name_or_path).is_file():
+        text, origin = Path(name_or_path).read_text(), f"report spec {name_or_path}"
+    else:
+        raise ConfigError(f"no report spec {name_or_path!r}: give a YAML file or one of: {', '.join(names)}")
+    try:
+        tree = yaml.safe_load(text)
+        if isinstance(tree, dict):  # grid values may be written as YAML numbers; points are strings
+            tree["grids"] = [{k: [str(v) for v in vs] if isinstance(vs, list) else vs for k, vs in g.items()}
+                             if isinstance(g, dict) else g for g in tree.get("grids") or []]
+        return ReportSpec.model_validate(tree)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{origin} is not valid YAML: {err}") from None
+    except ValidationError as err:
+        raise ConfigError(f"{origin}: " + format_validation_error(err)) from None
+
+
+def machine() -> str:
+    import torch
+
+    return (f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores, "
+            f"Python {platform.python_version()}, torch {torch.__version__} ({torch.get_num_threads()} threads)")
+
+
+def timing_lines(runs: list[dict[str, object]]) -> list[str]:
+    if not runs:
+        return []
+    first = float(runs[0]["seconds"])
+    lines = [f"- first run: {first:.0f} s ({first / 60:.1f} min), {runs[0]['stages_computed']} stages computed"]
+    for run in runs[1:]:
+        seconds = float(run["seconds"])
+        lines.append(f"- rerun {run['finished']}: {seconds:.1f} s = {100 * seconds / first:.1f} % of the first, "
+                     f"{run['stages_computed']} stages computed")
+    return lines
+
+
+def render(spec: ReportSpec, rows: list[Row], *, command: str, runs: list[dict[str, object]]) -> str:
+    out = [f"# {spec.title}", "", spec.notes.strip(), "",
+           f"Regenerate with `{command}`: the `{spec.preset}` preset with {', '.join(spec.set) or 'no overrides'}.",
+           f"Machine: {machine()}.", "", "Sweep wall time:", *timing_lines(runs), ""]
+    for question, lines in answers(rows).items():
+        out += [f"## {question}", "", *lines, ""]
+    if spec.discussion.strip():
+        out += ["## Discussion", "", spec.discussion.strip(), ""]
+    ranking = ranking_rows(rows)
+    if ranking:
+        out += ["## DD-Ranking: hard-label recovery, improvement over random, label-robust score", "",
+                "On accuracy fractions; HLR = full-data hard - images' hard, IOR = soft - random_real soft "
+                "(both at 1x), LRS in [0, 1], higher is better.", "", to_markdown(ranking)]
+    out += ["## Accuracy against soft-label bytes", "", f"![accuracy against label bytes]({PLOT})", "",
+            "## All points", "", "Test top-1 is mean ± std over the students' seeds; `compression` is the soft-label "
+            "pruning factor (0 = hard labels, nothing stored); bytes are on-disk store sizes.", "",
+            to_markdown(rows, TABLE)]
+    grids = _grid_names(rows)
+    if grids:
+        out += ["## Image grids (one row per class)", ""]
+        out += [f"![{name}](grids/{name})" for name in grids] + [""]
+    return "\n".join(out)
+
+
+def _data_uri(png: bytes) -> str:
+    return f"data:image/png;base64,{base64.b64encode(png).decode()}"
+
+
+def _grid_names(rows: list[Row]) -> dict[str, str]:
+    """``{file name: images fingerprint}`` for the smallest IPC of each mode."""
+    smallest = min((r["ipc"] for r in rows if r["ipc"] is not None), default=None)
+    return {f"{r['mode']}-ipc{r['ipc']}.png": r["images"] for r in rows
+            if r["ipc"] == smallest and r["images"]}
+
+
+@flow(name="report", validate_parameters=True)
+def report(spec: ReportSpec, base: DistilleryConfig, out_dir: str, command: str) -> list[Row]:
+    """Run the spec's sweep, then write ``out_dir``/results.md, .csv, the plot and the image grids."""
+    grids: list[Grid] = list(spec.grids)
+    rows = sweep(base=base, grids=grids)
+    out = Path(out_dir)
+    (out / "grids").mkdir(parents=True, exist_ok=True)
+    store = ArtifactStore(base.runtime.artifact_root)
+    for name, fingerprint in _grid_names(rows).items():
+        (out / "grids" / name).write_bytes(store.read_bytes(ArtifactRef(stage="synthesize", fingerprint=fingerprint), GRID))
+    plot = plot_accuracy_vs_label_bytes(rows)
+    (out / PLOT).write_bytes(plot)
+    (out / REPORT_CSV).write_text(to_csv(rows))
+    text = render(spec, rows, command=command, runs=sweep_runs(base, grids))
+    (out / REPORT_MD).write_text(text)
+    inline = text.replace(f"]({PLOT})", f"]({_data_uri(plot)})")
+    for name in _grid_names(rows):  # the dashboard cannot follow relative links: pictures go inline
+        inline = inline.replace(f"](grids/{name})", f"]({_data_uri((out / 'grids' / name).read_bytes())})")
+    create_markdown_artifact(key="results-report", markdown=inline, description=f"written to {out / REPORT_MD}")
+    return rows

@@ -1,0 +1,39 @@
+"""One builder per artifact: an exclusive lock held while a stage computes it.
+
+Two runs of the same config (two terminals, a schedule overlapping a manual run) reach the
+same fingerprints. The first takes ``<root>/<stage>/.<fingerprint>.lock`` and builds; the
+second blocks on the lock, then finds the manifest and reuses the artifact. Locks are
+``fcntl.flock`` on local roots, released by the kernel when a process dies (a killed run never
+leaves a stale lock). Remote roots (s3://, memory://) have no shared lock; runs there must not
+overlap on one config, which the README says.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from typing import Callable, Iterator
+
+from storage.artifacts import ArtifactRef, ArtifactStore
+
+
+@contextlib.contextmanager
+def artifact_lock(store: ArtifactStore, ref: ArtifactRef, *, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hold the artifact's lock; ``on_wait`` is called once if another process holds it."""
+    if not store.is_local:
+        yield
+        return
+    folder = f"{store.root_path}/{ref.stage}"
+    os.makedirs(folder, exist_ok=True)
+    with open(f"{folder}/.{ref.fingerprint}.lock", "a+b") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -1,0 +1,91 @@
+"""Re-check an artifact tree against its manifests: what is whole, unfinished or damaged.
+
+Every finished artifact's manifest lists its files with their sizes and SHA-256 checksums
+(:meth:`ArtifactStore.write_manifest`); verification re-reads each file and compares, checks
+that the manifest names its own stage and fingerprint and that its inputs exist, and lists
+directories without a manifest as unfinished (the next run redoes them; not damage). Nothing
+is changed: the fix for a damaged artifact is to delete its directory and rerun.
+
+    findings = verify_tree("artifacts")
+    damaged = [f for f in findings if f.status == "damaged"]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Literal
+
+from storage.artifacts import MANIFEST, ArtifactRef, ArtifactStore
+
+Status = Literal["ok", "unfinished", "damaged", "unchecked"]
+RESULT_FOLDERS = {"sweep"}  # result files of flows (tables, reports), not stage artifacts
+
+
+@dataclass(frozen=True)
+class Finding:
+    ref: ArtifactRef
+    status: Status
+    detail: str
+
+
+def _damage(store: ArtifactStore, ref: ArtifactRef) -> tuple[Status, str]:
+    try:
+        manifest = json.loads(store.read_bytes(ref, MANIFEST))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        return "damaged", f"manifest.json is not valid JSON ({err})"
+    if not isinstance(manifest, dict) or (manifest.get("stage"), manifest.get("fingerprint")) != (ref.stage, ref.fingerprint):
+        return "damaged", "manifest.json names another artifact (or is not a manifest)"
+    problems = []
+    for name, spec in sorted((manifest.get("inputs") or {}).items()):
+        stage, _, fingerprint = str(spec).partition("/")
+        if not store.is_complete(ArtifactRef(stage=stage, fingerprint=fingerprint)):
+            problems.append(f"input {name} ({spec}) is missing or unfinished")
+    files = manifest.get("files")
+    if files is None:
+        return ("damaged", "; ".join(problems)) if problems else ("unchecked", "manifest has no checksums (older format)")
+    present = {p[len(store.path(ref)) + 1:] for p in store.fs.find(store.path(ref))} - {MANIFEST}
+    for name in sorted(set(files) - present):
+        problems.append(f"{name} is missing")
+    for name in sorted(present - set(files)):
+        problems.append(f"{name} is not in the manifest")
+    for name in sorted(set(files) & present):
+        with store.fs.open(store.path(ref, name), "rb") as handle:
+            data = handle.read()
+        if len(data) != files[name]["bytes"]:
+            problems.append(f"{name} has {len(data)} bytes, the manifest says {files[name]['bytes']}")
+        elif hashlib.sha256(data).hexdigest() != files[name]["sha256"]:
+            problems.append(f"{name} fails its checksum")
+    return ("damaged", "; ".join(problems)) if problems else ("ok", f"{len(files)} files")
+
+
+def verify_tree(root: str) -> list[Finding]:
+    """One finding per artifact directory under ``root`` (stage folders, then fingerprints, sorted)."""
+    store = ArtifactStore(root)
+    if not store.fs.isdir(store.root_path):
+        raise FileNotFoundError(f"artifact root {root} does not exist; give the folder passed as --artifact-root")
+    findings = []
+    for stage_dir in sorted(store.fs.ls(store.root_path, detail=False)):
+        stage = stage_dir.rstrip("/").rsplit("/", 1)[-1]
+        if not store.fs.isdir(stage_dir) or stage.startswith(".") or stage in RESULT_FOLDERS:
+            continue
+        for artifact_dir in sorted(store.fs.ls(stage_dir, detail=False)):
+            fingerprint = artifact_dir.rstrip("/").rsplit("/", 1)[-1]
+            if not store.fs.isdir(artifact_dir) or fingerprint.startswith("."):
+                continue
+            ref = ArtifactRef(stage=stage, fingerprint=fingerprint)
+            if not store.is_complete(ref):
+                findings.append(Finding(ref, "unfinished", "no manifest; the next run redoes it"))
+                continue
+            findings.append(Finding(ref, *_damage(store, ref)))
+    return findings
+
+
+def format_findings(findings: list[Finding]) -> str:
+    lines = [f"{f.status:<10} {f.ref}  {f.detail}" for f in findings]
+    counts = {s: sum(f.status == s for f in findings) for s in ("ok", "unfinished", "unchecked", "damaged")}
+    lines.append(", ".join(f"{n} {s}" for s, n in counts.items()))
+    if counts["damaged"]:
+        lines.append("fix: delete each damaged artifact's directory and rerun the same command to rebuild it")
+    return "\n".join(lines)
