@@ -93,6 +93,7 @@ def plot_accuracy_vs_label_bytes(rows: list[Row]) -> bytes:
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     soft = [r for r in rows if r["labels"] == "soft" and r["label_bytes"] > 0]
     ipcs = sorted({r["ipc"] for r in soft})
@@ -103,6 +104,7 @@ def plot_accuracy_vs_label_bytes(rows: list[Row]) -> bytes:
             axis.errorbar([r["label_bytes"] / 1024 for r in line], [r["test_top1"] for r in line],
                           yerr=[r["test_top1_std"] for r in line], marker="o", capsize=3, label=mode)
         axis.set_xscale("log")
+        axis.xaxis.set_minor_formatter(NullFormatter())  # minor-tick labels collide on a short log axis
         axis.set_xlabel("soft-label store (KiB, log scale)")
         axis.set_ylabel("student test top-1")
         axis.set_title(f"IPC {ipc}")

@@ -26,7 +26,9 @@ def test_bench_measures_every_ratio_and_each_label_format(prefect_server, tmp_pa
     assert ratios["cached rerun / cold run (wall)"]["figure"] < 1
     formats = {r["format"]: r for r in rows if "format" in r}
     assert set(formats) == {"fp16+boxes", "fp16+seed", "topk3+seed", "prob8+seed"}
-    assert formats["topk3+seed"]["bytes/step"] < formats["fp16+seed"]["bytes/step"] < formats["fp16+boxes"]["bytes/step"]
+    raw = {name: r["raw bytes/step"] for name, r in formats.items()}  # on disk, metadata dominates tiny stores
+    assert raw["prob8+seed"] < raw["topk3+seed"] < raw["fp16+seed"] < raw["fp16+boxes"]
+    assert all(r["bytes/step"] > 0 for r in formats.values())
     assert all(r["store MB/s"] > 0 and r["raw .npy MB/s"] > 0 for r in formats.values())
     table = (tmp_path / "bench" / "bench.md").read_text()
     assert "relabel / bare teacher forward" in table and "prob8+seed" in table
