@@ -43,7 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--artifact-root", required=True)
     parser.add_argument("--until", default=STAGES[-1], choices=STAGES)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(message)s", stream=sys.stdout)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(message)s", stream=sys.stdout,
+                        force=True)  # importing Prefect has configured logging already
     config = resolve_config(preset=args.preset, overrides=args.overrides, artifact_root=args.artifact_root)
     for outcome in run_plain(config, args.until):
         print(f"{outcome.ref} {outcome.seconds:.2f}", flush=True)

@@ -1,7 +1,7 @@
 """One builder per artifact: an exclusive lock held while a stage computes it.
 
 Two runs of the same config (two terminals, a schedule overlapping a manual run) reach the
-same fingerprints. The first takes ``<root>/<stage>/.<fingerprint>.lock`` and builds; the
+same fingerprints. The first takes ``<root>/.locks/<stage>-<fingerprint>.lock`` and builds; the
 second blocks on the lock, then finds the manifest and reuses the artifact. Locks are
 ``fcntl.flock`` on local roots, released by the kernel when a process dies (a killed run never
 leaves a stale lock). Remote roots (s3://, memory://) have no shared lock; runs there must not
@@ -24,9 +24,9 @@ def artifact_lock(store: ArtifactStore, ref: ArtifactRef, *, on_wait: Callable[[
     if not store.is_local:
         yield
         return
-    folder = f"{store.root_path}/{ref.stage}"
+    folder = f"{store.root_path}/.locks"  # beside the stage folders, so these hold artifacts only
     os.makedirs(folder, exist_ok=True)
-    with open(f"{folder}/.{ref.fingerprint}.lock", "a+b") as handle:
+    with open(f"{folder}/{ref.stage}-{ref.fingerprint}.lock", "a+b") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
