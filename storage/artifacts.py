@@ -130,6 +130,7 @@ class ArtifactStore:
         """
         for leftover in self.fs.glob(f"{self.path(ref)}/**/*.partial-*"):
             self.fs.rm(leftover)
+        files = self.file_checksums(ref)  # one pass over the files gives the sizes and the checksums
         manifest = {
             "stage": ref.stage,
             "fingerprint": ref.fingerprint,
@@ -137,8 +138,8 @@ class ArtifactStore:
             "config": request.model_dump(mode="json", exclude={"inputs"}),
             "inputs": {name: str(inp) for name, inp in request.inputs.items()},
             "metrics": metrics,
-            "bytes": self.size_bytes(ref),
-            "files": self.file_checksums(ref),
+            "bytes": sum(f["bytes"] for f in files.values()),
+            "files": files,
             "seconds": round(seconds, 3),
             **(extra or {}),
         }

@@ -12,7 +12,6 @@ is changed: the fix for a damaged artifact is to delete its directory and rerun.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from typing import Literal
@@ -45,17 +44,15 @@ def _damage(store: ArtifactStore, ref: ArtifactRef) -> tuple[Status, str]:
     files = manifest.get("files")
     if files is None:
         return ("damaged", "; ".join(problems)) if problems else ("unchecked", "manifest has no checksums (older format)")
-    present = {p[len(store.path(ref)) + 1:] for p in store.fs.find(store.path(ref))} - {MANIFEST}
-    for name in sorted(set(files) - present):
+    present = store.file_checksums(ref)  # the same listing write_manifest recorded, taken now
+    for name in sorted(set(files) - set(present)):
         problems.append(f"{name} is missing")
-    for name in sorted(present - set(files)):
+    for name in sorted(set(present) - set(files)):
         problems.append(f"{name} is not in the manifest")
-    for name in sorted(set(files) & present):
-        with store.fs.open(store.path(ref, name), "rb") as handle:
-            data = handle.read()
-        if len(data) != files[name]["bytes"]:
-            problems.append(f"{name} has {len(data)} bytes, the manifest says {files[name]['bytes']}")
-        elif hashlib.sha256(data).hexdigest() != files[name]["sha256"]:
+    for name in sorted(set(files) & set(present)):
+        if present[name]["bytes"] != files[name]["bytes"]:
+            problems.append(f"{name} has {present[name]['bytes']} bytes, the manifest says {files[name]['bytes']}")
+        elif present[name]["sha256"] != files[name]["sha256"]:
             problems.append(f"{name} fails its checksum")
     return ("damaged", "; ".join(problems)) if problems else ("ok", f"{len(files)} files")
 

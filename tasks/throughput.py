@@ -72,10 +72,10 @@ class InMemoryLabels(SoftLabelReader):
 
     def __init__(self, url: str, **kwargs: object) -> None:
         super().__init__(url, **kwargs)
-        self._whole = {name: array[:] for name, array in self.arrays.items()}
+        self.whole = {name: array[:] for name, array in self.arrays.items()}
 
     def rows(self, step: int) -> dict[str, np.ndarray]:
-        return {name: array[step] for name, array in self._whole.items()}
+        return {name: array[step] for name, array in self.whole.items()}
 
 
 def student_store_vs_memory(
@@ -109,9 +109,9 @@ def _read_rate(reader: SoftLabelReader, order: np.ndarray) -> float:
 def _raw_numpy_mb_s(reader: InMemoryLabels, order: np.ndarray, folder: Path) -> tuple[float, int]:
     """Random rows of the same arrays saved as plain .npy files (memory-mapped): MB/s, bytes per step."""
     folder.mkdir(parents=True, exist_ok=True)
-    for name, array in reader._whole.items():
+    for name, array in reader.whole.items():
         np.save(folder / f"{name}.npy", array)
-    mapped = {name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in reader._whole}
+    mapped = {name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in reader.whole}
     row_bytes = sum(a[0].nbytes for a in mapped.values())
     started = time.perf_counter()
     for step in order:
