@@ -9,9 +9,9 @@ bench root that starts empty, in this order:
 3. the flow again on ``<root>/prefect``, all cached: cached / cold, goal <= 0.03;
 4. relabel against the bare teacher forward on identical batches, goal >= 0.90;
 5. student steps reading the store against in-memory labels, goal >= 0.90;
-6. every label format's store: bytes per step and random-read MB/s against raw .npy rows.
-
-Synthesis with Dask workers is listed as not measured until a Dask task runner exists.
+6. synthesis units on a local Dask cluster of 2 worker processes against 1 (each cluster
+   started and warmed up first), goal >= 1.7;
+7. every label format's store: bytes per step and random-read MB/s against raw .npy rows.
 The table is printed, written to ``<root>/bench.md`` and published as the Prefect table artifact
 ``bench``.
 
@@ -30,13 +30,14 @@ from prefect.artifacts import create_table_artifact
 from flows.config import DistilleryConfig
 from flows.distill import distill
 from flows.plain import run_plain
-from storage.artifacts import ArtifactStore
+from flows.scale_out import map_units, unit_runner
+from storage.artifacts import ArtifactRef, ArtifactStore
 from storage.image_store import read_image_store
 from tasks.data import normalization
 from tasks.pixels import Normalization
 from tasks.relabel import LABELS, relabel_request, relabel_task
 from tasks.runtime import resolve_device
-from tasks.synthesize import IMAGES
+from tasks.synthesize import IMAGES, SynthesizeRequest
 from tasks.teacher import load_teacher
 from tasks.throughput import label_store_reads, relabel_vs_forward, student_store_vs_memory
 
@@ -53,6 +54,33 @@ def _timed(run) -> tuple[float, object]:  # noqa: ANN001 - any zero-argument cal
     started = time.perf_counter()
     result = run()
     return time.perf_counter() - started, result
+
+
+def _link_inputs(refs: dict[str, ArtifactRef], stages: tuple[str, ...], source: Path, target_root: Path) -> None:
+    for stage in stages:
+        target = target_root / stage / refs[stage].fingerprint
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(source / stage / refs[stage].fingerprint)
+
+
+def _warm_up() -> None:
+    import tasks.units  # noqa: F401 - torch and the stage code, imported before the clock starts
+
+
+def dask_synthesis_seconds(
+    config: DistilleryConfig, refs: dict[str, ArtifactRef], source: Path, root: Path, *, workers: int
+) -> float:
+    """Seconds to build every synthesis unit on a fresh local cluster of ``workers`` processes
+    (started and warmed up before the clock), the teacher and statistics linked from ``source``."""
+    _link_inputs(refs, ("teacher", "stats"), source, root)
+    runtime = config.runtime.model_copy(update={"artifact_root": str(root), "task_runner": "dask", "dask_workers": workers})
+    request = SynthesizeRequest(data=config.data, synthesis=config.synthesis, seed=runtime.seed,
+                                inputs={"teacher": refs["teacher"], "stats": refs["stats"]})
+    with unit_runner(runtime) as runner:
+        runner.client.run(_warm_up)
+        seconds, _ = _timed(lambda: map_units(runner, request, runtime))
+    return seconds
 
 
 def row(measure: str, figure: float, goal: str, detail: str) -> dict[str, object]:
@@ -87,19 +115,17 @@ def bench(config: DistilleryConfig, passes: int = 3) -> list[dict[str, object]]:
                                       runtime=runtime, passes=passes)
     rows.append(row("student from store / from memory (steps/s)", student["ratio"], ">=0.90",
                     f"{student['store steps/s']:.1f} vs {student['memory steps/s']:.1f} steps/s"))
-    rows.append({"measure": "synthesis 2 Dask workers / 1 (speed-up)", "figure": None, "goal": ">=1.7",
-                 "met": "n/a", "detail": "not measured: no Dask task runner yet (issue 6)"})
+    synth = {o.ref.stage: o.seconds for o in outcomes}["synthesize"]
+    one, two = (dask_synthesis_seconds(config, refs, root / "prefect", root / f"dask{n}", workers=n) for n in (1, 2))
+    rows.append(row("synthesis 2 Dask workers / 1 (speed-up)", one / two, ">=1.7",
+                    f"{two:.1f} s vs {one:.1f} s for the units (in-process, 2 torch threads: {synth:.1f} s stage)"))
 
     formats_root = root / "formats"
     for fields in FORMATS.values():
         variant = _rooted(config.model_copy(update={"relabel": config.relabel.model_copy(update=fields)}), formats_root)
         request = relabel_request(data=config.data, relabel=variant.relabel, prune_ratio=0.0, prune_rule="prefix",
                                   seed=config.runtime.seed, teacher=refs["teacher"], images=refs["synthesize"])
-        for stage in ("teacher", "synthesize"):  # the format stores reuse the flow's teacher and images
-            target = formats_root / stage / refs[stage].fingerprint
-            if not target.exists():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.symlink_to(root / "prefect" / stage / refs[stage].fingerprint)
+        _link_inputs(refs, ("teacher", "synthesize"), root / "prefect", formats_root)  # reuse the flow's teacher and images
         relabel_task.fn(request, variant.runtime)
     label_rows = label_store_reads(str(formats_root), passes=passes, reads=5000)
     (root / "bench.md").write_text(print_table(rows) + "\n\n" + print_table(label_rows) + "\n")

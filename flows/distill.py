@@ -2,22 +2,26 @@
 
 No computation here: each stage is called through ``run_stage`` (cache by fingerprint,
 recompute when the artifact is gone), only ArtifactRefs pass between stages, and the flow
-publishes a summary table to the Prefect dashboard.
+publishes a summary table to the Prefect dashboard. With ``runtime.task_runner=dask`` the
+units of synthesis, relabel and evaluate are mapped onto Dask workers first
+(:mod:`flows.scale_out`).
 
     distillery run --until stats          # the CLI wraps this flow
 """
 
 from __future__ import annotations
 
-from prefect import flow
+from prefect import Task, flow
 from prefect.artifacts import create_table_artifact
 from prefect.states import State
 from pydantic import BaseModel
 
 from flows.config import DistilleryConfig
 from flows.pipeline import STAGES, Stage, run_pipeline
-from storage.artifacts import ArtifactRef, ArtifactStore
+from flows.scale_out import map_units, unit_runner
+from storage.artifacts import ArtifactRef, ArtifactStore, StageRequest
 from storage.stage_cache import run_stage
+from tasks.runtime import device_tags
 
 __all__ = ["STAGES", "StageOutcome", "distill"]
 
@@ -54,6 +58,13 @@ def distill(config: DistilleryConfig, until: Stage = STAGES[-1]) -> list[StageOu
     """Run the stages up to ``until`` (see :func:`flows.pipeline.run_pipeline`); each is reused
     when its artifact already exists."""
     store, runtime = ArtifactStore(config.runtime.artifact_root), config.runtime
-    outcomes = run_pipeline(config, until, lambda stage, request: _outcome(store, run_stage(stage, request, runtime=runtime)))
+    with unit_runner(runtime) as runner:
+
+        def call(stage: Task, request: StageRequest) -> StageOutcome:
+            if runner is not None:
+                map_units(runner, request, runtime)
+            return _outcome(store, run_stage(stage, request, extra_tags=device_tags(runtime), runtime=runtime))
+
+        outcomes = run_pipeline(config, until, call)
     _publish_summary(store, outcomes)
     return outcomes

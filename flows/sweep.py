@@ -21,6 +21,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.config import DistilleryConfig, grid_points, with_overrides
 from flows.distill import StageOutcome, distill
+from flows.scale_out import shared_cluster
 from storage.artifacts import ArtifactRef, ArtifactStore, canonical_json
 from tasks.results import Row, result_row, to_csv, to_markdown
 
@@ -57,11 +58,12 @@ def sweep(base: DistilleryConfig, grids: list[Grid]) -> list[Row]:
     """Run ``base`` with every point of every grid applied; return (and publish) one row per point."""
     started = time.perf_counter()
     rows, computed = [], 0
-    for point in points_of(grids):
-        config = with_overrides(base, point)
-        outcomes = distill(config=config, until="evaluate")
-        computed += sum(o.state != "Cached" for o in outcomes)
-        rows.append(_row(point, config, outcomes))
+    with shared_cluster(base.runtime) as runtime:  # a dask sweep starts its workers once
+        for point in points_of(grids):
+            config = with_overrides(base.model_copy(update={"runtime": runtime}), point)
+            outcomes = distill(config=config, until="evaluate")
+            computed += sum(o.state != "Cached" for o in outcomes)
+            rows.append(_row(point, config, outcomes))
     store, ref = ArtifactStore(base.runtime.artifact_root), sweep_ref(base, grids)
     table = to_markdown(rows, SHOWN)
     store.write_bytes(ref, RESULTS_CSV, to_csv(rows).encode())

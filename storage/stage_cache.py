@@ -84,8 +84,12 @@ def _log(message: str) -> None:
     (get_run_logger() if TaskRunContext.get() is not None else logging.getLogger("distillery")).info(message)
 
 
-def run_stage(stage: Task[..., ArtifactRef], request: StageRequest, **kwargs: Any) -> State:
-    """Call a stage entry from a flow; recompute when its artifact is gone from the root."""
-    root = kwargs["runtime"].artifact_root
-    complete = ArtifactStore(root).is_complete(request.ref())
-    return stage.with_options(refresh_cache=not complete)(request=request, return_state=True, **kwargs)
+def run_stage(
+    stage: Task[..., ArtifactRef], request: StageRequest, *, extra_tags: frozenset[str] = frozenset(), **kwargs: Any
+) -> State:
+    """Call a stage entry from a flow; recompute when its artifact is gone from the root.
+    ``extra_tags`` join the stage's own (e.g. ``gpu``, for a tag concurrency limit)."""
+    complete = ArtifactStore(kwargs["runtime"].artifact_root).is_complete(request.ref())
+    return stage.with_options(refresh_cache=not complete, tags=set(stage.tags) | extra_tags)(
+        request=request, return_state=True, **kwargs
+    )

@@ -177,43 +177,63 @@ def _seed_file(index: int) -> str:
     return f"seeds/seed-{index:03d}.json"
 
 
+class EvaluateJob:
+    """One evaluate request's students (one unit per seed) and the data they need, loaded once per process."""
+
+    def __init__(self, request: EvaluateRequest, runtime: RuntimeConfig) -> None:
+        self.request, self.runtime, config = request, runtime, request.evaluate
+        self.store, self.ref, self.device = ArtifactStore(runtime.artifact_root), request.ref(), resolve_device(runtime)
+        images_ref, labels_ref = request.inputs.get("images"), request.inputs.get("labels")
+        if (labels_ref is None) != (config.labels == "hard") or (images_ref is None) != (config.train_set == "full"):
+            raise ValueError(f"evaluate (labels={config.labels}, train_set={config.train_set}) got inputs "
+                             f"{sorted(request.inputs)}; the distill flow wires these, check a hand-made request")
+        images_u8, self.classes, self.num_classes = training_images(request, self.store)
+        self.labels = (SoftLabelReader(self.store.url(labels_ref, LABELS), expect={"images": images_ref.fingerprint})
+                       if labels_ref is not None else None)
+        self.norm = Normalization(*normalization(request.data))
+        self.images = self.norm.to_input(torch.from_numpy(images_u8).to(self.device))
+        self.test = load_split(request.data, "test")
+
+    def pending(self) -> list[int]:
+        return [index for index in range(self.request.evaluate.seeds) if not self.store.exists(self.ref, _seed_file(index))]
+
+    def build(self, index: int) -> None:
+        """Train and test student ``index``; save its seed and top-1."""
+        config, device, runtime = self.request.evaluate, self.device, self.runtime
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator(self.request.seed, "evaluate", index)))
+        student = (
+            train_student(self.images, self.labels, config, num_classes=self.num_classes, seed=seed, runtime=runtime)
+            if self.labels is not None
+            else train_student_hard(self.images, torch.from_numpy(self.classes).to(device), config,
+                                    num_classes=self.num_classes, seed=seed, runtime=runtime)
+        )
+        top1 = top1_accuracy(student, self.test, norm=self.norm, device=device)
+        self.store.write_bytes(self.ref, _seed_file(index), json.dumps({"seed": seed, "test_top1": top1}).encode())
+
+    def result(self, index: int) -> dict:
+        return json.loads(self.store.read_bytes(self.ref, _seed_file(index)))
+
+
 @stage_task("evaluate", tags=("distillery", "compute"))
 def evaluate_task(request: EvaluateRequest, runtime: RuntimeConfig) -> ArtifactRef:
-    store, ref = ArtifactStore(runtime.artifact_root), request.ref()
     started = time.perf_counter()
-    config, device = request.evaluate, resolve_device(runtime)
-    images_ref, labels_ref = request.inputs.get("images"), request.inputs.get("labels")
-    if (labels_ref is None) != (config.labels == "hard") or (images_ref is None) != (config.train_set == "full"):
-        raise ValueError(f"evaluate (labels={config.labels}, train_set={config.train_set}) got inputs "
-                         f"{sorted(request.inputs)}; the distill flow wires these, check a hand-made request")
-    images_u8, classes, num_classes = training_images(request, store)
-    labels = (SoftLabelReader(store.url(labels_ref, LABELS), expect={"images": images_ref.fingerprint})
-              if labels_ref is not None else None)
-    norm = Normalization(*normalization(request.data))
-    images = norm.to_input(torch.from_numpy(images_u8).to(device))
-    test = load_split(request.data, "test")
+    job = EvaluateJob(request, runtime)
+    config, store, ref, labels = request.evaluate, job.store, job.ref, job.labels
+    labels_ref, images_ref = request.inputs.get("labels"), request.inputs.get("images")
+    pending = set(job.pending())
     progress = StageProgress("evaluate", config.seeds)
     for index in range(config.seeds):
-        if not store.exists(ref, _seed_file(index)):
-            seed = int(torch.randint(0, 2**62, (1,), generator=generator(request.seed, "evaluate", index)))
-            student = (
-                train_student(images, labels, config, num_classes=num_classes, seed=seed, runtime=runtime)
-                if labels is not None
-                else train_student_hard(images, torch.from_numpy(classes).to(device), config,
-                                        num_classes=num_classes, seed=seed, runtime=runtime)
-            )
-            top1 = top1_accuracy(student, test, norm=norm, device=device)
-            store.write_bytes(ref, _seed_file(index), json.dumps({"seed": seed, "test_top1": top1}).encode())
-        result = json.loads(store.read_bytes(ref, _seed_file(index)))
-        progress(index + 1, f"seed {index}: test top-1 {result['test_top1']:.4f}")
-    top1s = [json.loads(store.read_bytes(ref, _seed_file(i)))["test_top1"] for i in range(config.seeds)]
-    per_epoch = labels.attrs["steps_per_epoch"] if labels is not None else -(-len(images) // config.batch_size)
+        if index in pending:
+            job.build(index)
+        progress(index + 1, f"seed {index}: test top-1 {job.result(index)['test_top1']:.4f}")
+    top1s = [job.result(i)["test_top1"] for i in range(config.seeds)]
+    per_epoch = labels.attrs["steps_per_epoch"] if labels is not None else -(-len(job.images) // config.batch_size)
     metrics = {"test_top1": statistics.fmean(top1s),
                "test_top1_std": statistics.stdev(top1s) if len(top1s) > 1 else 0.0,
                "labels_store_bytes": float(sum(array_bytes(store.url(labels_ref, LABELS)).values())) if labels_ref else 0.0,
                "images_store_bytes": float(sum(array_bytes(store.url(images_ref, IMAGES)).values())) if images_ref else 0.0,
                "student_steps": float(config.total_steps(per_epoch))}
     store.write_manifest(ref, request, metrics=metrics, seconds=time.perf_counter() - started,
-                         extra={"device": device.type, "test_top1_per_seed": top1s,
+                         extra={"device": job.device.type, "test_top1_per_seed": top1s,
                                 "label_steps": labels.num_steps if labels is not None else 0})
     return ref

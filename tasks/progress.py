@@ -1,19 +1,44 @@
-"""Progress of long stages: one call per finished unit logs a line and moves a Prefect
-progress artifact, so the terminal and the dashboard say the same thing.
+"""Progress of long stages: one call per finished unit logs a line, moves a Prefect progress
+artifact and, in a terminal, a progress bar, so the terminal and the dashboard say the same thing.
 
 Plain compute functions take an optional ``on_progress(done, message)`` callback; the
-stage's @task entry passes a :class:`StageProgress`. Outside a Prefect run it only logs.
+stage's @task entry passes a :class:`StageProgress`. Outside a Prefect run it only logs (and
+draws the bar). ``DISTILLERY_PROGRESS`` picks the terminal form, set by the CLI's
+``--progress`` / ``--quiet``: ``bar`` (a rich bar per stage on stderr), anything else none.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.context import TaskRunContext
 from prefect.logging import get_run_logger
 
+PROGRESS_ENV = "DISTILLERY_PROGRESS"
 fallback_logger = logging.getLogger("distillery")
+
+
+class TerminalBar:
+    """A rich progress bar on stderr for one stage: units done, elapsed, ETA, the latest message."""
+
+    def __init__(self, stage: str, total: int) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.progress = Progress(
+            TextColumn("[bold]{task.fields[stage]:<10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.description}"),
+            console=Console(stderr=True), transient=False,
+        )
+        self.task = self.progress.add_task("", total=total, stage=stage)
+        self.progress.start()
+
+    def update(self, done: int, message: str) -> None:
+        self.progress.update(self.task, completed=done, description=message[:60])
+        if self.progress.finished:
+            self.progress.stop()
 
 
 class StageProgress:
@@ -26,11 +51,14 @@ class StageProgress:
             if self.in_prefect
             else None
         )
+        self.bar = TerminalBar(stage, self.total) if os.environ.get(PROGRESS_ENV) == "bar" else None
 
     def __call__(self, done: int, message: str) -> None:
         self.logger.info("%s %d/%d %s", self.stage, done, self.total, message)
         if self.artifact_id is not None:
             update_progress_artifact(self.artifact_id, progress=100.0 * done / self.total)
+        if self.bar is not None:
+            self.bar.update(done, message)
 
     def info(self, message: str, *args: object) -> None:
         self.logger.info(message, *args)

@@ -147,37 +147,58 @@ def store_metrics(url: str, layout: StoreLayout, geometry: StreamGeometry, store
     return metrics, sizes
 
 
+class RelabelJob:
+    """One relabel request's chunks and what labelling them needs, loaded once per process.
+
+    Opening the job creates the store (or reopens a half-written one), so a scaled-out run opens
+    it once in the flow before mapping :meth:`build` over chunks: writers of different chunks
+    never touch the same file.
+    """
+
+    def __init__(self, request: RelabelRequest, runtime: RuntimeConfig) -> None:
+        self.request, self.runtime, config = request, runtime, request.relabel
+        self.store, self.ref, self.device = ArtifactStore(runtime.artifact_root), request.ref(), resolve_device(runtime)
+        teacher_ref, images_ref = request.inputs["teacher"], request.inputs["images"]
+        self.model, _ = load_teacher(self.store, teacher_ref, self.device)
+        images_u8, _, image_attrs = read_image_store(self.store.url(images_ref, IMAGES))
+        self.geometry = StreamGeometry(len(images_u8), config.batch_size, config.epochs)
+        steps = kept_step_count(request.prefix_ratio, self.geometry.total_steps)
+        self.layout = store_layout(config, steps=steps, num_classes=int(image_attrs["num_classes"]))
+        self.url = self.store.url(self.ref, LABELS)
+        self.writer = SoftLabelWriter.open(self.url, self.layout, {
+            "teacher": teacher_ref.fingerprint, "images": images_ref.fingerprint, "seed": request.seed,
+            "epochs": config.epochs, "num_images": self.geometry.num_images,
+            "steps_per_epoch": self.geometry.steps_per_epoch, "stream_steps": self.geometry.total_steps,
+            "mix": "cutmix" if config.cutmix else "none", "crop_scale_min": config.crop_scale_min,
+            "label_temperature": config.label_temperature, "image_size": int(images_u8.shape[-1]), "pruned_from": None,
+        })
+        self.images = Normalization(*normalization(request.data)).to_input(torch.from_numpy(images_u8).to(self.device))
+
+    def pending(self) -> list[int]:
+        return self.writer.pending_chunks()
+
+    def build(self, chunk: int) -> None:
+        start, stop = self.layout.chunk_bounds(chunk)
+        self.writer.write_chunk(chunk, label_steps(
+            self.model, self.images, range(start, stop), config=self.request.relabel, layout=self.layout,
+            geometry=self.geometry, seed=self.request.seed, runtime=self.runtime,
+        ))
+
+
 @stage_task("relabel", tags=("distillery", "compute"))
 def relabel_task(request: RelabelRequest, runtime: RuntimeConfig) -> ArtifactRef:
-    store, ref = ArtifactStore(runtime.artifact_root), request.ref()
     started = time.perf_counter()
-    config, device = request.relabel, resolve_device(runtime)
-    teacher_ref, images_ref = request.inputs["teacher"], request.inputs["images"]
-    model, _ = load_teacher(store, teacher_ref, device)
-    images_u8, _, image_attrs = read_image_store(store.url(images_ref, IMAGES))
-    num_classes = int(image_attrs["num_classes"])
-    geometry = StreamGeometry(len(images_u8), config.batch_size, config.epochs)
-    steps = kept_step_count(request.prefix_ratio, geometry.total_steps)
-    layout = store_layout(config, steps=steps, num_classes=num_classes)
-    url = store.url(ref, LABELS)
-    writer = SoftLabelWriter.open(url, layout, {
-        "teacher": teacher_ref.fingerprint, "images": images_ref.fingerprint, "seed": request.seed,
-        "epochs": config.epochs, "num_images": geometry.num_images, "steps_per_epoch": geometry.steps_per_epoch,
-        "stream_steps": geometry.total_steps, "mix": "cutmix" if config.cutmix else "none",
-        "crop_scale_min": config.crop_scale_min, "label_temperature": config.label_temperature,
-        "image_size": int(images_u8.shape[-1]), "pruned_from": None,
-    })
-    images = Normalization(*normalization(request.data)).to_input(torch.from_numpy(images_u8).to(device))
-    pending = writer.pending_chunks()
+    job = RelabelJob(request, runtime)
+    layout = job.layout
+    pending = job.pending()
     progress = StageProgress("relabel", layout.num_chunks)
-    progress.info("relabel: %d steps in %d chunks, %d to do", steps, layout.num_chunks, len(pending))
+    progress.info("relabel: %d steps in %d chunks, %d to do", layout.steps, layout.num_chunks, len(pending))
     for chunk in pending:
+        job.build(chunk)
         start, stop = layout.chunk_bounds(chunk)
-        writer.write_chunk(chunk, label_steps(model, images, range(start, stop), config=config, layout=layout,
-                                              geometry=geometry, seed=request.seed, runtime=runtime))
         progress(chunk + 1, f"chunk {chunk} steps {start}-{stop - 1}")
-    metrics, sizes = store_metrics(url, layout, geometry, steps * config.batch_size)
-    store.write_manifest(ref, request, metrics=metrics, seconds=time.perf_counter() - started,
-                         extra={"device": device.type, "labels": LABELS, "array_bytes": sizes,
-                                "stream_steps": geometry.total_steps})
-    return ref
+    metrics, sizes = store_metrics(job.url, layout, job.geometry, layout.steps * request.relabel.batch_size)
+    job.store.write_manifest(job.ref, request, metrics=metrics, seconds=time.perf_counter() - started,
+                             extra={"device": job.device.type, "labels": LABELS, "array_bytes": sizes,
+                                    "stream_steps": job.geometry.total_steps})
+    return job.ref

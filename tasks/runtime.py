@@ -24,6 +24,14 @@ class RuntimeConfig(BaseModel):
     artifact_root: str = Field(
         "artifacts", description="Local path or fsspec URI holding the artifact tree."
     )
+    task_runner: Literal["sequential", "dask"] = Field(
+        "sequential", description="dask: map synthesis shards, relabel chunks and evaluation seeds onto Dask "
+        "workers (prefect-dask); same bytes as sequential."
+    )
+    dask_address: str | None = Field(
+        None, description="Scheduler of an existing Dask cluster (tcp://host:8786); None starts a local one."
+    )
+    dask_workers: int = Field(2, ge=1, le=1024, description="Worker processes of the local Dask cluster (1 thread each).")
 
 
 class DeviceError(RuntimeError):
@@ -38,6 +46,16 @@ def resolve_device(runtime: RuntimeConfig) -> torch.device:
     if runtime.device == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
     return torch.device("cuda")
+
+
+GPU_TAG = "gpu"
+
+
+def device_tags(runtime: RuntimeConfig) -> frozenset[str]:
+    """``{"gpu"}`` for runs that will use CUDA: Prefect's tag concurrency limit
+    (``prefect concurrency-limit create gpu 1``) then caps how many run on a machine's GPU at once."""
+    uses_cuda = runtime.device == "cuda" or (runtime.device == "auto" and torch.cuda.is_available())
+    return frozenset({GPU_TAG} if uses_cuda else ())
 
 
 def autocast(device: torch.device, runtime: RuntimeConfig) -> torch.autocast:

@@ -209,44 +209,66 @@ def _unit_file(unit: Unit) -> str:
     return f"units/unit-{unit.index:05d}.pt"
 
 
-def run_units(
-    request: SynthesizeRequest,
-    store: ArtifactStore,
-    model: nn.Module,
-    train: ImageSource,
-    *,
-    norm: Normalization,
-    runtime: RuntimeConfig,
-) -> tuple[np.ndarray, np.ndarray, dict[int, dict[str, float]]]:
+class SynthesisJob:
+    """One synthesis request's units and what building them needs, loaded once per process.
+
+    The stage entry builds the pending units in order; a scaled-out run maps :meth:`build`
+    over them on other workers first (:mod:`tasks.units`). Either way a unit is seeded by its
+    index alone and saved whole, so the assembled images are the same bytes.
+    """
+
+    def __init__(self, request: SynthesizeRequest, runtime: RuntimeConfig) -> None:
+        self.request, self.runtime, config = request, runtime, request.synthesis
+        self.store, self.ref, self.device = ArtifactStore(runtime.artifact_root), request.ref(), resolve_device(runtime)
+        self.model, _ = load_teacher(self.store, request.inputs["teacher"], self.device)
+        self.model.requires_grad_(False)
+        self.norm = Normalization(*normalization(request.data))
+        self.train = load_split(request.data, "train")
+        self.class_stats = load_class_bn_stats(self.store, request.inputs["stats"]) if config.mode == "lpld" else None
+        self.picks = (real_picks(self.train, ipc=config.ipc, seed=request.seed)
+                      if config.mode == "random_real" or config.init == "real" else None)
+        self.units = plan_units(config.mode, num_classes=self.train.num_classes, ipc=config.ipc,
+                                batch_size=config.batch_size)
+
+    def pending(self) -> list[int]:
+        return [unit.index for unit in self.units if not self.store.exists(self.ref, _unit_file(unit))]
+
+    def build(self, index: int) -> None:
+        """Optimise (or pick) unit ``index`` and save it to ``units/``."""
+        unit, config, train, device = self.units[index], self.request.synthesis, self.train, self.device
+        gen = generator(self.request.seed, "synthesize", config.mode, unit.index)
+        if config.mode == "random_real":
+            result, unit_losses = unit_real_images(train, self.picks, unit, config.ipc), {}
+        else:
+            start = (
+                self.norm.to_input(unit_real_images(train, self.picks, unit, config.ipc))
+                if config.init == "real"
+                else torch.randn(len(unit.labels), train.channels, train.image_size, train.image_size, generator=gen)
+            )
+            result, unit_losses = optimise_unit(
+                self.model, start.to(device), torch.tensor(unit.labels, device=device),
+                bn_targets_for(config.mode, self.model, self.class_stats, unit.labels[0], device),
+                config, norm=self.norm, gen=gen, runtime=self.runtime,
+            )
+        buffer = io.BytesIO()
+        torch.save({"images": result, "losses": unit_losses}, buffer)
+        self.store.write_bytes(self.ref, _unit_file(unit), buffer.getvalue())
+
+    def saved(self, unit: Unit) -> dict:
+        return torch.load(io.BytesIO(self.store.read_bytes(self.ref, _unit_file(unit))), weights_only=True)
+
+
+def run_units(job: SynthesisJob) -> tuple[np.ndarray, np.ndarray, dict[int, dict[str, float]]]:
     """Every unit not already saved, then the assembled (N, C, H, W) images and labels."""
-    config, seed, ref = request.synthesis, request.seed, request.ref()
-    device = next(model.parameters()).device
-    class_stats = load_class_bn_stats(store, request.inputs["stats"]) if config.mode == "lpld" else None
-    picks = real_picks(train, ipc=config.ipc, seed=seed) if config.mode == "random_real" or config.init == "real" else None
-    units = plan_units(config.mode, num_classes=train.num_classes, ipc=config.ipc, batch_size=config.batch_size)
-    progress = StageProgress("synthesize", len(units))
+    config, train = job.request.synthesis, job.train
+    pending = set(job.pending())
+    progress = StageProgress("synthesize", len(job.units))
     losses: dict[int, dict[str, float]] = {}
     images = np.zeros((train.num_classes * config.ipc, train.channels, train.image_size, train.image_size), np.uint8)
-    for done, unit in enumerate(units, start=1):
-        if not store.exists(ref, _unit_file(unit)):
-            gen = generator(seed, "synthesize", config.mode, unit.index)
-            if config.mode == "random_real":
-                result, unit_losses = unit_real_images(train, picks, unit, config.ipc), {}
-            else:
-                start = (
-                    norm.to_input(unit_real_images(train, picks, unit, config.ipc))
-                    if config.init == "real"
-                    else torch.randn(len(unit.labels), train.channels, train.image_size, train.image_size, generator=gen)
-                )
-                result, unit_losses = optimise_unit(
-                    model, start.to(device), torch.tensor(unit.labels, device=device),
-                    bn_targets_for(config.mode, model, class_stats, unit.labels[0], device),
-                    config, norm=norm, gen=gen, runtime=runtime,
-                )
-            buffer = io.BytesIO()
-            torch.save({"images": result, "losses": unit_losses}, buffer)
-            store.write_bytes(ref, _unit_file(unit), buffer.getvalue())
-        saved = torch.load(io.BytesIO(store.read_bytes(ref, _unit_file(unit))), weights_only=True)
+    for done, unit in enumerate(job.units, start=1):
+        if unit.index in pending:
+            job.build(unit.index)
+        saved = job.saved(unit)
         images[list(unit.positions)] = saved["images"].numpy()
         losses[unit.index] = saved["losses"]
         progress(done, f"unit {unit.index} classes {sorted(set(unit.labels))} " + " ".join(f"{k}={v:.4f}" for k, v in saved["losses"].items()))
@@ -256,15 +278,10 @@ def run_units(
 
 @stage_task("synthesize", tags=("distillery", "compute"))
 def synthesize_task(request: SynthesizeRequest, runtime: RuntimeConfig) -> ArtifactRef:
-    store, ref = ArtifactStore(runtime.artifact_root), request.ref()
     started = time.perf_counter()
-    teacher_ref, device = request.inputs["teacher"], resolve_device(runtime)
-    model, _ = load_teacher(store, teacher_ref, device)
-    model.requires_grad_(False)
-    norm = Normalization(*normalization(request.data))
-    images, labels, losses = run_units(
-        request, store, model, load_split(request.data, "train"), norm=norm, runtime=runtime
-    )
+    job = SynthesisJob(request, runtime)
+    store, ref, teacher_ref, device, model, norm = job.store, job.ref, request.inputs["teacher"], job.device, job.model, job.norm
+    images, labels, losses = run_units(job)
     write_image_store(
         store.url(ref, IMAGES), images, labels, images_per_chunk=request.synthesis.ipc,
         attributes={"mode": request.synthesis.mode, "ipc": request.synthesis.ipc, "num_classes": int(labels.max()) + 1,

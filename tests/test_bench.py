@@ -21,8 +21,9 @@ def test_bench_measures_every_ratio_and_each_label_format(prefect_server, tmp_pa
     ratios = {r["measure"]: r for r in rows if "measure" in r}
     assert len(ratios) == 5
     for measure, r in ratios.items():
-        if r["figure"] is not None:
-            assert r["figure"] > 0 and r["met"] in ("yes", "no"), measure
+        assert r["figure"] > 0 and r["met"] in ("yes", "no"), measure
+    units = {n: sorted((tmp_path / "bench" / n / "synthesize").glob("*/units/*.pt")) for n in ("prefect", "dask1", "dask2")}
+    assert len(units["prefect"]) == 10 and [p.read_bytes() for p in units["dask2"]] == [p.read_bytes() for p in units["prefect"]]
     assert ratios["cached rerun / cold run (wall)"]["figure"] < 1
     formats = {r["format"]: r for r in rows if "format" in r}
     assert set(formats) == {"fp16+boxes", "fp16+seed", "topk3+seed", "prob8+seed"}

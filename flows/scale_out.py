@@ -1,0 +1,82 @@
+"""Scale-out: the Dask task runner a config asks for, and the mapping of a stage's units onto it.
+
+With ``runtime.task_runner=dask`` the distill flow opens a :class:`prefect_dask.DaskTaskRunner`
+(a local cluster of ``runtime.dask_workers`` one-thread processes, or the scheduler at
+``runtime.dask_address``) and, before each splittable stage, maps :func:`tasks.units.unit_task`
+over the units still missing. The stage entry then finds them saved and only assembles, so the
+artifact is the same bytes as a sequential run's. Only references and configs travel to the
+workers; the units are files under the artifact root, which every worker must reach.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+from prefect.client.orchestration import get_client
+from prefect.futures import PrefectFutureList
+from prefect.logging import get_run_logger
+from prefect.task_runners import TaskRunner
+from prefect.utilities.annotations import unmapped
+
+from storage.artifacts import ArtifactStore, StageRequest
+from tasks.runtime import RuntimeConfig, device_tags
+from tasks.units import open_job, unit_task
+
+
+@contextmanager
+def unit_runner(runtime: RuntimeConfig) -> Iterator[TaskRunner | None]:
+    """The started Dask runner for ``runtime``, or None for a sequential run."""
+    if runtime.task_runner == "sequential":
+        yield None
+        return
+    from prefect_dask import DaskTaskRunner
+
+    if runtime.dask_address:
+        runner = DaskTaskRunner(address=runtime.dask_address)
+    else:
+        runner = DaskTaskRunner(cluster_kwargs=_local_cluster_kwargs(runtime))
+    with runner:
+        yield runner
+
+
+@contextmanager
+def shared_cluster(runtime: RuntimeConfig) -> Iterator[RuntimeConfig]:
+    """For a flow of many distill runs (a sweep): one local cluster for all of them, passed on
+    as ``dask_address``; ``runtime`` unchanged when it is sequential or already has an address."""
+    if runtime.task_runner == "sequential" or runtime.dask_address:
+        yield runtime
+        return
+    from distributed import LocalCluster
+
+    with LocalCluster(**_local_cluster_kwargs(runtime)) as cluster:
+        yield runtime.model_copy(update={"dask_address": cluster.scheduler_address})
+
+
+def _local_cluster_kwargs(runtime: RuntimeConfig) -> dict[str, object]:
+    # One thread per worker process: torch in each process then uses one core, and the
+    # dashboard stays off (no bokeh, and no port opened that nobody asked for). The workers
+    # report to this run's API; without it each would start a temporary server of its own.
+    return {"n_workers": runtime.dask_workers, "threads_per_worker": 1, "processes": True,
+            "host": "127.0.0.1", "dashboard_address": None, "env": {"PREFECT_API_URL": _api_url()}}
+
+
+def _api_url() -> str:
+    with get_client(sync_client=True) as client:
+        return str(client.api_url)
+
+
+def map_units(runner: TaskRunner, request: StageRequest, runtime: RuntimeConfig) -> int:
+    """Build the missing units of ``request`` on ``runner``; return how many were mapped."""
+    if ArtifactStore(runtime.artifact_root).is_complete(request.ref()):
+        return 0
+    job = open_job(request, runtime)
+    pending = job.pending() if job is not None else []
+    if pending:
+        get_run_logger().info("%s: mapping %d units onto %s", request.stage, len(pending), type(runner).__name__)
+        entry = unit_task.with_options(tags=set(unit_task.tags) | device_tags(runtime))
+        futures: PrefectFutureList = runner.map(
+            entry, parameters={"request": unmapped(request), "runtime": unmapped(runtime), "unit": pending}
+        )
+        futures.result()  # raises the first unit's failure
+    return len(pending)

@@ -1,0 +1,89 @@
+"""Scale-out: a real 2-worker local Dask cluster and a non-local fsspec artifact root, each
+giving the same artifacts as the sequential run on a local folder, byte for byte.
+
+The ci_tiny pipeline runs once sequentially on a local root (the reference), once with
+``runtime.task_runner=dask`` and once on ``memory://``; every file of every artifact must be
+identical (manifests aside from their timings). The Dask unit task runs must be recorded by
+this run's Prefect API, not by temporary servers of the workers.
+"""
+
+from __future__ import annotations
+
+import json
+
+import fsspec
+import pytest
+
+from flows.config import with_overrides
+from flows.distill import distill
+from tests.conftest import needs_fashion_mnist
+
+pytestmark = [needs_fashion_mnist, pytest.mark.slow]
+
+
+def _tree(root: str) -> tuple[dict[str, bytes], dict[str, dict]]:
+    """Every artifact file under ``root`` (any fsspec URI) but the locks, and the manifests without timings."""
+    fs, base = fsspec.core.url_to_fs(root)
+    files, manifests = {}, {}
+    for path in sorted(fs.find(base)):
+        name = path[len(base.rstrip("/")) + 1:]
+        if name.startswith(".locks/"):
+            continue
+        if name.endswith("manifest.json"):
+            manifest = json.loads(fs.cat_file(path))
+            manifest.pop("seconds")
+            manifests[name] = manifest
+        else:
+            files[name] = fs.cat_file(path)
+    return files, manifests
+
+
+@pytest.fixture(scope="module")
+def sequential(prefect_server, tmp_path_factory):
+    """The reference: the ci_tiny pipeline, sequential, on a local folder."""
+    from flows.config import resolve_config
+
+    config = resolve_config(preset="ci_tiny", artifact_root=str(tmp_path_factory.mktemp("sequential")))
+    distill(config=config)
+    files, manifests = _tree(config.runtime.artifact_root)
+    assert any("/units/" in name for name in files) and any("labels.zarr" in name for name in files)
+    return config, files, manifests
+
+
+def test_dask_run_is_byte_identical_to_sequential(sequential, tmp_path):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    reference, files, manifests = sequential
+    scaled = with_overrides(reference, {"runtime.artifact_root": str(tmp_path / "dask"),
+                                        "runtime.task_runner": "dask", "runtime.dask_workers": "2"})
+    state = distill(config=scaled, return_state=True)
+    assert state.is_completed()
+    assert _tree(str(tmp_path / "dask")) == (files, manifests)
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+    units = sorted(r.name for r in runs if "-unit-" in r.name)
+    assert len([u for u in units if u.startswith("synthesize-unit-")]) == 10
+    assert {u.split("-unit-")[0] for u in units} == {"synthesize", "relabel", "evaluate"}
+    assert all(r.state.is_completed() for r in runs)
+
+
+def test_memory_fsspec_root_gives_the_same_artifacts(sequential):
+    from storage.verify import verify_tree
+
+    reference, files, manifests = sequential
+    root = "memory://distillery-scale-out-test"
+    outcomes = distill(config=with_overrides(reference, {"runtime.artifact_root": root}))
+    assert [o.state for o in outcomes] == ["Completed"] * len(outcomes)
+    assert all(o.path.startswith("/distillery-scale-out-test/") for o in outcomes)
+    assert _tree(root) == (files, manifests)
+    assert {f.status for f in verify_tree(root)} == {"ok"}
+    fsspec.filesystem("memory").rm("/distillery-scale-out-test", recursive=True)
+
+
+def test_gpu_tag_marks_cuda_runs_only():
+    from tasks.runtime import RuntimeConfig, device_tags
+
+    assert device_tags(RuntimeConfig(device="cuda")) == {"gpu"}
+    assert device_tags(RuntimeConfig(device="cpu")) == frozenset()
