@@ -4,7 +4,7 @@
 # torchvision (taken from local disk where pip's cap points there), and this project.
 #
 #   bash deploy/install.sh          # the pipeline
-#   bash deploy/install.sh test     # the pipeline and what the tests need
+#   bash deploy/install.sh test     # the pipeline and what the tests need (pytest, Chromium)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +13,12 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 if [ ! -d /usr/share/datasets/fashion-mnist ]; then
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist
+fi
+
+# The dashboard test opens the Prefect UI in headless Chromium.
+if [ "${1:-}" = "test" ] && ! command -v chromium >/dev/null; then
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 fi
 
 if [ ! -x .venv/bin/python ]; then

@@ -2,6 +2,7 @@
 
     distillery run [--config FILE | --preset NAME] [--set section.field=VALUE ...]
                    [--until STAGE] [--artifact-root URI] [--device auto|cpu|cuda] [--debug]
+                   [--task-runner sequential|dask] [--dask-address tcp://HOST:8786]
     distillery sweep [config options] --grid section.field=V1,V2 ...  # the pipeline over a grid
     distillery report [SPEC] [--out DIR] [--artifact-root URI]       # a report spec's sweep -> DIR/results.md
     distillery config [--config FILE | --preset NAME] [--set ...]   # print the resolved config
@@ -9,6 +10,7 @@
     distillery bench-labels [--artifact-root PATH] [--reads N]      # soft-label read rates
     distillery bench [--preset bench] [--artifact-root DIR] [--passes N]  # ratios: where time goes
     distillery verify [--artifact-root URI]                          # re-check every artifact's files
+    distillery serve [--file deploy/prefect.yaml]                   # serve its deployments from one process
 
 Exit codes: 0 done, 1 a stage failed or verify found damage (message printed), 2 bad config,
 arguments, data, artifact root or Prefect API.
@@ -30,6 +32,7 @@ PREFECT_DEFAULTS = {
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+    "DO_NOT_TRACK": "1",  # no client telemetry notice either
 }
 
 
@@ -42,7 +45,42 @@ def _common_config_args(parser: argparse.ArgumentParser) -> None:
                         help="override one field; repeatable")
     parser.add_argument("--artifact-root", metavar="URI", help="artifact root (default $DISTILLERY_HOME or ./artifacts)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], help="compute device")
+    parser.add_argument("--task-runner", choices=["sequential", "dask"],
+                        help="dask: map synthesis shards, relabel chunks and evaluation seeds onto Dask workers")
+    parser.add_argument("--dask-address", metavar="TCP_URL",
+                        help="scheduler of an existing Dask cluster (implies --task-runner dask)")
+    _output_args(parser)
+
+
+def _output_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--progress", choices=["auto", "bar", "log"], default="auto",
+                        help="terminal progress: a bar per stage (INFO logs then go to the dashboard only) or log "
+                             "lines; auto: bars when stderr is a terminal")
+    parser.add_argument("--quiet", action="store_true", help="warnings, errors and the final summary only")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
+
+
+def _terminal_output(args: argparse.Namespace) -> dict[str, str]:
+    """The environment that sets the terminal's progress form and Prefect's console log level."""
+    mode = getattr(args, "progress", "log")
+    if getattr(args, "quiet", False):
+        mode = "off"
+    elif mode == "auto":
+        mode = "bar" if sys.stderr.isatty() else "log"
+    env = {"DISTILLERY_PROGRESS": mode}
+    if mode != "log":  # bars replace the INFO lines on the terminal; the dashboard keeps every log
+        env["PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL"] = "WARNING"
+    return env
+
+
+def _runtime_overrides(args: argparse.Namespace) -> list[str]:
+    """The runtime flags as ``--set`` assignments (they win over the config file)."""
+    overrides = []
+    if getattr(args, "task_runner", None) or getattr(args, "dask_address", None):
+        overrides.append(f"runtime.task_runner={args.task_runner or 'dask'}")
+    if getattr(args, "dask_address", None):
+        overrides.append(f"runtime.dask_address={args.dask_address}")
+    return overrides
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", metavar="DIR", default="docs", help="folder for the report (default docs)")
     report.add_argument("--artifact-root", metavar="URI", help="artifact root (default $DISTILLERY_HOME or ./artifacts)")
     report.add_argument("--device", choices=["auto", "cpu", "cuda"], help="compute device")
-    report.add_argument("--debug", action="store_true", help="show full tracebacks")
+    _output_args(report)
     _common_config_args(commands.add_parser("config", help="print the resolved config as YAML"))
     commands.add_parser("presets", help="list the presets")
     bench = commands.add_parser("bench-labels", help="random-order read rate of every soft-label store, vs memory")
@@ -73,9 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench_all.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.FIELD=VALUE")
     bench_all.add_argument("--artifact-root", metavar="DIR", help="an empty folder (default: a new temporary one)")
     bench_all.add_argument("--passes", type=int, default=3, help="rounds per rate; the best is kept")
-    bench_all.add_argument("--debug", action="store_true", help="show full tracebacks")
+    _output_args(bench_all)
     verify = commands.add_parser("verify", help="re-check every artifact against its manifest; list damage")
     verify.add_argument("--artifact-root", metavar="URI", help="artifact root (default $DISTILLERY_HOME or ./artifacts)")
+    serve = commands.add_parser("serve", help="serve the deployments of deploy/prefect.yaml from this process")
+    serve.add_argument("--file", metavar="PATH", help="the deployment file (default deploy/prefect.yaml of this project)")
     return parser
 
 
@@ -107,7 +147,7 @@ def _resolve(args: argparse.Namespace) -> tuple:  # (DistilleryConfig, list of g
     else:
         config = resolve_config(
             config_file=args.config, preset=args.preset or (None if args.config else DEFAULT_PRESET),
-            overrides=args.overrides, artifact_root=args.artifact_root, device=args.device,
+            overrides=[*args.overrides, *_runtime_overrides(args)], artifact_root=args.artifact_root, device=args.device,
         )
         grids = [parse_grid(args.grid)] if args.command == "sweep" else []
     for grid in grids:
@@ -128,11 +168,28 @@ def _verify(root: str) -> int:
     return 1 if any(f.status == "damaged" for f in findings) else 0
 
 
+def _serve(file: str | None) -> int:
+    from flows.serve import DEPLOY_FILE, ServeError, read_deployments, refuse_pooled, running_api_url, serve
+
+    try:
+        entries = read_deployments(Path(file) if file else DEPLOY_FILE)
+        running_api_url()
+        refuse_pooled(entries)
+        serve(entries)
+    except ServeError as err:
+        print(f"distillery: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     for name, value in PREFECT_DEFAULTS.items():
         os.environ.setdefault(name, value)
+    os.environ.update(_terminal_output(args))
 
+    if args.command == "serve":  # before the config imports below: a bad file fails in a second
+        return _serve(args.file)
     from flows.config import HOME_ENV, ConfigError, dump_yaml, preset_names
     from flows.preflight import (PreflightError, check_artifact_root, check_prefect_api, describe_os_error,
                                  quiet_tracebacks)

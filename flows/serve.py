@@ -1,0 +1,177 @@
+"""`distillery serve`: the deployments of deploy/prefect.yaml, served from this one process.
+
+deploy/prefect.yaml is the only definition. `prefect deploy` hands its entries to a process
+work pool; this module reads the same entries (name, entrypoint, parameters, schedules,
+concurrency limit, tags, description) and serves them with ``prefect.serve``. Work pools and
+pull steps do not apply here: served runs are child processes of this one, started in the
+repository root, where the pull step puts a worker's runs too. Use one of the two per server:
+serving is refused while the same deployments are on a work pool.
+
+    distillery serve                          # every deployment in deploy/prefect.yaml
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEPLOY_FILE = PROJECT_ROOT / "deploy" / "prefect.yaml"
+
+
+class ServeError(ValueError):
+    """The deployment file cannot be served; the message names the entry and the fix."""
+
+
+class ScheduleEntry(BaseModel):
+    """One item of a deployment's ``schedules:`` list (the keys ``prefect deploy`` reads)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cron: str | None = None
+    interval: float | None = Field(None, gt=0, description="seconds")
+    rrule: str | None = None
+    timezone: str | None = None
+    active: bool = True
+    slug: str | None = None
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    day_or: bool = True
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "ScheduleEntry":
+        if sum(kind is not None for kind in (self.cron, self.interval, self.rrule)) != 1:
+            raise ValueError("give exactly one of cron, interval or rrule")
+        return self
+
+
+class DeploymentEntry(BaseModel):
+    """One item of ``deployments:``; work_pool and pull steps are for `prefect deploy` only."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str = Field(min_length=1)
+    entrypoint: str = Field(pattern=r"^[\w./-]+\.py:\w+$", description="path/from/root.py:flow_function")
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    schedules: list[ScheduleEntry] = Field(default_factory=list)
+    concurrency_limit: PositiveInt | None = None
+    description: str | None = None
+    tags: list[str] = Field(default_factory=list)
+
+
+def read_deployments(path: Path = DEPLOY_FILE) -> list[DeploymentEntry]:
+    """The validated ``deployments:`` entries of ``path``; ServeError naming the first bad one."""
+    if not path.is_file():
+        raise ServeError(f"deployment file {path} does not exist; give one with --file "
+                         f"(default {DEPLOY_FILE})")
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ServeError(f"{path} is not valid YAML: {err}") from None
+    entries = loaded.get("deployments") if isinstance(loaded, dict) else None
+    if not isinstance(entries, list) or not entries:
+        raise ServeError(f"{path} has no `deployments:` list; see deploy/prefect.yaml for the layout")
+    deployments = []
+    for number, entry in enumerate(entries, 1):
+        try:
+            deployments.append(DeploymentEntry.model_validate(entry))
+        except ValidationError as err:
+            where = entry.get("name", f"#{number}") if isinstance(entry, dict) else f"#{number}"
+            problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'entry'}: {e['msg']}" for e in err.errors())
+            raise ServeError(f"{path}: deployment {where}: {problems}") from None
+    return deployments
+
+
+def load_flow(entrypoint: str) -> Any:  # prefect.Flow
+    """Import ``flows/distill.py:distill`` as ``flows.distill.distill`` (one copy of each module,
+    unlike loading the file by path) and check it is a flow."""
+    from prefect import Flow
+
+    file, _, name = entrypoint.rpartition(":")
+    if not (PROJECT_ROOT / file).is_file():
+        raise ServeError(f"entrypoint {entrypoint}: {file} is not a file under {PROJECT_ROOT}")
+    module = importlib.import_module(".".join(Path(file).with_suffix("").parts))
+    found = getattr(module, name, None)
+    if not isinstance(found, Flow):
+        raise ServeError(f"entrypoint {entrypoint}: {name} is not a Prefect flow in {file}")
+    return found
+
+
+def _schedule(entry: ScheduleEntry) -> Any:  # prefect.schedules.Schedule
+    from prefect.schedules import Cron, Interval, RRule
+
+    common = {"timezone": entry.timezone, "active": entry.active, "parameters": entry.parameters, "slug": entry.slug}
+    if entry.cron is not None:
+        return Cron(entry.cron, day_or=entry.day_or, **common)
+    if entry.interval is not None:
+        return Interval(entry.interval, **common)
+    return RRule(entry.rrule, **common)
+
+
+def runner_deployments(entries: list[DeploymentEntry]) -> list[Any]:  # list[RunnerDeployment]
+    """One RunnerDeployment per entry. Call from PROJECT_ROOT: Prefect records the entrypoint
+    relative to the working directory."""
+    return [
+        load_flow(entry.entrypoint).to_deployment(
+            name=entry.name, parameters=entry.parameters, schedules=[_schedule(s) for s in entry.schedules],
+            concurrency_limit=entry.concurrency_limit, description=entry.description, tags=entry.tags,
+        )
+        for entry in entries
+    ]
+
+
+def running_api_url(timeout: float = 5.0) -> str:
+    """The Prefect API this process talks to (environment or profile), checked to answer. Serving
+    needs a real server: a temporary one would end with this process, and no other terminal
+    could reach it to start runs."""
+    import httpx
+    from prefect.settings import get_current_settings
+
+    url = (get_current_settings().api.url or "").rstrip("/")
+    if not url:
+        raise ServeError("distillery serve needs a running Prefect server: start one with "
+                         "`prefect server start`, then export PREFECT_API_URL=http://127.0.0.1:4200/api")
+    try:
+        httpx.get(f"{url}/health", timeout=timeout).raise_for_status()
+    except httpx.HTTPError as err:
+        raise ServeError(f"the Prefect API at {url} does not answer ({type(err).__name__}: {err}); start the "
+                         "server (`prefect server start`) or point PREFECT_API_URL at a running one") from None
+    return url
+
+
+def refuse_pooled(entries: list[DeploymentEntry]) -> None:
+    """ServeError when `prefect deploy` already gave one of these deployments to a work pool.
+
+    Serving the same name updates that deployment rather than replacing it: it keeps its pool
+    and loses its code path, so every served run would crash (FileNotFoundError '.../None').
+    """
+    from prefect import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+
+    entrypoints = {entry.name: entry.entrypoint for entry in entries}
+    with get_client(sync_client=True) as client:
+        named = DeploymentFilter(name=DeploymentFilterName(any_=list(entrypoints)))
+        found = client.read_deployments(deployment_filter=named)
+        pooled = [f"{client.read_flow(d.flow_id).name}/{d.name}" for d in found
+                  if d.work_pool_name and entrypoints.get(d.name) == d.entrypoint]
+    if pooled:
+        raise ServeError(f"{', '.join(pooled)} {'is' if len(pooled) == 1 else 'are'} deployed to a work pool "
+                         "(`prefect deploy`) on this server; serve on another server, or delete "
+                         f"{'it' if len(pooled) == 1 else 'them'} first: `prefect deployment delete {pooled[0]}`")
+
+
+def serve(entries: list[DeploymentEntry]) -> None:
+    """Serve ``entries`` until interrupted (SIGINT or SIGTERM); Prefect pauses their schedules on the way out."""
+    import prefect
+
+    # A process started with `&` from a script inherits SIGINT ignored, and Python keeps it
+    # so: `kill -INT` and Ctrl-C would do nothing. Serving must stop when asked.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    os.chdir(PROJECT_ROOT)
+    prefect.serve(*runner_deployments(entries))

@@ -1,0 +1,319 @@
+"""Operating Distillery on a real Prefect server: deploy/prefect.yaml, a process worker, the
+dashboard in a browser, and `distillery serve`.
+
+The slow tests share one `prefect server start` (127.0.0.1, a free port, a temporary
+PREFECT_HOME, the scheduler service off so no nightly run can start mid-test) and run in file
+order: deploy, a worker started outside the repository runs the ci-tiny deployment, headless
+Chromium renders its results artifact, then serve (last: it replaces the pool deployments).
+Every process is started in its own session and stopped with SIGINT (then SIGKILL for anything
+left in its group); the worker starts with SIGINT restored, serve with SIGINT ignored (as `&` in
+a script leaves it), which it must undo. The fast tests check the deployment file and serve's
+refusals without a server.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Callable
+
+import httpx
+import pytest
+import yaml
+
+from flows.config import DistilleryConfig, grid_points, with_overrides
+from flows.serve import DEPLOY_FILE, PROJECT_ROOT, ServeError, read_deployments, refuse_pooled
+from tests.conftest import needs_fashion_mnist
+
+PREFECT = [sys.executable, "-m", "prefect"]  # the venv has no prefect script when Prefect is a system package
+DISTILLERY = str(Path(sys.executable).with_name("distillery"))
+NAMES = ("distill/fashion-mnist", "distill/ci-tiny", "sweep/modes")
+NIGHTLY = {"cron": "0 3 * * *", "timezone": "UTC", "slug": "nightly", "active": True}
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _deployment_file() -> dict[str, Any]:
+    return yaml.safe_load(DEPLOY_FILE.read_text())
+
+
+# --- the deployment file, no server ---------------------------------------------------------
+
+def test_every_config_parameter_is_a_preset_value_for_value():
+    presets = [DistilleryConfig.model_validate(yaml.safe_load(path.read_text()))
+               for path in sorted((PROJECT_ROOT / "deploy" / "presets").glob("*.yaml"))]
+    for entry in _deployment_file()["deployments"]:
+        config = DistilleryConfig.model_validate(entry["parameters"].get("config") or entry["parameters"]["base"])
+        assert config in presets, f"{entry['name']}: its config is no longer a copy of a deploy/presets file"
+        for grid in entry["parameters"].get("grids", []):
+            for point in grid_points(grid):
+                with_overrides(config, point)  # every sweep point is a valid config
+
+
+def test_the_file_declares_schedule_limit_pool_and_working_directory():
+    loaded = _deployment_file()
+    by_name = {entry["name"]: entry for entry in loaded["deployments"]}
+    assert NIGHTLY in by_name["fashion-mnist"]["schedules"]
+    assert all(entry["concurrency_limit"] == 1 and entry["work_pool"]["name"] == "distillery"
+               for entry in by_name.values())
+    assert loaded["pull"] == [{"prefect.deployments.steps.set_working_directory":
+                               {"directory": "{{ project-root.stdout }}"}}]
+    assert [entry.name for entry in read_deployments()] == list(by_name)  # serve reads the same entries
+
+
+@pytest.mark.parametrize("text, message", [
+    (None, r"deployment file .*missing.yaml does not exist"),
+    ("deployments: [\n", r"is not valid YAML"),
+    ("name: x\n", r"has no `deployments:` list"),
+    ("deployments:\n  - name: x\n    entrypoint: flows/distill.py\n", r"deployment x: entrypoint: String should match"),
+    ("deployments:\n  - name: x\n    entrypoint: flows/distill.py:distill\n    schedules:\n"
+     "      - {cron: '0 3 * * *', interval: 60}\n", r"deployment x: schedules.0: .*exactly one of cron, interval"),
+])
+def test_serve_refuses_a_bad_deployment_file(tmp_path, text, message):
+    path = tmp_path / "missing.yaml"
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(ServeError, match=message):
+        read_deployments(path)
+
+
+def test_serve_names_a_missing_file_and_an_unreachable_server(tmp_path, capfd):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows.cli import main
+
+    assert main(["serve", "--file", str(tmp_path / "missing.yaml")]) == 2
+    assert capfd.readouterr().err.startswith("distillery: deployment file ")
+    with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}):
+        assert main(["serve"]) == 2
+    err = capfd.readouterr().err
+    assert "the Prefect API at http://127.0.0.1:9/api does not answer" in err and "Traceback" not in err
+
+
+# --- helpers for real processes -------------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _spawn(argv: list[str], env: dict[str, str], log: Path, cwd: Path, sigint=signal.SIG_DFL) -> subprocess.Popen:
+    """Start ``argv`` in its own session. SIGINT is set explicitly: a pytest started in the
+    background would otherwise pass "ignored" on, and Prefect workers then never stop."""
+    return subprocess.Popen(argv, env=env, cwd=cwd, stdout=log.open("wb"), stderr=subprocess.STDOUT,
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, sigint))
+
+
+def _stop(proc: subprocess.Popen, timeout: float = 30) -> tuple[int | None, float]:
+    """SIGINT to the process group; SIGKILL what is left after ``timeout``. Returns the exit
+    code (None: it had to be killed) and the seconds the SIGINT took."""
+    started = time.monotonic()
+    code = proc.poll()
+    if code is None:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            code = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            code = None
+    seconds = time.monotonic() - started
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # children of the group (flow runs) go too
+    except ProcessLookupError:
+        pass
+    proc.wait()
+    return code, seconds
+
+
+def _wait_for(check: Callable[[], Any], timeout: float, what: str, proc: subprocess.Popen | None = None,
+              log: Path | None = None) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            break
+        try:
+            found = check()
+        except Exception:  # noqa: BLE001 - not there yet (connection refused, 404)
+            found = None
+        if found:
+            return found
+        time.sleep(0.5)
+    tail = log.read_text(errors="replace")[-3000:] if log and log.exists() else ""
+    raise AssertionError(f"{what}: not within {timeout:.0f} s\n{tail}")
+
+
+def _run_to_end(client, deployment_name: str, parameters: dict[str, Any], timeout: float, log: Path):
+    deployment = client.read_deployment_by_name(deployment_name)
+    run = client.create_flow_run_from_deployment(deployment.id, parameters=parameters)
+    return _wait_for(lambda: (r := client.read_flow_run(run.id)).state.is_final() and r, timeout,
+                     f"flow run of {deployment_name}", log=log)
+
+
+def _with_root(config: dict[str, Any], root: Path) -> dict[str, Any]:
+    return {**config, "runtime": {**config.get("runtime", {}), "artifact_root": str(root)}}
+
+
+# --- one real server for the slow tests ------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    home = tmp_path_factory.mktemp("prefect-server")
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, "PREFECT_HOME": str(home / "home"), "PREFECT_API_URL": url,
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
+           "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false",  # the schedule is listed, never fired
+           "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+           "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
+    log = home / "server.log"
+    proc = _spawn([*PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env, log, home)
+    try:
+        _wait_for(lambda: httpx.get(f"{url}/health", timeout=2).status_code == 200, 120, "server health", proc, log)
+        yield SimpleNamespace(url=url, env=env, home=home)
+    finally:
+        _stop(proc)
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    from prefect.client.orchestration import SyncPrefectClient
+
+    with SyncPrefectClient(server.url) as prefect_client:
+        yield prefect_client
+
+
+def _cli(argv: list[str], server, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    done = subprocess.run(argv, env=server.env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    output = done.stdout[-3000:] + done.stderr[-3000:]
+    assert done.returncode == 0, f"{' '.join(argv)} exited {done.returncode}\n{output}"
+    return done
+
+
+@pytest.fixture(scope="module")
+def pool(server) -> None:
+    _cli([*PREFECT, "work-pool", "create", "distillery", "--type", "process"], server, PROJECT_ROOT)
+
+
+@pytest.fixture(scope="module")
+def worker(server, pool, tmp_path_factory):
+    """A worker started outside the repository (its runs find the code through the pull step)."""
+    folder = tmp_path_factory.mktemp("worker")
+    log = folder / "worker.log"
+    proc = _spawn([*PREFECT, "worker", "start", "--pool", "distillery", "--name", "test-worker"],
+                  server.env, log, folder)
+    yield SimpleNamespace(proc=proc, folder=folder, log=log)
+    _stop(proc)
+
+
+@pytest.fixture(scope="module")
+def deployed(server, pool, worker) -> str:
+    """`prefect deploy --all` from the repository root (the worker boots meanwhile)."""
+    done = _cli([*PREFECT, "--no-prompt", "deploy", "--all", "--prefect-file", "deploy/prefect.yaml"],
+                server, PROJECT_ROOT)
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def worker_run(server, client, deployed, worker):
+    """The worker runs ci-tiny (artifact root overridden), then is stopped with SIGINT."""
+    try:
+        config = client.read_deployment_by_name("distill/ci-tiny").parameters["config"]
+        root = worker.folder / "artifacts"
+        run = _run_to_end(client, "distill/ci-tiny", {"config": _with_root(config, root)}, 300, worker.log)
+    finally:
+        code, seconds = _stop(worker.proc)
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    of_run = ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]))
+    return SimpleNamespace(run=run, artifacts=client.read_artifacts(artifact_filter=of_run), root=root, log=worker.log,
+                           stop_code=code, stop_seconds=seconds)
+
+
+@pytest.mark.slow
+def test_deploy_registers_every_deployment_with_its_schedule_limit_and_pull_step(deployed, client):
+    for name in NAMES:
+        assert f"Deployment '{name}' successfully created" in deployed
+    nightly = client.read_deployment_by_name("distill/fashion-mnist")
+    schedules = [{"cron": s.schedule.cron, "timezone": s.schedule.timezone, "slug": s.slug, "active": s.active}
+                 for s in nightly.schedules]
+    assert NIGHTLY in schedules
+    assert nightly.global_concurrency_limit.limit == 1 and nightly.work_pool_name == "distillery"
+    assert nightly.pull_steps == [{"prefect.deployments.steps.set_working_directory": {"directory": str(PROJECT_ROOT)}}]
+    assert "DistilleryConfig" in nightly.parameter_openapi_schema["definitions"]  # the UI's typed form
+
+
+@needs_fashion_mnist
+@pytest.mark.slow
+def test_a_worker_started_elsewhere_runs_the_ci_tiny_deployment(worker_run):
+    run = worker_run.run
+    assert run.state.is_completed(), f"{run.state.type}: {run.state.message}\n{worker_run.log.read_text()[-3000:]}"
+    listed = sorted(f"{a.key or '-'}:{a.type}" for a in worker_run.artifacts)
+    summary = [a for a in worker_run.artifacts if a.key == "distill-summary"]
+    assert summary and summary[0].type == "table", listed
+    stages = [row["stage"] for row in json.loads(summary[0].data)]
+    assert stages == ["teacher", "stats", "synthesize", "relabel", "evaluate"], listed
+    assert "markdown" in {a.type for a in worker_run.artifacts}, listed  # the image grid
+    assert all(any((worker_run.root / stage).glob("*/manifest.json")) for stage in stages)
+    assert worker_run.stop_code is not None and worker_run.stop_seconds < 30, "the worker ignored SIGINT"
+
+
+@needs_fashion_mnist
+@pytest.mark.slow
+def test_the_dashboard_shows_the_results_artifact(worker_run, server, tmp_path):
+    if CHROMIUM is None:
+        pytest.skip("no chromium on PATH (bash deploy/install.sh test installs the Debian package)")
+    from PIL import Image
+
+    summary = next(a for a in worker_run.artifacts if a.key == "distill-summary")
+    page = server.url.removesuffix("/api") + f"/artifacts/artifact/{summary.id}"
+    browser = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+               f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=15000"]
+    dom = subprocess.run([*browser, "--dump-dom", page], capture_output=True, text=True, timeout=90).stdout
+    for expected in ("distill-summary", "evaluate", "test_top1", summary.description):
+        assert expected in dom, f"{expected!r} not on {page}: {dom[-2000:]}"
+    shot = tmp_path / "artifact.png"
+    subprocess.run([*browser, f"--screenshot={shot}", "--window-size=1280,900", page],
+                   capture_output=True, timeout=90)
+    with Image.open(shot) as image:
+        assert image.size == (1280, 900)
+        colours = image.convert("RGB").getcolors(maxcolors=1 << 20)
+    assert colours is not None and len(colours) > 50, "the screenshot is (nearly) blank"
+
+
+@needs_fashion_mnist
+@pytest.mark.slow
+def test_serve_runs_the_same_deployments_from_one_process_and_stops_on_sigint(server, client, deployed, worker_run,
+                                                                              tmp_path):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: server.url}), pytest.raises(ServeError, match="deployed to a work pool"):
+        refuse_pooled(read_deployments())  # what `distillery serve` checks first (exit 2)
+    for name in NAMES:
+        client.delete_deployment(client.read_deployment_by_name(name).id)
+
+    log = tmp_path / "serve.log"
+    # SIGINT ignored, as `distillery serve &` from a script leaves it: serve must undo that.
+    serve = _spawn([DISTILLERY, "serve"], server.env, log, cwd=tmp_path, sigint=signal.SIG_IGN)
+    try:
+        _wait_for(lambda: all(client.read_deployment_by_name(n) for n in NAMES), 120, "served deployments", serve, log)
+        nightly = client.read_deployment_by_name("distill/fashion-mnist")
+        assert NIGHTLY["cron"] in [s.schedule.cron for s in nightly.schedules]
+        assert nightly.global_concurrency_limit.limit == 1 and nightly.work_pool_name is None
+        config = client.read_deployment_by_name("distill/ci-tiny").parameters["config"]
+        run = _run_to_end(client, "distill/ci-tiny", {"config": _with_root(config, tmp_path / "a"), "until": "teacher"},
+                          240, log)
+        assert run.state.is_completed(), f"{run.state.message}\n{log.read_text()[-3000:]}"
+        assert any((tmp_path / "a" / "teacher").glob("*/manifest.json"))
+        assert not (tmp_path / "a" / "stats").exists()  # the `until` override was applied
+    finally:
+        code, seconds = _stop(serve)
+    tail = log.read_text()[-2000:]
+    assert code == 0 and seconds < 30, f"serve did not stop on SIGINT ({code}, {seconds:.0f} s)\n{tail}"
+    assert client.read_deployment_by_name("distill/ci-tiny").paused  # Prefect pauses served deployments on exit
