@@ -289,10 +289,9 @@ def synthesize_task(request: SynthesizeRequest, runtime: RuntimeConfig) -> Artif
     )
     store.write_bytes(ref, GRID, grid_png(images, per_row=request.synthesis.ipc))
     images_t, labels_t = torch.from_numpy(images), torch.from_numpy(labels)
-    metrics = {
-        "within_class_similarity": within_class_similarity(model, images_t, labels_t, norm=norm, device=device),
-        "teacher_agreement": label_agreement(model, images_t, labels_t, norm=norm, device=device),
-    }
+    metrics = {"teacher_agreement": label_agreement(model, images_t, labels_t, norm=norm, device=device)}
+    if request.synthesis.ipc > 1:  # one image per class has no within-class pairs to compare
+        metrics["within_class_similarity"] = within_class_similarity(model, images_t, labels_t, norm=norm, device=device)
     if losses and any(losses.values()):
         metrics["mean_final_loss"] = float(np.mean([l["loss"] for l in losses.values()]))
     store.write_manifest(
@@ -303,6 +302,7 @@ def synthesize_task(request: SynthesizeRequest, runtime: RuntimeConfig) -> Artif
         create_link_artifact(
             link=store.url(ref, GRID) if not store.is_local else f"file://{store.path(ref, GRID)}",
             link_text=f"{request.synthesis.mode} IPC {request.synthesis.ipc} image grid",
-            description=f"One row per class; within-class similarity {metrics['within_class_similarity']:.4f}",
+            description="One row per class" + (f"; within-class similarity {metrics['within_class_similarity']:.4f}"
+                                                if "within_class_similarity" in metrics else ""),
         )
     return ref

@@ -151,3 +151,15 @@ def test_a_killed_synthesis_resumes_to_the_same_bytes(tmp_path):
     assert killed_files.keys() == clean_files.keys()
     assert killed_files == clean_files
     assert not any(".partial-" in name for name in killed_files)
+
+
+def test_one_image_per_class_is_built_without_a_similarity(tmp_path):
+    """IPC 1 is a standard setting; the within-class similarity has no pairs there and is left out."""
+    config = resolve_config(preset="ci_tiny", artifact_root=str(tmp_path / "a"),
+                            overrides=["synthesis.ipc=1", "synthesis.iterations=10"])
+    store = ArtifactStore(config.runtime.artifact_root)
+    ref = synthesize_task.fn(_request(config, _upstream(config)), config.runtime)
+    images, labels, _ = read_image_store(store.url(ref, IMAGES))
+    assert images.shape == (10, 1, 28, 28) and labels.tolist() == list(range(10))
+    metrics = store.read_manifest(ref)["metrics"]
+    assert "within_class_similarity" not in metrics and 0 <= metrics["teacher_agreement"] <= 1
