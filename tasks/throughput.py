@@ -28,13 +28,21 @@ from tasks.relabel import RelabelConfig, label_steps, store_layout
 from tasks.runtime import RuntimeConfig, autocast
 
 
-def best_seconds(run: Callable[[], object], passes: int) -> float:
-    times = []
+def _seconds(run: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    run()
+    return time.perf_counter() - started
+
+
+def alternating_best(first: Callable[[], object], second: Callable[[], object], passes: int) -> tuple[float, float]:
+    """Best seconds of each side over ``passes`` rounds that alternate (first, second, first, ...):
+    measured one side after the other, the second gained from warm-up alone and a slow minute
+    fell on one side only."""
+    first_s = second_s = float("inf")
     for _ in range(passes):
-        started = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - started)
-    return min(times)
+        first_s = min(first_s, _seconds(first))
+        second_s = min(second_s, _seconds(second))
+    return first_s, second_s
 
 
 def relabel_vs_forward(
@@ -62,11 +70,7 @@ def relabel_vs_forward(
         label_steps(model, images, range(steps), config=config, layout=layout, geometry=geometry, seed=seed,
                     runtime=runtime)
 
-    # Rounds alternate (forward, relabel, forward, ...) so warm-up and a noisy minute fall on both sides.
-    bare_s = relabel_s = float("inf")
-    for _ in range(passes):
-        bare_s = min(bare_s, best_seconds(bare, 1))
-        relabel_s = min(relabel_s, best_seconds(relabel, 1))
+    bare_s, relabel_s = alternating_best(bare, relabel, passes)
     return {"relabel samples/s": samples / relabel_s, "forward samples/s": samples / bare_s,
             "ratio": bare_s / relabel_s}
 
@@ -93,12 +97,10 @@ def student_store_vs_memory(
     def train(reader: Callable[[], SoftLabelReader]) -> Callable[[], object]:
         return lambda: train_student(images, reader(), config, num_classes=num_classes, seed=0, runtime=runtime)
 
-    # Rounds alternate (store, memory, store, ...): measured one after the other, the second side
-    # gained ~0.2 from warm-up alone, while a profile puts the reader under 2 % of a step.
-    store_s = memory_s = float("inf")
-    for _ in range(passes):
-        store_s = min(store_s, best_seconds(train(lambda: SoftLabelReader(url)), 1))  # opened per round: cold caches
-        memory_s = min(memory_s, best_seconds(train(lambda: in_memory), 1))
+    # Alternating rounds: one side after the other, the second gained ~0.2 from warm-up alone,
+    # while a profile puts the reader under 2 % of a step.
+    store_s, memory_s = alternating_best(train(lambda: SoftLabelReader(url)),  # opened per round: cold caches
+                                         train(lambda: in_memory), passes)
     return {"store steps/s": steps / store_s, "memory steps/s": steps / memory_s, "ratio": memory_s / store_s}
 
 
