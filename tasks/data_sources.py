@@ -1,0 +1,108 @@
+"""What a data set is to the pipeline: the `data` config section, the error every loader
+raises, and the split types the loaders return (`ImageSource`, and `ImageSet` for splits held
+in memory). The loaders themselves and the per-data-set normalisation are in :mod:`tasks.data`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Literal, Protocol, Self
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Split = Literal["train", "test"]
+DataSetName = Literal["fashion_mnist", "cifar10", "cifar100", "imagefolder"]
+
+IMAGEFOLDER_DEFAULT_SIZE = 64
+
+class DataError(ValueError):
+    """A data set is missing or malformed; the message names the thing and the fix."""
+
+
+class DataConfig(BaseModel):
+    """Which real data set to read, from where, and how much of it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    name: DataSetName = "fashion_mnist"
+    root: str | None = None  # None: Fashion-MNIST's Debian folder; required for the others
+    download: bool = False  # fashion_mnist/cifar: torchvision downloads missing files into root
+    image_size: int | None = Field(None, ge=8, le=512)  # imagefolder only (default 64)
+    train_per_class: int | None = Field(None, ge=1)  # first k training images of each class
+    test_limit: int | None = Field(None, ge=1)  # first n test images
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_imagefolder_size(cls, data: Any) -> Any:
+        # Filled in here, not at load time, so the resolved config (and its fingerprint) says 64.
+        if isinstance(data, dict) and data.get("name") == "imagefolder" and data.get("image_size") is None:
+            return {**data, "image_size": IMAGEFOLDER_DEFAULT_SIZE}
+        return data
+
+    @model_validator(mode="after")
+    def _check_fields_fit_name(self) -> Self:
+        if self.root is None and self.name != "fashion_mnist":
+            raise ValueError(f"data.root is required for data.name={self.name!r}: set it to the "
+                             "folder holding the data set")
+        if self.image_size is not None and self.name != "imagefolder":
+            raise ValueError(f"data.image_size applies only to data.name='imagefolder'; "
+                             f"{self.name} images keep their native size, so remove data.image_size")
+        if self.download and self.name == "imagefolder":
+            raise ValueError("data.download works for fashion_mnist and cifar only; "
+                             "download the ImageFolder tree yourself and set data.root")
+        return self
+
+
+class ImageSource(Protocol):
+    """A labelled split whose images are fetched by index."""
+
+    @property
+    def labels(self) -> torch.Tensor: ...  # (N,) int64
+    @property
+    def class_names(self) -> tuple[str, ...]: ...
+    @property
+    def channels(self) -> int: ...
+    @property
+    def image_size(self) -> int: ...  # square: H == W
+    @property
+    def num_classes(self) -> int: ...
+    def __len__(self) -> int: ...
+    def images_at(self, index: torch.Tensor) -> torch.Tensor: ...  # (B,) int64 -> (B, C, H, W) uint8
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """A split held in memory as uint8 pixels (Fashion-MNIST, CIFAR)."""
+
+    images: torch.Tensor  # (N, C, H, W) uint8
+    labels: torch.Tensor  # (N,) int64
+    class_names: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        square = self.images.ndim == 4 and self.images.shape[2] == self.images.shape[3]
+        if not square or self.images.dtype != torch.uint8 or self.labels.shape != (len(self.images),):
+            raise DataError(f"ImageSet needs (N, C, S, S) uint8 images and (N,) labels, got images "
+                            f"{tuple(self.images.shape)} {self.images.dtype}, "
+                            f"labels {tuple(self.labels.shape)}")
+
+    @property
+    def channels(self) -> int:
+        return self.images.shape[1]
+
+    @property
+    def image_size(self) -> int:
+        return self.images.shape[2]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def images_at(self, index: torch.Tensor) -> torch.Tensor:
+        return self.images[index]
+
+    def select(self, index: torch.Tensor) -> ImageSet:
+        return replace(self, images=self.images[index], labels=self.labels[index])
