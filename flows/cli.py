@@ -13,13 +13,15 @@
     distillery serve [--file deploy/prefect.yaml]                   # serve its deployments from one process
 
 Exit codes: 0 done, 1 a stage failed or verify found damage (message printed), 2 bad config,
-arguments, data, artifact root or Prefect API.
+arguments, data, artifact root or Prefect API, 130 / 143 stopped by SIGINT (Ctrl-C) / SIGTERM
+(run, sweep, report, bench: finished work is kept, the last line says how to resume).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 import time
 import traceback
@@ -182,8 +184,27 @@ def _serve(file: str | None) -> int:
     return 0
 
 
+LONG_RUNNING = ("run", "sweep", "report", "bench")  # SIGINT / SIGTERM stop these cleanly (flows/shutdown.py)
+
+
+def _after_stop(args: argparse.Namespace, argv: Sequence[str] | None) -> str:
+    """What a stopped command's last line tells the user to run next."""
+    line = shlex.join(["distillery", *(sys.argv[1:] if argv is None else argv)])
+    if args.command == "bench":
+        return f"bench times cold runs, so run it again on an empty --artifact-root: {line}"
+    return f"finished work is kept; resume with: {line}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command not in LONG_RUNNING:
+        return _command(args, argv)
+    from flows.shutdown import run_stoppable
+
+    return run_stoppable(lambda: _command(args, argv), resume=_after_stop(args, argv))
+
+
+def _command(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     for name, value in PREFECT_DEFAULTS.items():
         os.environ.setdefault(name, value)
     os.environ.update(_terminal_output(args))

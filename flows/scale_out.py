@@ -14,12 +14,13 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from prefect.client.orchestration import get_client
-from prefect.futures import PrefectFutureList
+from prefect.futures import PrefectFutureList, as_completed
 from prefect.logging import get_run_logger
 from prefect.task_runners import TaskRunner
 from prefect.utilities.annotations import unmapped
 
 from storage.artifacts import ArtifactStore, StageRequest
+from tasks.progress import record_progress
 from tasks.runtime import RuntimeConfig, device_tags
 from tasks.units import open_job, unit_task
 
@@ -78,5 +79,8 @@ def map_units(runner: TaskRunner, request: StageRequest, runtime: RuntimeConfig)
         futures: PrefectFutureList = runner.map(
             entry, parameters={"request": unmapped(request), "runtime": unmapped(runtime), "unit": pending}
         )
-        futures.result()  # raises the first unit's failure
+        record_progress(request.stage, 0, len(pending))
+        for done, future in enumerate(as_completed(futures), start=1):
+            future.result()  # raises the first failed unit's error
+            record_progress(request.stage, done, len(pending))  # what a stopped run reports
     return len(pending)

@@ -5,12 +5,15 @@ Plain compute functions take an optional ``on_progress(done, message)`` callback
 stage's @task entry passes a :class:`StageProgress`. Outside a Prefect run it only logs (and
 draws the bar). ``DISTILLERY_PROGRESS`` picks the terminal form, set by the CLI's
 ``--progress`` / ``--quiet``: ``bar`` (a rich bar per stage on stderr), anything else none.
+The latest figures of this process are kept (:func:`latest_progress`), so a stopped run can
+say where it was.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.context import TaskRunContext
@@ -18,6 +21,29 @@ from prefect.logging import get_run_logger
 
 PROGRESS_ENV = "DISTILLERY_PROGRESS"
 fallback_logger = logging.getLogger("distillery")
+
+
+@dataclass(frozen=True)
+class Reached:
+    """How far a stage of this process has come: ``done`` of its ``total`` units."""
+
+    stage: str
+    done: int
+    total: int
+
+
+_latest: Reached | None = None
+
+
+def record_progress(stage: str, done: int, total: int) -> None:
+    """Remember ``stage`` at ``done``/``total`` units as the latest progress of this process."""
+    global _latest
+    _latest = Reached(stage, done, total)
+
+
+def latest_progress() -> Reached | None:
+    """The progress last recorded in this process, or None before any stage reported."""
+    return _latest
 
 
 class TerminalBar:
@@ -52,8 +78,10 @@ class StageProgress:
             else None
         )
         self.bar = TerminalBar(stage, self.total) if os.environ.get(PROGRESS_ENV) == "bar" else None
+        record_progress(stage, 0, self.total)
 
     def __call__(self, done: int, message: str) -> None:
+        record_progress(self.stage, done, self.total)
         self.logger.info("%s %d/%d %s", self.stage, done, self.total, message)
         if self.artifact_id is not None:
             update_progress_artifact(self.artifact_id, progress=100.0 * done / self.total)

@@ -1,0 +1,205 @@
+"""One way to stop: SIGINT (Ctrl-C) and SIGTERM end a long-running command cleanly.
+
+    distillery run --preset ci_tiny     # then Ctrl-C, or `kill <pid>`: exit 130, or 143
+
+The first signal ends the running stage where it is: every finished unit and chunk is already
+saved whole (temporary name, then rename), so a rerun resumes from it. The command unwinds
+with :class:`Stopped` (a local Dask cluster closes on the way out), then :func:`run_stoppable`
+
+1. marks the Prefect run, its parent and its subflows Cancelled (Prefect has marked them Crashed);
+2. sends Prefect the logs and events still queued, then stops the temporary server it started;
+3. ends every process still under this one (Dask workers, data loaders): SIGTERM, then SIGKILL;
+4. prints one line: the signal, the stage and unit reached, the command that resumes;
+
+and the command exits 130 (SIGINT) or 143 (SIGTERM), with no traceback. A second signal during
+that ends it at once: SIGKILL to every process under this one, the same line, the same code.
+
+While a flow runs, Prefect owns SIGTERM: it raises ``TerminationSignal``, records the run
+Crashed, and once the flow has unwound sends the signal again, which then reaches the handler
+here. ``distillery serve`` is not wrapped: Prefect's runner stops it (and pauses its schedules).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import FrameType
+from typing import Callable, Iterator
+from uuid import UUID
+
+EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+GRACE_SECONDS = 5.0  # how long a child may take to end on SIGTERM before SIGKILL
+
+
+class Stopped(KeyboardInterrupt):
+    """Raised in the main thread by the first SIGINT or SIGTERM; unwinds the running command.
+
+    A KeyboardInterrupt, so Prefect records the run as interrupted and libraries that clean up
+    on Ctrl-C (asyncio, Dask) do so for SIGTERM too.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@dataclass
+class Shutdown:
+    """What one command needs to stop cleanly: how to resume it, and the signal once it came."""
+
+    resume: str  # the command line that picks the work up again
+    signum: int | None = None
+    flow_run_id: UUID | None = None  # the innermost Prefect flow run when the signal came
+
+    def handle(self, signum: int, frame: FrameType | None) -> None:
+        """The signal handler: the first signal unwinds the command, a second ends it at once."""
+        if self.signum is not None:
+            self.stop_at_once()
+        self.signum, self.flow_run_id = signum, _current_flow_run_id()
+        raise Stopped(signum)
+
+    def stop_at_once(self) -> None:
+        end_children(grace=0.0)
+        self.say()
+        os._exit(EXIT_CODES[self.signum or signal.SIGINT])
+
+    def finish(self) -> int:
+        """Steps 1-4 of the module docstring after the command unwound; the exit code."""
+        if self.flow_run_id is not None:
+            mark_cancelled(self.flow_run_id, f"stopped by {signal.Signals(self.signum).name}")
+        stop_temporary_server()
+        end_children(grace=GRACE_SECONDS)
+        self.say()
+        return EXIT_CODES[self.signum]
+
+    def say(self) -> None:
+        print(f"distillery: stopped by {signal.Signals(self.signum).name} {where_stopped()}; {self.resume}",
+              file=sys.stderr, flush=True)
+
+
+def where_stopped() -> str:
+    """The stage and unit the latest progress of this process names, as words."""
+    from tasks.progress import latest_progress
+
+    reached = latest_progress()
+    if reached is None:
+        return "before any stage reported progress"
+    if reached.done >= reached.total:
+        return f"after {reached.stage} finished its {reached.total} units"
+    return f"in {reached.stage} at unit {reached.done + 1} of {reached.total} ({reached.done} done and kept)"
+
+
+def run_stoppable(command: Callable[[], int], *, resume: str) -> int:
+    """Run ``command`` with SIGINT and SIGTERM handled as the module docstring says; its exit code.
+
+    The handlers stay installed after a stop: the process is exiting, and a second signal must
+    still end it at once.
+    """
+    shutdown = Shutdown(resume)
+    with _handlers(shutdown.handle) as restore:
+        try:
+            code = command()
+        except KeyboardInterrupt as stopped:  # Stopped, or a Ctrl-C that came before the handlers
+            shutdown.signum = shutdown.signum or getattr(stopped, "signum", signal.SIGINT)
+            return shutdown.finish()
+        except BaseException as exc:
+            from prefect.exceptions import TerminationSignal
+
+            if not isinstance(exc, TerminationSignal):
+                raise
+            shutdown.signum = shutdown.signum or exc.signal
+            return shutdown.finish()
+        restore()
+        return code
+
+
+@contextmanager
+def _handlers(handler: Callable[[int, FrameType | None], None]) -> Iterator[Callable[[], None]]:
+    previous = {signum: signal.signal(signum, handler) for signum in EXIT_CODES}
+
+    def restore() -> None:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+    yield restore
+
+
+def _current_flow_run_id() -> UUID | None:
+    """The flow run active in this thread when the signal came, if Prefect is loaded and one is.
+
+    SIGINT arrives inside the run, so its context names it. SIGTERM arrives here only after
+    Prefect's own handler ended the flow: Prefect re-sends the signal while it handles the
+    ``TerminationSignal``, whose traceback holds the flow engine that ran.
+    """
+    context, engines = sys.modules.get("prefect.context"), sys.modules.get("prefect.flow_engine")
+    run_context = context.FlowRunContext.get() if context is not None else None
+    if run_context is not None and run_context.flow_run is not None:
+        return run_context.flow_run.id
+    handled = sys.exc_info()[1]
+    trace = handled.__traceback__ if handled is not None and engines is not None else None
+    while trace is not None:
+        engine = trace.tb_frame.f_locals.get("self")
+        if isinstance(engine, engines.FlowRunEngine) and engine.flow_run is not None:
+            return engine.flow_run.id
+        trace = trace.tb_next
+    return None
+
+
+def mark_cancelled(flow_run_id: UUID, message: str) -> None:
+    """Mark the run tree of ``flow_run_id`` (its outermost parent and every subflow) Cancelled
+    where it is not Completed; leave it as Prefect left it (Crashed) when the API is gone."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+    from prefect.states import Cancelled
+
+    try:
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_run(flow_run_id)
+            while run.parent_task_run_id is not None:
+                run = client.read_flow_run(client.read_task_run(run.parent_task_run_id).flow_run_id)
+            tree, frontier = [run], [run.id]
+            while frontier:
+                children = client.read_flow_runs(
+                    flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=frontier)))
+                tree += children
+                frontier = [child.id for child in children]
+            for member in tree:
+                if member.state is None or not member.state.is_completed():
+                    client.set_flow_run_state(member.id, Cancelled(message=message), force=True)
+    except Exception:  # noqa: BLE001 - the server may be gone (Ctrl-C reaches it too); Crashed stands
+        return
+
+
+def stop_temporary_server() -> None:
+    """Stop the temporary Prefect server, when this process started one, after sending it the
+    logs and events still queued (else they would retry against a closed port at exit)."""
+    server_module = sys.modules.get("prefect.server.api.server")
+    if server_module is None:
+        return
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    for service in (APILogWorker, EventsWorker):
+        service.drain_all(timeout=GRACE_SECONDS)
+    server_module.SubprocessASGIServer().stop()  # the one a client without PREFECT_API_URL starts
+
+
+def end_children(*, grace: float) -> None:
+    """End every process under this one: SIGTERM, SIGKILL after ``grace`` seconds (at once for 0)."""
+    import psutil
+
+    children = psutil.Process().children(recursive=True)
+    for child in children:
+        try:
+            child.kill() if grace <= 0 else child.terminate()
+        except psutil.NoSuchProcess:
+            continue
+    _, alive = psutil.wait_procs(children, timeout=grace or 1.0)
+    for child in alive:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            continue

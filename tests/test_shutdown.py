@@ -1,0 +1,197 @@
+"""SIGTERM and SIGINT stop real `distillery` processes cleanly (flows/shutdown.py).
+
+Each test starts the CLI (``python -m flows.cli``, the ci_tiny preset) in its own session,
+waits for a progress line of the stage it targets, and signals the process: SIGTERM (what
+`kill`, `timeout` and schedulers send) or SIGINT (`kill -INT`). Then: exit 130 / 143, no traceback, one line naming the stage
+and the command that resumes, no process of the run's tree left (the temporary Prefect server
+and Dask workers included), the flow run Cancelled, and the rerun's files the same bytes as an
+uninterrupted run's.
+
+    nice -n 19 .venv/bin/python -m pytest tests/test_shutdown.py
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.conftest import needs_fashion_mnist
+from tests.test_fault_injection import contents
+
+pytestmark = [needs_fashion_mnist, pytest.mark.slow]
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+STOP_LINE = re.compile(r"^distillery: stopped by (SIGINT|SIGTERM) (.*); finished work is kept; resume with: (.*)$", re.M)
+
+
+class Victim:
+    """A `distillery` command in its own session; its output collected line by line, and every
+    process ever seen under it remembered (the server and workers start and end as it runs)."""
+
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "flows.cli", *argv], cwd=PROJECT_ROOT, env=env,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     start_new_session=True)
+        self.lines: list[str] = []
+        self.seen: dict[int, psutil.Process] = {}
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.lines.append(line)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def remember_tree(self) -> None:
+        try:
+            for child in psutil.Process(self.proc.pid).children(recursive=True):
+                self.seen.setdefault(child.pid, child)
+        except psutil.NoSuchProcess:
+            pass
+
+    def wait_for(self, pattern: str, timeout: float = 300) -> None:
+        """Until a line matches ``pattern``, noting the process tree every 50 ms."""
+        deadline = time.monotonic() + timeout
+        while not re.search(pattern, self.output, re.M):
+            assert self.proc.poll() is None, f"ended before {pattern!r}:\n{self.output[-3000:]}"
+            assert time.monotonic() < deadline, f"no {pattern!r} in {timeout} s:\n{self.output[-3000:]}"
+            self.remember_tree()
+            time.sleep(0.05)
+        self.remember_tree()
+
+    def signal(self, signum: int) -> None:
+        self.remember_tree()
+        os.kill(self.proc.pid, signum)
+
+    def finish(self, timeout: float = 60) -> tuple[int, float]:
+        """Wait for the exit; its code and the seconds it took. SIGKILL the group if it hangs."""
+        started = time.monotonic()
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            raise AssertionError(f"no exit {timeout} s after the signal:\n{self.output[-3000:]}") from None
+        self.reader.join(timeout=10)
+        return code, time.monotonic() - started
+
+
+def left_over(victim: Victim) -> list[str]:
+    """Processes of ``victim``'s tree still alive: any it was seen to start, or any in its session."""
+    time.sleep(0.5)  # an exiting child may still be reaped by init
+    alive = {p.pid: p for p in victim.seen.values() if p.is_running() and p.status() != psutil.STATUS_ZOMBIE}
+    for process in psutil.process_iter():
+        try:
+            if os.getsid(process.pid) == victim.proc.pid and process.status() != psutil.STATUS_ZOMBIE:
+                alive[process.pid] = process
+        except (ProcessLookupError, psutil.NoSuchProcess, PermissionError):
+            continue
+    return [f"{p.pid} {' '.join(p.cmdline())[:120]}" for p in alive.values()]
+
+
+def assert_stopped_cleanly(victim: Victim, signum: int, stage: str) -> None:
+    """Exit code, one stop line naming ``stage``, no traceback, no process left."""
+    code, seconds = victim.finish()
+    out = victim.output
+    assert code == {signal.SIGINT: 130, signal.SIGTERM: 143}[signum], f"exit {code}:\n{out[-3000:]}"
+    stops = STOP_LINE.findall(out)
+    assert len(stops) == 1, f"want one stop line:\n{out[-3000:]}"
+    name, where, resume = stops[0]
+    assert name == signal.Signals(signum).name and stage in where, stops[0]
+    assert resume.startswith("distillery ") and "--preset ci_tiny" in resume, resume
+    assert "Traceback" not in out, out[-3000:]
+    assert not left_over(victim), f"left running: {left_over(victim)}"
+    assert seconds < 40, f"stopping took {seconds:.0f} s"
+
+
+def flow_run_states(home: Path) -> list[tuple[str, str]]:
+    """(flow name, state name) of every flow run in the temporary server's database, newest first."""
+    with sqlite3.connect(home / "prefect.db") as db:
+        return db.execute("SELECT flow.name, flow_run.state_name FROM flow_run JOIN flow ON flow.id = flow_run.flow_id "
+                          "ORDER BY flow_run.created DESC").fetchall()
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("prefect-home")
+
+
+@pytest.fixture(scope="module")
+def env(home) -> dict[str, str]:
+    return {**os.environ, "PREFECT_HOME": str(home), "DISTILLERY_PROGRESS": "log"}
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory, env) -> dict[str, bytes]:
+    """The files of an uninterrupted ci_tiny run."""
+    root = tmp_path_factory.mktemp("clean")
+    victim = Victim(["run", "--preset", "ci_tiny", "--artifact-root", str(root)], env)
+    assert victim.finish(timeout=600)[0] == 0, victim.output[-3000:]
+    return contents(root)
+
+
+def rerun_matches(argv: list[str], root: Path, env: dict[str, str], clean: dict[str, bytes]) -> None:
+    again = Victim(argv, env)
+    assert again.finish(timeout=600)[0] == 0, again.output[-3000:]
+    files = contents(root)
+    assert files.keys() == clean.keys(), sorted(files.keys() ^ clean.keys())[:5]
+    assert not [name for name in clean if files[name] != clean[name]]
+
+
+def test_sigterm_in_synthesis_cancels_the_run_stops_its_server_and_resumes_to_the_same_bytes(
+        tmp_path, env, home, clean):
+    argv = ["run", "--preset", "ci_tiny", "--artifact-root", str(tmp_path)]
+    victim = Victim(argv, env)
+    victim.wait_for(r"synthesize 1/\d+")
+    victim.signal(signal.SIGTERM)
+    assert_stopped_cleanly(victim, signal.SIGTERM, "synthesize")
+    assert flow_run_states(home)[0] == ("distill", "Cancelled")
+    rerun_matches(argv, tmp_path, env, clean)
+
+
+def test_sigint_in_evaluate_stops_the_run_and_resumes_to_the_same_bytes(tmp_path, env, clean):
+    argv = ["run", "--preset", "ci_tiny", "--artifact-root", str(tmp_path)]
+    victim = Victim(argv, env)
+    victim.wait_for(r"evaluate 1/\d+")
+    victim.signal(signal.SIGINT)
+    assert_stopped_cleanly(victim, signal.SIGINT, "evaluate")
+    rerun_matches(argv, tmp_path, env, clean)
+
+
+def test_a_second_signal_ends_the_shutdown_at_once_without_orphans(tmp_path, env):
+    victim = Victim(["run", "--preset", "ci_tiny", "--artifact-root", str(tmp_path)], env)
+    victim.wait_for(r"teacher 1/\d+")
+    victim.signal(signal.SIGINT)
+    time.sleep(0.3)
+    victim.signal(signal.SIGTERM)
+    assert_stopped_cleanly(victim, signal.SIGINT, "teacher")
+
+
+def test_sigterm_stops_a_sweep_and_its_subflow(tmp_path, env, home):
+    victim = Victim(["sweep", "--preset", "ci_tiny", "--artifact-root", str(tmp_path),
+                     "--grid", "prune.ratio=0,0.5"], env)
+    victim.wait_for(r"stats 1/\d+")
+    victim.signal(signal.SIGTERM)
+    assert_stopped_cleanly(victim, signal.SIGTERM, "stats")
+    assert flow_run_states(home)[:2] == [("distill", "Cancelled"), ("sweep", "Cancelled")]
+
+
+def test_sigterm_stops_a_dask_run_with_its_local_cluster_and_resumes_to_the_same_bytes(tmp_path, env, clean):
+    argv = ["run", "--preset", "ci_tiny", "--artifact-root", str(tmp_path), "--task-runner", "dask"]
+    victim = Victim(argv, env)
+    victim.wait_for(r"synthesize: mapping \d+ units")
+    victim.wait_for(r"synthesize-unit-\d+' - Finished in state Completed", timeout=120)  # one unit done on a worker
+    victim.signal(signal.SIGTERM)
+    assert_stopped_cleanly(victim, signal.SIGTERM, "synthesize")
+    rerun_matches(argv, tmp_path, env, clean)
