@@ -116,7 +116,8 @@ def bench(config: DistilleryConfig, passes: int = 3) -> list[dict[str, object]]:
     images = Normalization(*normalization(config.data)).to_input(torch.from_numpy(images_u8).to(device))
     classes = int(attrs["num_classes"])
     relabel = relabel_vs_forward(model, images, config.relabel, num_classes=classes, steps=200, seed=config.runtime.seed,
-                                 runtime=runtime, passes=passes)
+                                 crop_scale_min=config.relabel.crop_scale_min or config.data.augment.crop_scale_min,
+                                 passes=passes)
     rows.append(row("relabel / bare teacher forward (samples/s)", relabel["ratio"], ">=0.90",
                     f"{relabel['relabel samples/s']:.0f} vs {relabel['forward samples/s']:.0f} samples/s, {device.type}"))
     student = student_store_vs_memory(images, store.url(refs["relabel"], LABELS), config.evaluate, num_classes=classes,

@@ -127,6 +127,14 @@ def _print_summary(outcomes: list, wall_seconds: float) -> None:  # list[StageOu
         metrics = ", ".join(f"{k}={v:.4g}" for k, v in o.metrics.items())
         print(f"{o.ref.stage:<10} {o.state:<10} {o.seconds:>10.1f}  {metrics}")
         print(f"{'':<10} {o.path}")
+    students = [o for o in outcomes if o.ref.stage == "evaluate"]
+    if students:
+        print("\nstudents (test top-1, mean ± std over seeds):")
+        for o in students:
+            m = o.metrics
+            labels = (f"soft labels {m['label_compression']:.4g}x: {m['label_steps']:.0f} stored steps, "
+                      f"{m['labels_store_bytes'] / 1024:,.1f} KiB" if m["label_steps"] else "hard labels")
+            print(f"  {labels:<52} {m['test_top1']:.4f} ± {m['test_top1_std']:.4f}")
     print(f"wall time {wall_seconds:.1f} s")
 
 

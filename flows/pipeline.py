@@ -28,6 +28,7 @@ def run_pipeline(config: DistilleryConfig, until: str, call: Callable[[Any, Stag
 
     The class statistics are computed only where they are used: when asked for, or for lpld.
     The prune stage runs only for a ratio above 0 (ratio 0 keeps the relabel store as it is);
+    with ``evaluate.also_unpruned`` students are trained on the unpruned store as well, first;
     a hard-label evaluation needs neither relabel nor prune, and the full-data reference
     (``evaluate.train_set=full``) needs no images either.
     """
@@ -57,9 +58,14 @@ def run_pipeline(config: DistilleryConfig, until: str, call: Callable[[Any, Stag
         request = PruneRequest(prune=config.prune, seed=seed, inputs={"labels": outcomes[-1].ref})
         outcomes.append(call(prune_task, request))
     if "evaluate" in wanted:
+        evaluate = config.evaluate.for_stream(epochs=config.relabel.epochs, batch_size=config.relabel.batch_size)
         images = {"images": o.ref for o in outcomes if o.ref.stage == "synthesize"}
-        labels = {"labels": outcomes[-1].ref} if config.evaluate.labels == "soft" else {}
-        request = EvaluateRequest(data=config.data, evaluate=config.evaluate, seed=seed, inputs={**images, **labels})
-        outcomes.append(call(evaluate_task, request))
+        label_sets = [outcomes[-1].ref] if config.evaluate.labels == "soft" else [None]
+        if config.evaluate.also_unpruned and outcomes[-1].ref.stage == "prune" and config.relabel.generate == "all":
+            label_sets.insert(0, outcomes[-2].ref)  # the unpruned store first; the configured one ends the run
+        for labels in label_sets:
+            inputs = {**images, **({"labels": labels} if labels is not None else {})}
+            request = EvaluateRequest(data=config.data, evaluate=evaluate, seed=seed, inputs=inputs)
+            outcomes.append(call(evaluate_task, request))
 
     return outcomes

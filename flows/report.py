@@ -25,14 +25,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from flows.config import ConfigError, DistilleryConfig, format_validation_error, resolve_config
 from flows.sweep import Grid, sweep, sweep_runs
 from storage.artifacts import ArtifactRef, ArtifactStore
-from tasks.findings import answers, ranking_rows
+from tasks.findings import DECIDED, answers, ranking_rows
 from tasks.results import Row, plot_accuracy_vs_label_bytes, to_csv, to_markdown
 from tasks.synthesize import GRID
 
 DEFAULT_REPORT = "fashion_mnist"
 REPORT_MD, REPORT_CSV, PLOT = "results.md", "results.csv", "results-accuracy-vs-label-bytes.png"
-TABLE = ("mode", "ipc", "labels", "compression", "test_top1", "test_top1_std", "label_bytes", "image_bytes",
-         "within_class_similarity", "teacher_agreement", "student_steps")
+TABLE = ("mode", "ipc", "labels", "real_compression", "prune_rule", "label_format", "test_top1", "test_top1_std",
+         "label_bytes", "smaller_than_fp16", "image_bytes", "within_class_similarity", "teacher_agreement",
+         "student_steps")
 
 
 class ReportSpec(BaseModel):
@@ -94,6 +95,10 @@ def render(spec: ReportSpec, rows: list[Row], *, command: str, runs: list[dict[s
     out = [f"# {spec.title}", "", spec.notes.strip(), "",
            f"Regenerate with `{command}`: the `{spec.preset}` preset with {', '.join(spec.set) or 'no overrides'}.",
            f"Machine: {machine()}.", "", "Sweep wall time:", *timing_lines(runs), ""]
+    out += ["Each claim below is settled by a paired difference (students of one seed index share their initial "
+            "weights; similarities pair by class) and its standard error: it **holds** beyond "
+            f"{DECIDED:g} standard errors on its side, **does not hold** beyond them on the other, and is "
+            "**undecided at this noise** in between.", ""]
     for question, lines in answers(rows).items():
         out += [f"## {question}", "", *lines, ""]
     if spec.discussion.strip():
@@ -104,8 +109,9 @@ def render(spec: ReportSpec, rows: list[Row], *, command: str, runs: list[dict[s
                 "On accuracy fractions; HLR = full-data hard - images' hard, IOR = soft - random_real soft "
                 "(both at 1x), LRS in [0, 1], higher is better.", "", to_markdown(ranking)]
     out += ["## Accuracy against soft-label bytes", "", f"![accuracy against label bytes]({PLOT})", "",
-            "## All points", "", "Test top-1 is mean ± std over the students' seeds; `compression` is the soft-label "
-            "pruning factor (0 = hard labels, nothing stored); bytes are on-disk store sizes.", "",
+            "## All points", "", "Test top-1 is mean ± std over the students' seeds; `real_compression` is the "
+            "soft-label pruning factor stored (stream steps / kept steps; 0 = hard labels, nothing stored) by "
+            "`prune_rule`; bytes are on-disk store sizes and `smaller_than_fp16` the unpruned fp16 size over them.", "",
             to_markdown(rows, TABLE)]
     grids = _grid_names(rows)
     if grids:

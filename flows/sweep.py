@@ -26,8 +26,8 @@ from storage.artifacts import ArtifactRef, ArtifactStore, canonical_json
 from tasks.results import Row, result_row, to_csv, to_markdown
 
 RESULTS_CSV, RESULTS_MD, RUNS = "results.csv", "results.md", "runs.jsonl"
-SHOWN = ("mode", "ipc", "labels", "compression", "test_top1", "test_top1_std", "label_bytes",
-         "within_class_similarity", "evaluate_state")
+SHOWN = ("mode", "ipc", "labels", "real_compression", "prune_rule", "label_format", "test_top1", "test_top1_std",
+         "label_bytes", "within_class_similarity", "evaluate_state")
 
 Grid = dict[str, list[str]]
 
@@ -43,12 +43,11 @@ def points_of(grids: list[Grid]) -> list[dict[str, str]]:
 
 
 def _row(point: dict[str, str], config: DistilleryConfig, outcomes: list[StageOutcome]) -> Row:
-    by_stage = {o.ref.stage: o for o in outcomes}
-    evaluate = by_stage["evaluate"]
+    by_stage = {o.ref.stage: o for o in outcomes}  # the last evaluate is the configured one
+    store = ArtifactStore(config.runtime.artifact_root)
     return result_row(
-        point, config, {stage: o.metrics for stage, o in by_stage.items()}, evaluate_state=evaluate.state,
-        evaluate_fingerprint=evaluate.ref.fingerprint, evaluate_seconds=evaluate.seconds,
-        student_steps=int(evaluate.metrics["student_steps"]),
+        point, config, {stage: store.read_manifest(o.ref) for stage, o in by_stage.items()},
+        evaluate_state=by_stage["evaluate"].state,
         images_fingerprint=by_stage["synthesize"].ref.fingerprint if "synthesize" in by_stage else "",
     )
 

@@ -1,7 +1,8 @@
 """The synthetic-image store: one Zarr v3 group per image set.
 
 ``images [N, C, H, W] uint8`` (one chunk per class: images are ordered by class, IPC each),
-``labels [N] int16``, and attributes (format version, mode, IPC, class count, provenance).
+``labels [N] int16``, optional small arrays such as ``loss_curve [units, points, 3] float32`` (the
+synthesis loss curve of each unit), and attributes (format version, mode, IPC, class count, provenance).
 Zstd with its checksum on, so a damaged chunk fails loudly instead of decoding to noise.
 
     write_image_store(url, images, labels, attributes={"mode": "lpld", "ipc": 10, ...})
@@ -24,9 +25,13 @@ class ImageStoreError(RuntimeError):
 
 
 def write_image_store(
-    url: str, images: np.ndarray, labels: np.ndarray, *, images_per_chunk: int, attributes: dict[str, Any]
+    url: str, images: np.ndarray, labels: np.ndarray, *, images_per_chunk: int, attributes: dict[str, Any],
+    extra_arrays: dict[str, np.ndarray] | None = None,
 ) -> None:
-    """Write the whole store at once (mode "w": a half-written earlier attempt is replaced)."""
+    """Write the whole store at once (mode "w": a half-written earlier attempt is replaced).
+
+    ``extra_arrays`` are small arrays stored whole beside the images (e.g. synthesis loss curves).
+    """
     if images.dtype != np.uint8 or images.ndim != 4 or labels.shape != (images.shape[0],):
         raise ValueError(f"expected uint8 images (N, C, H, W) and labels (N,), got {images.shape} {images.dtype}, {labels.shape}")
     group = zarr.open_group(url, mode="w")
@@ -34,6 +39,8 @@ def write_image_store(
         "images", data=images, chunks=(images_per_chunk, *images.shape[1:]), compressors=COMPRESSOR
     )
     group.create_array("labels", data=labels.astype(np.int16), chunks=labels.shape, compressors=COMPRESSOR)
+    for name, array in (extra_arrays or {}).items():
+        group.create_array(name, data=array, chunks=array.shape, compressors=COMPRESSOR)
     group.attrs.update({"format_version": FORMAT_VERSION, **attributes})
 
 

@@ -11,6 +11,8 @@ from typing import Any, Literal, Protocol, Self
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from tasks.augment import AugmentConfig
+
 Split = Literal["train", "test"]
 DataSetName = Literal["fashion_mnist", "cifar10", "cifar100", "imagefolder"]
 
@@ -31,6 +33,10 @@ class DataConfig(BaseModel):
     image_size: int | None = Field(None, ge=8, le=512)  # imagefolder only (default 64)
     train_per_class: int | None = Field(None, ge=1)  # first k training images of each class
     test_limit: int | None = Field(None, ge=1)  # first n test images
+    augment: AugmentConfig = Field(
+        AugmentConfig(crop_scale_min=0.5), description="The one training augmentation of this data: class "
+        "statistics, synthesis, relabel and hard-label students use it unless their section overrides it."
+    )
 
     @model_validator(mode="before")
     @classmethod

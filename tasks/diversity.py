@@ -4,7 +4,7 @@ Mean pairwise cosine similarity of the teacher's penultimate features among one 
 images (diagonal excluded), averaged over classes. Lower means more diverse; LPLD's claim is
 that class-wise synthesis lowers it relative to SRe2L.
 
-    sim = within_class_similarity(teacher, images_u8, labels, norm=norm, device=device)
+    per_class = within_class_similarities(teacher, images_u8, labels, norm=norm, device=device)  # {class: sim}
 """
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ from tasks.pixels import Normalization
 
 
 @torch.no_grad()
-def within_class_similarity(
+def within_class_similarities(
     model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, norm: Normalization, device: torch.device
-) -> float:
+) -> dict[int, float]:
+    """``{class: mean pairwise cosine similarity}`` for every class with two or more images."""
     model.eval()
-    per_class = []
+    per_class = {}
     for c in labels.unique().tolist():
         members = images[labels == c]
         if len(members) < 2:
@@ -30,10 +31,10 @@ def within_class_similarity(
         feats = F.normalize(penultimate_features(model, norm.to_input(members.to(device))).float(), dim=1)  # (n, D)
         sim = feats @ feats.T  # (n, n)
         n = len(members)
-        per_class.append(float((sim.sum() - sim.diagonal().sum()) / (n * (n - 1))))
+        per_class[int(c)] = float((sim.sum() - sim.diagonal().sum()) / (n * (n - 1)))
     if not per_class:
         raise ValueError("within-class similarity needs at least two images of some class")
-    return sum(per_class) / len(per_class)
+    return per_class
 
 
 @torch.no_grad()

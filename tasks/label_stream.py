@@ -41,8 +41,9 @@ class StreamGeometry:
 
 
 def kept_step_count(ratio: float, total: int) -> int:
-    """``ceil((1 - ratio) * total)``, immune to float noise (0.975 of 300 keeps 8, not 9)."""
-    return max(1, math.ceil(round((1.0 - ratio) * total, 9)))
+    """``floor((1 - ratio) * total)``, at least one, immune to float noise: "40x" (0.975) of 1200
+    steps keeps exactly 30, so the factor is the one named."""
+    return max(1, math.floor(round((1.0 - ratio) * total, 9)))
 
 
 @dataclass

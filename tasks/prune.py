@@ -1,7 +1,7 @@
 """Stage `prune`: keep a fraction of the stored steps, as a real, smaller soft-label store.
 
-Ratio r keeps ``ceil((1 - r) * S)`` of the stream's S steps (10x/20x/30x/40x = r 0.9/0.95/
-0.97/0.975). Rules: ``prefix`` keeps the first steps of the seeded stream (already a random
+Ratio r keeps ``floor((1 - r) * S)`` of the stream's S steps, at least one (10x/20x/30x/40x =
+r 0.9/0.95/0.97/0.975; the real factor S / kept is recorded, and is exact when S is a multiple). Rules: ``prefix`` keeps the first steps of the seeded stream (already a random
 sample; the reference's rule, and the one relabel can generate alone), ``uniform`` a seeded
 random subset of steps, ``epoch`` whole epochs chosen at random. The student still trains E
 epochs: :func:`training_schedule` draws each epoch's steps uniformly with replacement from the
@@ -39,7 +39,7 @@ class PruneConfig(BaseModel):
 
 class PruneRequest(StageRequest):
     stage = "prune"
-    code_version = 1
+    code_version = 2  # 2: floor((1 - r) S) steps kept, not ceil
 
     prune: PruneConfig
 
@@ -116,6 +116,7 @@ def prune_task(request: PruneRequest, runtime: RuntimeConfig) -> ArtifactRef:
     )
     metrics, sizes = store_metrics(store.url(ref, LABELS), layout, geometry, len(kept) * layout.batch_size)
     metrics["kept_fraction"] = len(kept) / geometry.total_steps
+    metrics["compression"] = geometry.total_steps / len(kept)
     store.write_manifest(ref, request, metrics=metrics, seconds=time.perf_counter() - started,
                          extra={"labels": LABELS, "array_bytes": sizes, "stream_steps": geometry.total_steps})
     return ref

@@ -29,7 +29,7 @@ from tasks.label_stream import (
 )
 from tasks.pixels import Normalization
 from tasks.progress import StageProgress
-from tasks.runtime import RuntimeConfig, autocast, resolve_device
+from tasks.runtime import RuntimeConfig, resolve_device
 from tasks.synthesize import IMAGES
 from tasks.teacher import load_teacher
 
@@ -51,7 +51,7 @@ class RelabelConfig(BaseModel):
         "boxes", description="Store crop boxes, flips and CutMix fields, or only a per-step seed."
     )
     cutmix: bool = True
-    crop_scale_min: float = Field(0.5, gt=0, le=1)
+    crop_scale_min: float | None = Field(None, gt=0, le=1, description="Crop scale of the steps; None: data.augment's.")
     generate: Literal["all", "kept"] = Field(
         "all", description="kept: with prune.rule=prefix, generate only the steps the prune keeps."
     )
@@ -60,7 +60,7 @@ class RelabelConfig(BaseModel):
 
 class RelabelRequest(StageRequest):
     stage = "relabel"
-    code_version = 1
+    code_version = 2  # 2: the teacher labels in float32 (no autocast); a kept prefix is floor((1 - r) S)
 
     data: DataConfig
     relabel: RelabelConfig
@@ -98,9 +98,13 @@ def encode_labels(logits: np.ndarray, config: RelabelConfig) -> dict[str, np.nda
 
 def label_steps(
     model: nn.Module, images: torch.Tensor, step_ids: range, *, config: RelabelConfig, layout: StoreLayout,
-    geometry: StreamGeometry, seed: int, runtime: RuntimeConfig,
+    geometry: StreamGeometry, seed: int, crop_scale_min: float,
 ) -> dict[str, np.ndarray]:
-    """The stored arrays of ``step_ids``: images (N, C, H, W) normalised on the teacher's device."""
+    """The stored arrays of ``step_ids``: images (N, C, H, W) normalised on the teacher's device.
+
+    The teacher runs in float32 even where the rest of the pipeline uses mixed precision: the
+    labels are the product, and only their storage format may round them.
+    """
     device = images.device
     rows: dict[str, np.ndarray] = {
         name: np.zeros((len(step_ids), *tail), dtype) for name, (tail, dtype) in layout.arrays().items()
@@ -110,8 +114,8 @@ def label_steps(
         index = step_images(seed, step_id, geometry)
         n, aug_seed = len(index), step_seed(seed, step_id)
         aug = sample_augmentation(aug_seed, n=n, image_size=images.shape[-1],
-                                  crop_scale_min=config.crop_scale_min, cutmix=config.cutmix)
-        with torch.no_grad(), autocast(device, runtime):
+                                  crop_scale_min=crop_scale_min, cutmix=config.cutmix)
+        with torch.no_grad():
             logits = model(apply_augmentation(images[index.to(device)], aug)).float().cpu().numpy()
         rows["step_id"][row], rows["image_index"][row, :n] = step_id, index.numpy()
         for name, value in encode_labels(logits, config).items():
@@ -162,6 +166,7 @@ class RelabelJob:
         self.model, _ = load_teacher(self.store, teacher_ref, self.device)
         images_u8, _, image_attrs = read_image_store(self.store.url(images_ref, IMAGES))
         self.geometry = StreamGeometry(len(images_u8), config.batch_size, config.epochs)
+        self.crop_scale_min = config.crop_scale_min or request.data.augment.crop_scale_min
         steps = kept_step_count(request.prefix_ratio, self.geometry.total_steps)
         self.layout = store_layout(config, steps=steps, num_classes=int(image_attrs["num_classes"]))
         self.url = self.store.url(self.ref, LABELS)
@@ -169,7 +174,7 @@ class RelabelJob:
             "teacher": teacher_ref.fingerprint, "images": images_ref.fingerprint, "seed": request.seed,
             "epochs": config.epochs, "num_images": self.geometry.num_images,
             "steps_per_epoch": self.geometry.steps_per_epoch, "stream_steps": self.geometry.total_steps,
-            "mix": "cutmix" if config.cutmix else "none", "crop_scale_min": config.crop_scale_min,
+            "mix": "cutmix" if config.cutmix else "none", "crop_scale_min": self.crop_scale_min,
             "label_temperature": config.label_temperature, "image_size": int(images_u8.shape[-1]), "pruned_from": None,
         })
         self.images = Normalization(*normalization(request.data)).to_input(torch.from_numpy(images_u8).to(self.device))
@@ -181,7 +186,7 @@ class RelabelJob:
         start, stop = self.layout.chunk_bounds(chunk)
         self.writer.write_chunk(chunk, label_steps(
             self.model, self.images, range(start, stop), config=self.request.relabel, layout=self.layout,
-            geometry=self.geometry, seed=self.request.seed, runtime=self.runtime,
+            geometry=self.geometry, seed=self.request.seed, crop_scale_min=self.crop_scale_min,
         ))
 
 

@@ -37,8 +37,9 @@ ClassBNStats = dict[str, dict[str, torch.Tensor]]
 class StatsConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    augment: AugmentConfig = Field(
-        AugmentConfig(crop_scale_min=0.8), description="Training augmentation applied during the pass."
+    augment: AugmentConfig | None = Field(
+        None, description="Training augmentation applied during the pass; None: data.augment (what synthesis "
+        "matches under)."
     )
     passes: int = Field(1, ge=1, le=100, description="Passes over the training set (new augmentation each).")
     batch_size: int = Field(500, ge=1, le=65536, description="Speed only: sums are exact.")
@@ -81,6 +82,7 @@ def class_bn_stats(
     source: ImageSource,
     config: StatsConfig,
     *,
+    augment: AugmentConfig,
     norm: Normalization,
     seed: int,
     device: torch.device,
@@ -102,7 +104,7 @@ def class_bn_stats(
         for pass_index in range(config.passes):
             gen = generator(seed, "stats", "pass", pass_index)
             for index in torch.arange(len(source)).split(config.batch_size):
-                images = augment_batch(source.images_at(index).to(device).float() / 255, config.augment, gen)
+                images = augment_batch(source.images_at(index).to(device).float() / 255, augment, gen)
                 current_labels[:] = [source.labels[index].to(device)]
                 model(norm.to_input(images))
             if on_pass is not None:
@@ -132,7 +134,8 @@ def stats_task(request: StatsRequest, runtime: RuntimeConfig) -> ArtifactRef:
     train = load_split(request.data, "train")
     progress = StageProgress("stats", request.stats.passes)
     stats = class_bn_stats(
-        model, train, request.stats, norm=Normalization(*normalization(request.data)),
+        model, train, request.stats, augment=request.stats.augment or request.data.augment,
+        norm=Normalization(*normalization(request.data)),
         seed=request.seed, device=device, on_pass=progress,
     )
     store.write_bytes(ref, STATS_FILE, stats_bytes(stats))

@@ -19,7 +19,6 @@ at the first missing unit and ends with the same bytes.
 from __future__ import annotations
 
 import io
-import math
 import time
 from dataclasses import dataclass
 from typing import Literal
@@ -35,13 +34,15 @@ from torch import nn
 from storage.artifacts import ArtifactRef, ArtifactStore, StageRequest
 from storage.image_store import grid_png, write_image_store
 from storage.stage_cache import stage_task
-from tasks.augment import crop_resize, sample_boxes, sample_flips
+from tasks.augment import AugmentConfig, crop_resize, sample_boxes, sample_flips
 from tasks.data import DataConfig, ImageSource, load_split, normalization
-from tasks.diversity import label_agreement, within_class_similarity
+from tasks.diversity import label_agreement, within_class_similarities
 from tasks.models import batchnorm_layers
 from tasks.pixels import Normalization
 from tasks.progress import StageProgress
 from tasks.runtime import RuntimeConfig, autocast, generator, resolve_device
+from tasks.schedule import warmup_cosine
+from tasks.synthesis_curve import curve_summary, curve_windows
 from tasks.stats import load_class_bn_stats
 from tasks.teacher import load_teacher
 
@@ -63,13 +64,15 @@ class SynthesisConfig(BaseModel):
     r_bn: float = Field(0.05, ge=0, description="Weight of the BN-matching loss (ImageNet 0.01, Tiny 0.05).")
     first_bn_weight: float = Field(10.0, ge=0, description="Weight of the first BN layer (others 1).")
     jitter: int = Field(2, ge=0, le=256, description="Max random roll in pixels (ImageNet 32, Tiny 4).")
-    crop_scale_min: float = Field(0.5, gt=0, le=1, description="Batch-shared random-resized-crop scale.")
+    crop_scale_min: float | None = Field(
+        None, gt=0, le=1, description="Batch-shared random-resized-crop scale; None: data.augment's."
+    )
     batch_size: int = Field(100, ge=1, le=4096, description="Most images optimised together in one unit.")
 
 
 class SynthesizeRequest(StageRequest):
     stage = "synthesize"
-    code_version = 1
+    code_version = 2  # 2: loss curves stored; crop and flip from data.augment
 
     data: DataConfig
     synthesis: SynthesisConfig
@@ -160,21 +163,31 @@ def optimise_unit(
     bn_targets: dict[str, tuple[torch.Tensor, torch.Tensor]],
     config: SynthesisConfig,
     *,
+    augment: AugmentConfig,
     norm: Normalization,
     gen: torch.Generator,
     runtime: RuntimeConfig,
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """Optimise ``start`` (B, C, H, W), normalised, on its device; returns uint8 images and final losses."""
+) -> tuple[torch.Tensor, dict[str, float], np.ndarray]:
+    """Optimise ``start`` (B, C, H, W), normalised, on its device.
+
+    Returns the uint8 images, the final losses and the loss curve: ``(points, 3)`` float32
+    rows of (total, CE, BN) averaged over consecutive windows of the iterations, so one curve
+    shows whether the unit had converged.
+    """
     device, size = start.device, start.shape[-1]
     x = start.clone().requires_grad_(True)
     optimizer = torch.optim.Adam([x], lr=config.lr, betas=(0.5, 0.9))
     matcher = BNMatchLoss(model, bn_targets, config.first_bn_weight)
+    crop = config.crop_scale_min or augment.crop_scale_min
+    window = curve_windows(config.iterations)  # (iterations,) window of each iteration
+    points = int(window[-1]) + 1
+    curve = torch.zeros(points, 3, dtype=torch.float64)
     try:
         for step in range(config.iterations):
             for group in optimizer.param_groups:
-                group["lr"] = 0.5 * config.lr * (1 + math.cos(math.pi * step / config.iterations))
-            box = sample_boxes(gen, 1, scale=(config.crop_scale_min, 1.0)).expand(len(x), 4)
-            flip = sample_flips(gen, 1).expand(len(x))
+                group["lr"] = config.lr * warmup_cosine(step, warmup_steps=0, total_steps=config.iterations)
+            box = sample_boxes(gen, 1, scale=(crop, 1.0)).expand(len(x), 4)
+            flip = (sample_flips(gen, 1) & augment.flip).expand(len(x))
             shift = torch.randint(-config.jitter, config.jitter + 1, (2,), generator=gen).tolist()
             view = torch.roll(crop_resize(x, box, flip, size=size), shifts=shift, dims=(2, 3))
             with autocast(device, runtime):
@@ -191,9 +204,12 @@ def optimise_unit(
             optimizer.step()
             with torch.no_grad():
                 x.copy_(norm.clip(x))
+                curve[window[step]] += torch.stack([loss, ce, bn]).detach().double().cpu()
     finally:
         matcher.remove()
-    return norm.to_uint8(x.detach()).cpu(), {"loss": loss.item(), "ce": ce.item(), "bn": bn.item()}
+    counts = torch.bincount(window, minlength=points).double()
+    losses = {"loss": loss.item(), "ce": ce.item(), "bn": bn.item()}
+    return norm.to_uint8(x.detach()).cpu(), losses, (curve / counts[:, None]).float().numpy()
 
 
 def bn_targets_for(
@@ -238,32 +254,35 @@ class SynthesisJob:
         unit, config, train, device = self.units[index], self.request.synthesis, self.train, self.device
         gen = generator(self.request.seed, "synthesize", config.mode, unit.index)
         if config.mode == "random_real":
-            result, unit_losses = unit_real_images(train, self.picks, unit, config.ipc), {}
+            result, unit_losses, curve = unit_real_images(train, self.picks, unit, config.ipc), {}, None
         else:
             start = (
                 self.norm.to_input(unit_real_images(train, self.picks, unit, config.ipc))
                 if config.init == "real"
                 else torch.randn(len(unit.labels), train.channels, train.image_size, train.image_size, generator=gen)
             )
-            result, unit_losses = optimise_unit(
+            result, unit_losses, curve = optimise_unit(
                 self.model, start.to(device), torch.tensor(unit.labels, device=device),
                 bn_targets_for(config.mode, self.model, self.class_stats, unit.labels[0], device),
-                config, norm=self.norm, gen=gen, runtime=self.runtime,
+                config, augment=self.request.data.augment, norm=self.norm, gen=gen, runtime=self.runtime,
             )
+            curve = torch.from_numpy(curve)
         buffer = io.BytesIO()
-        torch.save({"images": result, "losses": unit_losses}, buffer)
+        torch.save({"images": result, "losses": unit_losses, "curve": curve}, buffer)
         self.store.write_bytes(self.ref, _unit_file(unit), buffer.getvalue())
 
     def saved(self, unit: Unit) -> dict:
         return torch.load(io.BytesIO(self.store.read_bytes(self.ref, _unit_file(unit))), weights_only=True)
 
 
-def run_units(job: SynthesisJob) -> tuple[np.ndarray, np.ndarray, dict[int, dict[str, float]]]:
-    """Every unit not already saved, then the assembled (N, C, H, W) images and labels."""
+def run_units(job: SynthesisJob) -> tuple[np.ndarray, np.ndarray, dict[int, dict[str, float]], np.ndarray | None]:
+    """Every unit not already saved, then the assembled (N, C, H, W) images and labels, the final
+    losses per unit and the (units, points, 3) loss curves (None for real images)."""
     config, train = job.request.synthesis, job.train
     pending = set(job.pending())
     progress = StageProgress("synthesize", len(job.units))
     losses: dict[int, dict[str, float]] = {}
+    curves = []
     images = np.zeros((train.num_classes * config.ipc, train.channels, train.image_size, train.image_size), np.uint8)
     for done, unit in enumerate(job.units, start=1):
         if unit.index in pending:
@@ -271,9 +290,11 @@ def run_units(job: SynthesisJob) -> tuple[np.ndarray, np.ndarray, dict[int, dict
         saved = job.saved(unit)
         images[list(unit.positions)] = saved["images"].numpy()
         losses[unit.index] = saved["losses"]
+        if saved.get("curve") is not None:
+            curves.append(saved["curve"].numpy())
         progress(done, f"unit {unit.index} classes {sorted(set(unit.labels))} " + " ".join(f"{k}={v:.4f}" for k, v in saved["losses"].items()))
     labels = np.repeat(np.arange(train.num_classes), config.ipc)
-    return images, labels, losses
+    return images, labels, losses, np.stack(curves) if curves else None
 
 
 @stage_task("synthesize", tags=("distillery", "compute"))
@@ -281,22 +302,29 @@ def synthesize_task(request: SynthesizeRequest, runtime: RuntimeConfig) -> Artif
     started = time.perf_counter()
     job = SynthesisJob(request, runtime)
     store, ref, teacher_ref, device, model, norm = job.store, job.ref, request.inputs["teacher"], job.device, job.model, job.norm
-    images, labels, losses = run_units(job)
+    images, labels, losses, curves = run_units(job)
     write_image_store(
         store.url(ref, IMAGES), images, labels, images_per_chunk=request.synthesis.ipc,
+        extra_arrays={} if curves is None else {"loss_curve": curves},
         attributes={"mode": request.synthesis.mode, "ipc": request.synthesis.ipc, "num_classes": int(labels.max()) + 1,
                     "teacher": teacher_ref.fingerprint, "config": request.model_dump(mode="json", exclude={"inputs"})},
     )
     store.write_bytes(ref, GRID, grid_png(images, per_row=request.synthesis.ipc))
     images_t, labels_t = torch.from_numpy(images), torch.from_numpy(labels)
     metrics = {"teacher_agreement": label_agreement(model, images_t, labels_t, norm=norm, device=device)}
+    extra: dict[str, object] = {}
     if request.synthesis.ipc > 1:  # one image per class has no within-class pairs to compare
-        metrics["within_class_similarity"] = within_class_similarity(model, images_t, labels_t, norm=norm, device=device)
-    if losses and any(losses.values()):
+        per_class = within_class_similarities(model, images_t, labels_t, norm=norm, device=device)
+        metrics["within_class_similarity"] = float(np.mean(list(per_class.values())))
+        extra["within_class_similarity_per_class"] = [per_class[c] for c in sorted(per_class)]
+    if curves is not None:
         metrics["mean_final_loss"] = float(np.mean([l["loss"] for l in losses.values()]))
+        extra["loss_curve"] = curve_summary(curves, request.synthesis.iterations)
+        metrics["loss_last_fifth_drop"] = extra["loss_curve"]["last_fifth_drop"]
     store.write_manifest(
         ref, request, metrics=metrics, seconds=time.perf_counter() - started,
-        extra={"device": device.type, "unit_losses": {str(k): v for k, v in losses.items()}, "grid": GRID, "images": IMAGES},
+        extra={"device": device.type, "unit_losses": {str(k): v for k, v in losses.items()}, "grid": GRID,
+               "images": IMAGES, **extra},
     )
     if TaskRunContext.get() is not None:
         create_link_artifact(

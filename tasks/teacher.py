@@ -29,6 +29,7 @@ from tasks.models import create_model
 from tasks.pixels import Normalization
 from tasks.progress import StageProgress
 from tasks.runtime import RuntimeConfig, autocast, generator, resolve_device
+from tasks.schedule import param_groups, warmup_cosine
 
 MODEL_FILE = "model.pt"
 
@@ -47,7 +48,7 @@ class TeacherConfig(BaseModel):
     warmup_epochs: float = Field(
         0.5, ge=0, description="Linear warm-up before cosine decay (reference: 5 of 200 epochs)."
     )
-    augment: AugmentConfig = AugmentConfig(crop_scale_min=0.8)
+    augment: AugmentConfig | None = Field(None, description="Training augmentation; None: data.augment.")
     weights: str | None = Field(
         None, description="Path to a state dict to use instead of training (loaded weights_only)."
     )
@@ -96,19 +97,12 @@ def build_teacher(config: TeacherConfig, source: ImageSource) -> nn.Module:
     )
 
 
-def lr_factor(step: int, *, warmup_steps: int, total_steps: int) -> float:
-    """Linear warm-up to 1, then cosine decay to 0 at ``total_steps``."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
-    return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-
 def train_teacher(
     model: nn.Module,
     train: ImageSource,
     config: TeacherConfig,
     *,
+    augment: AugmentConfig,
     norm: Normalization,
     seed: int,
     device: torch.device,
@@ -116,19 +110,13 @@ def train_teacher(
     on_epoch: Callable[[int, str], None] | None = None,
 ) -> list[float]:
     """Train in place; returns the mean training loss of each epoch."""
-    decay, no_decay = [], []
-    for param in model.parameters():
-        (no_decay if param.ndim <= 1 else decay).append(param)
-    optimizer = torch.optim.SGD(
-        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=config.lr,
-        momentum=config.momentum,
-    )
+    optimizer = torch.optim.SGD(param_groups(model, weight_decay=config.weight_decay), lr=config.lr,
+                                momentum=config.momentum)
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     total = config.epochs * steps_per_epoch
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
-        lambda s: lr_factor(s, warmup_steps=round(config.warmup_epochs * steps_per_epoch), total_steps=total),
+        lambda s: warmup_cosine(s, warmup_steps=round(config.warmup_epochs * steps_per_epoch), total_steps=total),
     )
     epoch_losses = []
     for epoch in range(config.epochs):
@@ -137,7 +125,7 @@ def train_teacher(
         order = torch.randperm(len(train), generator=gen)
         loss_sum = 0.0
         for index in order.split(config.batch_size):
-            images = augment_batch(train.images_at(index).to(device).float() / 255, config.augment, gen)
+            images = augment_batch(train.images_at(index).to(device).float() / 255, augment, gen)
             with autocast(device, runtime):
                 loss = F.cross_entropy(model(norm.to_input(images)), train.labels[index].to(device))
             optimizer.zero_grad(set_to_none=True)
@@ -213,7 +201,8 @@ def teacher_task(request: TeacherRequest, runtime: RuntimeConfig) -> ArtifactRef
         losses: list[float] = []
     else:
         losses = train_teacher(
-            model, train, request.teacher, norm=norm, seed=request.seed, device=device,
+            model, train, request.teacher, augment=request.teacher.augment or request.data.augment, norm=norm,
+            seed=request.seed, device=device,
             runtime=runtime, on_epoch=progress,
         )
     test_top1 = top1_accuracy(model, test, norm=norm, device=device)

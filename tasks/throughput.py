@@ -25,7 +25,7 @@ from storage.softlabels import SoftLabelReader
 from tasks.evaluate import EvaluateConfig, train_student
 from tasks.label_stream import StreamGeometry, apply_augmentation, sample_augmentation, step_images, step_seed
 from tasks.relabel import RelabelConfig, label_steps, store_layout
-from tasks.runtime import RuntimeConfig, autocast
+from tasks.runtime import RuntimeConfig
 
 
 def _seconds(run: Callable[[], object]) -> float:
@@ -47,7 +47,7 @@ def alternating_best(first: Callable[[], object], second: Callable[[], object], 
 
 def relabel_vs_forward(
     model: nn.Module, images: torch.Tensor, config: RelabelConfig, *, num_classes: int, steps: int, seed: int,
-    runtime: RuntimeConfig, passes: int = 3,
+    crop_scale_min: float, passes: int = 3,
 ) -> dict[str, float]:
     """Samples/s of the relabel inner loop and of the bare forward on the same batches."""
     geometry = StreamGeometry(len(images), config.batch_size, config.epochs)
@@ -57,18 +57,18 @@ def relabel_vs_forward(
     for step_id in range(steps):
         index = step_images(seed, step_id, geometry)
         aug = sample_augmentation(step_seed(seed, step_id), n=len(index), image_size=images.shape[-1],
-                                  crop_scale_min=config.crop_scale_min, cutmix=config.cutmix)
+                                  crop_scale_min=crop_scale_min, cutmix=config.cutmix)
         batches.append(apply_augmentation(images[index.to(images.device)], aug))
     samples = sum(len(b) for b in batches)
 
     def bare() -> None:
-        with torch.no_grad(), autocast(images.device, runtime):
+        with torch.no_grad():  # float32, as relabel labels
             for batch in batches:
                 model(batch).float().cpu()
 
     def relabel() -> None:
         label_steps(model, images, range(steps), config=config, layout=layout, geometry=geometry, seed=seed,
-                    runtime=runtime)
+                    crop_scale_min=crop_scale_min)
 
     bare_s, relabel_s = alternating_best(bare, relabel, passes)
     return {"relabel samples/s": samples / relabel_s, "forward samples/s": samples / bare_s,

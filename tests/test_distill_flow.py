@@ -84,16 +84,21 @@ def test_a_new_prune_ratio_reuses_teacher_images_and_labels(prefect_server, tiny
 
 
 def test_cli_runs_the_pipeline_then_reports_it_cached(tmp_path):
-    command = [sys.executable, "-m", "flows.cli", "run", "--preset", "ci_tiny", "--artifact-root", str(tmp_path / "a")]
+    command = [sys.executable, "-m", "flows.cli", "run", "--preset", "ci_tiny", "--artifact-root", str(tmp_path / "a"),
+               "--set", "prune.ratio=0.75", "--set", "evaluate.also_unpruned=true"]
     first = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
-    for stage in ("teacher", "stats", "synthesize", "relabel", "evaluate"):
+    for stage in ("teacher", "stats", "synthesize", "relabel", "prune", "evaluate"):
         assert f"{stage:<10} Completed" in first.stdout
+    # 20 images, batch 8: 3 steps an epoch, 12 in all; 4x keeps 3. Both student sets, unpruned first.
+    students = first.stdout.split("students (test top-1, mean ± std over seeds):\n")[1].splitlines()[:2]
+    assert students[0].startswith("  soft labels 1x: 12 stored steps, ") and " ± " in students[0]
+    assert students[1].startswith("  soft labels 4x: 3 stored steps, ")
     second = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
-    for stage in ("teacher", "stats", "synthesize", "relabel", "evaluate"):
+    for stage in ("teacher", "stats", "synthesize", "relabel", "prune", "evaluate"):
         assert f"{stage:<10} Cached" in second.stdout
-    assert "\nprune " not in second.stdout  # ratio 0: the relabel store is the result
+    assert second.stdout.count("\nevaluate   Cached") == 2
     assert str(tmp_path / "a" / "teacher") in second.stdout
 
 

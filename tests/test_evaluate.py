@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from flows.config import ConfigError, resolve_config
 from storage.artifacts import ArtifactStore
 from storage.softlabels import SoftLabelStoreError
-from tasks.evaluate import EvaluateConfig, EvaluateRequest, adamw, evaluate_task, soft_label_loss
+from tasks.evaluate import (EvaluateConfig, EvaluateRequest, StudentSchedule, create_optimizer, evaluate_task,
+                            soft_label_loss)
 from tasks.models import create_model
 from tasks.relabel import relabel_request, relabel_task
 from tasks.synthesize import SynthesizeRequest, synthesize_task
@@ -27,7 +28,7 @@ OVERRIDES = ["synthesis.mode=random_real", "synthesis.ipc=10", "relabel.batch_si
 
 def test_the_loss_is_kl_at_temperature_t_and_zero_for_the_teachers_own_logits():
     teacher, student = torch.randn(5, 10) * 4, torch.randn(5, 10) * 4
-    config = EvaluateConfig(temperature=4.0)
+    config = EvaluateConfig(temperature=4.0, t_squared=False)
     expected = (F.softmax(teacher / 4, 1) * (F.log_softmax(teacher / 4, 1) - F.log_softmax(student / 4, 1))).sum(1).mean()
     assert soft_label_loss(student, teacher, config).item() == pytest.approx(expected.item(), rel=1e-5)
     assert soft_label_loss(teacher, teacher, config).item() == pytest.approx(0.0, abs=1e-6)
@@ -35,12 +36,48 @@ def test_the_loss_is_kl_at_temperature_t_and_zero_for_the_teachers_own_logits():
     assert soft_label_loss(student, teacher, squared).item() == pytest.approx(16 * expected.item(), rel=1e-5)
 
 
-def test_no_weight_decay_on_biases_and_batchnorm():
+@pytest.mark.parametrize("recipe, kind, lr", [("imagenet", torch.optim.AdamW, 1e-3), ("small_image", torch.optim.SGD, 0.2)])
+def test_no_weight_decay_on_biases_and_batchnorm(recipe, kind, lr):
     model = create_model("convnet", channels=1, num_classes=10, image_size=28, width=8, depth=2)
-    groups = adamw(model, EvaluateConfig(weight_decay=0.05)).param_groups
+    optimizer = create_optimizer(model, EvaluateConfig(recipe=recipe, weight_decay=0.05))
+    groups = optimizer.param_groups
+    assert isinstance(optimizer, kind) and groups[0]["lr"] == lr
+    norm_params = {id(p) for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d) for p in m.parameters()}
     assert groups[0]["weight_decay"] == 0.05 and all(p.ndim > 1 for p in groups[0]["params"])
-    assert groups[1]["weight_decay"] == 0.0 and all(p.ndim == 1 for p in groups[1]["params"])
+    assert groups[1]["weight_decay"] == 0.0 and norm_params <= {id(p) for p in groups[1]["params"]}
     assert len(groups[0]["params"]) + len(groups[1]["params"]) == len(list(model.parameters()))
+
+
+def test_the_decay_rule_goes_by_module_type_not_tensor_rank():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
+    model[1].weight = torch.nn.Parameter(torch.ones(1, 4))  # a 2-d norm weight: a rank rule would decay it
+    decay, rest = create_optimizer(model, EvaluateConfig(recipe="imagenet")).param_groups
+    assert [tuple(p.shape) for p in decay["params"]] == [(4, 4)]
+    assert sorted(tuple(p.shape) for p in rest["params"]) == [(1, 4), (4,), (4,)]
+
+
+def test_students_train_the_streams_epochs_by_default_and_the_small_image_recipe_warms_up():
+    config = resolve_config(preset="fashion_mnist")
+    student = _resolved(config)
+    assert (student.epochs, student.batch_size) == (config.relabel.epochs, config.relabel.batch_size) == (600, 25)
+    assert student.total_steps(4) == 2400  # IPC 10, batch 25: every stored step once at 1x
+    assert _resolved(resolve_config(preset="fashion_mnist", overrides=["evaluate.epochs=7"])).epochs == 7
+    model = create_model("convnet", channels=1, num_classes=10, image_size=28, width=8, depth=2)
+    reference = student.model_copy(update={"recipe": "small_image", "lr": None})  # the recipe's own lr, 0.2
+    optimizer = create_optimizer(model, reference)
+    schedule = StudentSchedule(optimizer, reference, total=1200, steps_per_epoch=4)
+    rates = []
+    for step in range(1200):
+        schedule.set(step)
+        rates.append(optimizer.param_groups[0]["lr"])
+    assert rates[0] == pytest.approx(0.2 / 20) and rates[19] == pytest.approx(0.2)  # 5 epochs x 4 steps of warm-up
+    assert all(a >= b for a, b in zip(rates[19:], rates[20:])) and rates[-1] < 1e-5
+    with pytest.raises(ValueError, match="unresolved; build the request with EvaluateConfig.for_stream"):
+        EvaluateRequest(data=config.data, evaluate=config.evaluate, seed=0)
+
+
+def _resolved(config) -> EvaluateConfig:
+    return config.evaluate.for_stream(epochs=config.relabel.epochs, batch_size=config.relabel.batch_size)
 
 
 def _pipeline(root: Path, *extra: str):
@@ -56,7 +93,7 @@ def _pipeline(root: Path, *extra: str):
 
 def test_students_learn_from_soft_labels_deterministically_and_resume_by_seed(tmp_path):
     config, images, labels = _pipeline(tmp_path / "a")
-    request = EvaluateRequest(data=config.data, evaluate=config.evaluate, seed=0, inputs={"images": images, "labels": labels})
+    request = EvaluateRequest(data=config.data, evaluate=_resolved(config), seed=0, inputs={"images": images, "labels": labels})
     ref = evaluate_task.fn(request, config.runtime)
     store = ArtifactStore(config.runtime.artifact_root)
     manifest = store.read_manifest(ref)
@@ -85,7 +122,7 @@ def test_students_learn_from_soft_labels_deterministically_and_resume_by_seed(tm
 def test_labels_made_for_other_images_are_refused_naming_both(tmp_path):
     config, images, labels = _pipeline(tmp_path / "a")
     other_config, other_images, _ = _pipeline(tmp_path / "a", "synthesis.ipc=11")
-    request = EvaluateRequest(data=config.data, evaluate=config.evaluate, seed=0,
+    request = EvaluateRequest(data=config.data, evaluate=_resolved(config), seed=0,
                               inputs={"images": other_images, "labels": labels})
     with pytest.raises(SoftLabelStoreError, match=f"made from images {images.fingerprint}, but this run uses images {other_images.fingerprint}"):
         evaluate_task.fn(request, config.runtime)
@@ -93,9 +130,9 @@ def test_labels_made_for_other_images_are_refused_naming_both(tmp_path):
 
 def test_the_hard_label_baseline_trains_on_class_labels_alone(tmp_path):
     config, images, labels = _pipeline(tmp_path / "a", "evaluate.labels=hard")
-    request = EvaluateRequest(data=config.data, evaluate=config.evaluate, seed=0, inputs={"images": images})
+    request = EvaluateRequest(data=config.data, evaluate=_resolved(config), seed=0, inputs={"images": images})
     manifest = ArtifactStore(config.runtime.artifact_root).read_manifest(evaluate_task.fn(request, config.runtime))
-    assert manifest["label_steps"] == 0 and manifest["metrics"]["labels_store_bytes"] == 0
+    assert manifest["metrics"]["label_steps"] == 0 and manifest["metrics"]["labels_store_bytes"] == 0
     assert min(manifest["test_top1_per_seed"]) > 0.4  # 100 real images, hard labels: far above chance (0.1)
     with pytest.raises(ValueError, match=r"labels=hard, train_set=distilled\) got inputs \['images', 'labels'\]"):
         evaluate_task.fn(request.model_copy(update={"inputs": {"images": images, "labels": labels}}), config.runtime)
@@ -104,9 +141,9 @@ def test_the_hard_label_baseline_trains_on_class_labels_alone(tmp_path):
 def test_a_step_budget_fixes_student_compute_whatever_the_set_size(tmp_path):
     config, images, labels = _pipeline(tmp_path / "a", "evaluate.steps=7", "evaluate.seeds=1")
     store = ArtifactStore(config.runtime.artifact_root)
-    soft = EvaluateRequest(data=config.data, evaluate=config.evaluate, seed=0, inputs={"images": images, "labels": labels})
+    soft = EvaluateRequest(data=config.data, evaluate=_resolved(config), seed=0, inputs={"images": images, "labels": labels})
     assert store.read_manifest(evaluate_task.fn(soft, config.runtime))["metrics"]["student_steps"] == 7
-    hard = EvaluateRequest(data=config.data, evaluate=config.evaluate.model_copy(update={"labels": "hard"}), seed=0,
+    hard = EvaluateRequest(data=config.data, evaluate=_resolved(config).model_copy(update={"labels": "hard"}), seed=0,
                            inputs={"images": images})
     assert store.read_manifest(evaluate_task.fn(hard, config.runtime))["metrics"]["student_steps"] == 7
     by_epochs = config.evaluate.model_copy(update={"steps": None})
@@ -117,7 +154,7 @@ def test_the_full_data_reference_trains_on_the_whole_real_split_without_images(t
     config = resolve_config(preset="ci_tiny", artifact_root=str(tmp_path),
                             overrides=["evaluate.train_set=full", "evaluate.labels=hard", "evaluate.steps=40",
                                        "evaluate.lr=0.01", "evaluate.seeds=1"])
-    request = EvaluateRequest(data=config.data, evaluate=config.evaluate, seed=0, inputs={})
+    request = EvaluateRequest(data=config.data, evaluate=_resolved(config), seed=0, inputs={})
     manifest = ArtifactStore(str(tmp_path)).read_manifest(evaluate_task.fn(request, config.runtime))
     assert manifest["metrics"]["images_store_bytes"] == 0 and manifest["metrics"]["student_steps"] == 40
     assert manifest["metrics"]["test_top1"] > 0.5  # 2,000 real images (ci_tiny), 40 steps: far above chance

@@ -16,7 +16,7 @@ from storage.artifacts import ArtifactRef, ArtifactStore
 from storage.image_store import read_image_store
 from storage.softlabels import SoftLabelReader, SoftLabelStoreError
 from tasks.data import normalization
-from tasks.label_stream import StreamGeometry, apply_augmentation, stored_augmentation
+from tasks.label_stream import StreamGeometry, apply_augmentation, kept_step_count, stored_augmentation
 from tasks.pixels import Normalization
 from tasks.prune import PruneError, PruneRequest, prune_task, training_schedule
 from tasks.relabel import LABELS, RelabelError, relabel_request, relabel_task
@@ -84,7 +84,7 @@ def test_replaying_stored_augmentation_reproduces_the_stored_logits(upstream, tm
     images = Normalization(*normalization(config.data)).to_input(torch.from_numpy(images_u8))
     for step_index in np.random.default_rng(0).choice(reader.num_steps, 6, replace=False):
         step = reader.step(int(step_index))
-        aug = stored_augmentation(step, image_size=28, crop_scale_min=config.relabel.crop_scale_min, cutmix=True)
+        aug = stored_augmentation(step, image_size=28, crop_scale_min=config.data.augment.crop_scale_min, cutmix=True)
         assert aug.mix_perm is not None
         with torch.no_grad():
             replayed = model(apply_augmentation(images[torch.from_numpy(step.image_index).long()], aug)).numpy()
@@ -210,3 +210,20 @@ def test_training_schedule_draws_each_epoch_from_the_kept_pool_with_replacement(
     assert not np.array_equal(schedule, training_schedule(8, steps_per_epoch=13, epochs=300, seed=1))
     geometry = StreamGeometry(num_images=100, batch_size=8, epochs=300)
     assert geometry.steps_per_epoch == 13 and geometry.total_steps == 3900
+
+
+def test_the_pruning_factor_is_exact():
+    assert kept_step_count(0.975, 1200) == 30  # 40x of 1200 steps: 30, so the factor is exactly 40
+    assert kept_step_count(0.975, 300) == 7  # floor(7.5): 42.9x, never fewer than asked for (ceil gave 37.5x)
+    assert kept_step_count(0.9, 260) == 26 and kept_step_count(0.95, 1200) == 60
+    assert kept_step_count(0.99, 50) == 1  # at least one step
+
+
+def test_relabel_crops_follow_the_data_augmentation_unless_overridden(upstream, tmp_path):
+    root = _root(upstream, tmp_path)
+    store = ArtifactStore(str(root))
+    shared = _relabel(_config(root, "relabel.epochs=1", "data.augment.crop_scale_min=0.7"), upstream)
+    assert SoftLabelReader(store.url(shared, LABELS)).attrs["crop_scale_min"] == 0.7
+    own = _relabel(_config(root, "relabel.epochs=1", "data.augment.crop_scale_min=0.7", "relabel.crop_scale_min=0.3"),
+                   upstream)
+    assert SoftLabelReader(store.url(own, LABELS)).attrs["crop_scale_min"] == 0.3

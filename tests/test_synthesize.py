@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import zarr
 
 from flows.config import resolve_config
 from storage.artifacts import ArtifactStore
@@ -81,7 +82,16 @@ def test_each_mode_writes_a_store_grid_and_metrics(tmp_path, mode):
         picked = {tuple(train.images_at(torch.tensor([i]))[0].flatten().tolist()) for i in range(len(train))}
         assert all(tuple(image.flatten().tolist()) in picked for image in images)
     else:
-        assert len(store.read_manifest(ref)["unit_losses"]) == len(plan_units(mode, num_classes=10, ipc=3, batch_size=2))
+        manifest = store.read_manifest(ref)
+        units = len(plan_units(mode, num_classes=10, ipc=3, batch_size=2))
+        assert len(manifest["unit_losses"]) == units
+        curves = zarr.open_group(store.url(ref, IMAGES), mode="r")["loss_curve"][:]
+        points = min(20, config.synthesis.iterations)
+        assert curves.shape == (units, points, 3) and np.isfinite(curves).all()
+        summary = manifest["loss_curve"]
+        assert summary["iterations"][-1] == config.synthesis.iterations and len(summary["mean_loss"]) == points
+        assert summary["mean_loss"] == pytest.approx(curves[:, :, 0].mean(0), abs=1e-4)
+        assert manifest["metrics"]["loss_last_fifth_drop"] == summary["last_fifth_drop"]
 
 
 def test_synthesis_lowers_the_teachers_loss_on_its_images(tmp_path):
@@ -94,10 +104,12 @@ def test_synthesis_lowers_the_teachers_loss_on_its_images(tmp_path):
     start = torch.randn(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     labels = torch.full((4,), 3)
     before = torch.nn.functional.cross_entropy(model(start), labels).item()
-    images, losses = optimise_unit(model, start, labels, targets, config.synthesis, norm=norm,
-                                   gen=torch.Generator().manual_seed(1), runtime=config.runtime)
+    images, losses, curve = optimise_unit(model, start, labels, targets, config.synthesis, augment=config.data.augment,
+                                          norm=norm, gen=torch.Generator().manual_seed(1), runtime=config.runtime)
     after = torch.nn.functional.cross_entropy(model(norm.to_input(images)), labels).item()
     assert after < before and losses["ce"] < before
+    assert curve.shape == (20, 3) and curve[-1, 0] < curve[0, 0]  # 20 windows of 3 iterations; the loss fell
+    assert curve[:, 0] == pytest.approx(curve[:, 1] + config.synthesis.r_bn * curve[:, 2], rel=1e-4)
 
 
 def test_a_nan_during_synthesis_stops_with_the_fix(tiny_config):
@@ -109,7 +121,7 @@ def test_a_nan_during_synthesis_stops_with_the_fix(tiny_config):
     targets = bn_targets_for("sre2l", model, None, 0, torch.device("cpu"))
     with pytest.raises(SynthesisError, match="iteration 0 .*lower synthesis.lr"):
         optimise_unit(model, torch.zeros(2, 1, 28, 28), torch.tensor([0, 1]), targets, tiny_config.synthesis,
-                      norm=Normalization(*normalization(tiny_config.data)), gen=torch.Generator(), runtime=tiny_config.runtime)
+                      augment=tiny_config.data.augment, norm=Normalization(*normalization(tiny_config.data)), gen=torch.Generator(), runtime=tiny_config.runtime)
 
 
 KILL_SCRIPT = """

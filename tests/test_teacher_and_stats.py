@@ -10,7 +10,8 @@ from tasks.data import load_split, normalization
 from tasks.models import batchnorm_layers
 from tasks.pixels import Normalization
 from tasks.stats import StatsRequest, class_bn_stats, load_class_bn_stats, stats_task
-from tasks.teacher import load_teacher, lr_factor, teacher_request, teacher_task, top1_accuracy
+from tasks.schedule import warmup_cosine
+from tasks.teacher import load_teacher, teacher_request, teacher_task, top1_accuracy
 from tests.conftest import needs_fashion_mnist
 
 pytestmark = needs_fashion_mnist
@@ -23,7 +24,7 @@ def stored_teacher(tiny_config):
 
 
 def test_lr_warms_up_linearly_then_decays_to_zero():
-    factors = [lr_factor(s, warmup_steps=4, total_steps=20) for s in range(21)]
+    factors = [warmup_cosine(s, warmup_steps=4, total_steps=20) for s in range(21)]
     assert factors[:4] == [0.25, 0.5, 0.75, 1.0]
     assert all(a >= b for a, b in zip(factors[4:], factors[5:]))
     assert factors[20] == pytest.approx(0.0)
