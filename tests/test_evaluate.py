@@ -153,10 +153,10 @@ def test_a_step_budget_fixes_student_compute_whatever_the_set_size(tmp_path):
 def test_the_full_data_reference_trains_on_the_whole_real_split_without_images(tmp_path):
     config = resolve_config(preset="ci_tiny", artifact_root=str(tmp_path),
                             overrides=["evaluate.train_set=full", "evaluate.labels=hard", "evaluate.steps=40",
-                                       "evaluate.lr=0.01", "evaluate.seeds=1"])
+                                       "evaluate.lr=0.01", "evaluate.seeds=1", "evaluate.batch_size=100"])
     request = EvaluateRequest(data=config.data, evaluate=_resolved(config), seed=0, inputs={})
     manifest = ArtifactStore(str(tmp_path)).read_manifest(evaluate_task.fn(request, config.runtime))
     assert manifest["metrics"]["images_store_bytes"] == 0 and manifest["metrics"]["student_steps"] == 40
-    assert manifest["metrics"]["test_top1"] > 0.5  # 2,000 real images (ci_tiny), 40 steps: far above chance
+    assert manifest["metrics"]["test_top1"] > 0.5  # 2,000 real images (ci_tiny), 40 steps of 100: far above chance
     with pytest.raises(ConfigError, match="train_set=full trains on real class labels; set evaluate.labels=hard"):
         resolve_config(preset="ci_tiny", overrides=["evaluate.train_set=full"])

@@ -85,7 +85,7 @@ def _direct_class_moments(model, images, layer):
 
 def test_stored_class_statistics_equal_the_direct_statistic_of_each_class(tiny_config, stored_teacher):
     store = ArtifactStore(tiny_config.runtime.artifact_root)
-    stats_config = tiny_config.stats.model_copy(update={"augment": tiny_config.stats.augment.model_copy(update={"enabled": False}), "batch_size": 333})
+    stats_config = tiny_config.stats.model_copy(update={"augment": tiny_config.data.augment.model_copy(update={"enabled": False}), "batch_size": 333})
     request = StatsRequest(data=tiny_config.data, stats=stats_config, seed=0, inputs={"teacher": stored_teacher})
     stored = load_class_bn_stats(store, stats_task.fn(request, tiny_config.runtime))
 
@@ -107,9 +107,9 @@ def test_class_statistics_do_not_depend_on_batch_size(tiny_config, stored_teache
     model, _ = load_teacher(store, stored_teacher, torch.device("cpu"))
     train = load_split(tiny_config.data, "train")
     norm = Normalization(*normalization(tiny_config.data))
-    no_aug = tiny_config.stats.augment.model_copy(update={"enabled": False})
+    no_aug = tiny_config.data.augment.model_copy(update={"enabled": False})
     small, large = (
-        class_bn_stats(model, train, tiny_config.stats.model_copy(update={"augment": no_aug, "batch_size": b}),
+        class_bn_stats(model, train, tiny_config.stats.model_copy(update={"batch_size": b}), augment=no_aug,
                        norm=norm, seed=0, device=torch.device("cpu"))
         for b in (64, 2000)
     )
@@ -123,9 +123,11 @@ def test_augmented_statistics_differ_from_plain_ones_and_are_seeded(tiny_config,
     model, _ = load_teacher(store, stored_teacher, torch.device("cpu"))
     train = load_split(tiny_config.data, "train")
     norm = Normalization(*normalization(tiny_config.data))
-    run = lambda cfg, seed: class_bn_stats(model, train, cfg, norm=norm, seed=seed, device=torch.device("cpu"))  # noqa: E731
-    augmented, again = run(tiny_config.stats, 0), run(tiny_config.stats, 0)
-    plain = run(tiny_config.stats.model_copy(update={"augment": tiny_config.stats.augment.model_copy(update={"enabled": False})}), 0)
+    run = lambda augment, seed: class_bn_stats(model, train, tiny_config.stats, augment=augment, norm=norm, seed=seed,  # noqa: E731
+                                               device=torch.device("cpu"))
+    shared = tiny_config.data.augment  # what the stats stage uses when stats.augment is unset
+    augmented, again = run(shared, 0), run(shared, 0)
+    plain = run(shared.model_copy(update={"enabled": False}), 0)
     first = next(iter(augmented))
     assert torch.equal(augmented[first]["var"], again[first]["var"])
     assert not torch.allclose(augmented[first]["var"], plain[first]["var"])
