@@ -22,7 +22,7 @@ from typing import Sequence
 import torch
 
 from flows.config import DistilleryConfig, resolve_config
-from flows.plain import PlainOutcome, run_plain
+from flows.without_prefect import PlainOutcome, run_plain
 from storage.artifacts import ArtifactStore
 from tasks.data import ImageSource, load_split
 

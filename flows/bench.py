@@ -3,7 +3,7 @@
 On one config (default: the ``bench`` preset, Fashion-MNIST sized to finish in minutes) and a
 bench root that starts empty, in this order:
 
-1. the pipeline as plain functions (:mod:`flows.plain`), cold, in ``<root>/plain``, and as the
+1. the pipeline as plain functions (:mod:`flows.without_prefect`), cold, in ``<root>/plain``, and as the
    ``distill`` Prefect flow, cold, in ``<root>/prefect``, then each once more in ``prefect2`` and
    ``plain2`` (interleaved, so drift of the machine's speed cancels): the orchestration ratio
    is Prefect / plain over both pairs, goal <= 1.05;
@@ -31,17 +31,17 @@ from prefect.artifacts import create_table_artifact
 
 from flows.config import DistilleryConfig
 from flows.distill import distill
-from flows.plain import run_plain
+from flows.without_prefect import run_plain
 from flows.scale_out import map_units, unit_runner
 from storage.artifacts import ArtifactRef, ArtifactStore
 from storage.image_store import read_image_store
 from tasks.data import normalization
-from tasks.pixels import Normalization
+from tasks.normalization import Normalization
 from tasks.relabel import LABELS, relabel_request, relabel_task
 from tasks.runtime import resolve_device
 from tasks.synthesize import IMAGES, SynthesizeRequest
 from tasks.teacher import load_teacher
-from tasks.throughput import label_store_reads, relabel_vs_forward, student_store_vs_memory
+from tasks.bench.side_by_side import label_store_reads, relabel_vs_forward, student_store_vs_memory
 
 FORMATS = {"fp16+boxes": {}, "fp16+seed": {"augmentation": "seed"},
            "top3+seed": {"label_format": "topk", "topk": 3, "augmentation": "seed"},
@@ -67,7 +67,7 @@ def _link_inputs(refs: dict[str, ArtifactRef], stages: tuple[str, ...], source: 
 
 
 def _warm_up() -> None:
-    import tasks.units  # noqa: F401 - torch and the stage code, imported before the clock starts
+    import tasks.unit_task  # noqa: F401 - torch and the stage code, imported before the clock starts
 
 
 def dask_synthesis_seconds(

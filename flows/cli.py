@@ -228,7 +228,7 @@ def _command(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
         return 0
     if args.command == "bench-labels":
         from flows.bench import print_table
-        from tasks.throughput import label_store_reads
+        from tasks.bench.side_by_side import label_store_reads
 
         print(print_table(label_store_reads(args.artifact_root, passes=max(args.passes, 1), reads=max(args.reads, 1))))
         return 0
@@ -275,7 +275,7 @@ def _command(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
         if args.command in ("sweep", "report"):
             from flows.report import load_spec, report
             from flows.sweep import SHOWN, sweep
-            from tasks.results import to_markdown
+            from tasks.report.rows import to_markdown
 
             rows = (sweep(base=config, grids=grids) if args.command == "sweep" else
                     report(spec=load_spec(args.spec), base=config, out_dir=args.out,

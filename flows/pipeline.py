@@ -1,7 +1,7 @@
 """The pipeline's wiring, once: which stages a config needs, in order, and what feeds each.
 
 Both entry points use it: the `distill` Prefect flow (each stage a cached task run) and
-:mod:`flows.plain` (the same stage entries called as plain functions: benchmarks, fault
+:mod:`flows.without_prefect` (the same stage entries called as plain functions: benchmarks, fault
 injection). ``call(stage_entry, request)`` runs one stage and returns an object with ``.ref``.
 """
 

@@ -1,7 +1,7 @@
 """The `report` flow: run a report spec's sweep and write the results report to a folder.
 
 A report spec (``deploy/reports/<name>.yaml`` or any YAML file) names a preset, overrides and
-the grids; the report is the sweep's table, the answers of :mod:`tasks.findings`, DD-Ranking's
+the grids; the report is the sweep's table, the answers of :mod:`tasks.report.claims`, DD-Ranking's
 scores, a plot of accuracy against label bytes and the image grids, with the command, the
 machine and the sweep's wall times written beside the numbers. A rerun is all ``Cached`` and
 rewrites the same numbers; its wall time is added to the list of runs.
@@ -25,8 +25,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from flows.config import ConfigError, DistilleryConfig, format_validation_error, resolve_config
 from flows.sweep import Grid, sweep, sweep_runs
 from storage.artifacts import ArtifactRef, ArtifactStore
-from tasks.findings import DECIDED, answers, ranking_rows
-from tasks.results import Row, plot_accuracy_vs_label_bytes, to_csv, to_markdown
+from tasks.report.claims import DECIDED, answers, ranking_rows
+from tasks.report.rows import Row, plot_accuracy_vs_label_bytes, to_csv, to_markdown
 from tasks.synthesize import GRID
 
 DEFAULT_REPORT = "fashion_mnist"

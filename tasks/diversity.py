@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tasks.models import penultimate_features
-from tasks.pixels import Normalization
+from tasks.normalization import Normalization
 
 
 @torch.no_grad()

@@ -37,7 +37,7 @@ from tasks.augment import AugmentConfig, augment_batch
 from tasks.data import DataConfig, load_split, normalization
 from tasks.label_stream import apply_augmentation, stored_augmentation
 from tasks.models import create_model
-from tasks.pixels import Normalization
+from tasks.normalization import Normalization
 from tasks.progress import StageProgress
 from tasks.prune import training_schedule
 from tasks.relabel import LABELS

@@ -27,7 +27,7 @@ from tasks.data import DataConfig, normalization
 from tasks.label_stream import (
     StreamGeometry, apply_augmentation, kept_step_count, sample_augmentation, step_images, step_seed,
 )
-from tasks.pixels import Normalization
+from tasks.normalization import Normalization
 from tasks.progress import StageProgress
 from tasks.runtime import RuntimeConfig, resolve_device
 from tasks.synthesize import IMAGES

@@ -25,7 +25,7 @@ from storage.stage_cache import stage_task
 from tasks.augment import AugmentConfig, augment_batch
 from tasks.data import DataConfig, ImageSource, load_split, normalization
 from tasks.models import batchnorm_layers
-from tasks.pixels import Normalization
+from tasks.normalization import Normalization
 from tasks.progress import StageProgress
 from tasks.runtime import RuntimeConfig, generator, resolve_device
 from tasks.teacher import load_teacher

@@ -38,7 +38,7 @@ from tasks.augment import AugmentConfig, crop_resize, sample_boxes, sample_flips
 from tasks.data import DataConfig, ImageSource, load_split, normalization
 from tasks.diversity import label_agreement, within_class_similarities
 from tasks.models import batchnorm_layers
-from tasks.pixels import Normalization
+from tasks.normalization import Normalization
 from tasks.progress import StageProgress
 from tasks.runtime import RuntimeConfig, autocast, generator, resolve_device
 from tasks.schedule import warmup_cosine
@@ -229,7 +229,7 @@ class SynthesisJob:
     """One synthesis request's units and what building them needs, loaded once per process.
 
     The stage entry builds the pending units in order; a scaled-out run maps :meth:`build`
-    over them on other workers first (:mod:`tasks.units`). Either way a unit is seeded by its
+    over them on other workers first (:mod:`tasks.unit_task`). Either way a unit is seeded by its
     index alone and saved whole, so the assembled images are the same bytes.
     """
 

@@ -26,7 +26,7 @@ from storage.stage_cache import stage_task
 from tasks.augment import AugmentConfig, augment_batch
 from tasks.data import DataConfig, ImageSource, load_split, normalization
 from tasks.models import create_model
-from tasks.pixels import Normalization
+from tasks.normalization import Normalization
 from tasks.progress import StageProgress
 from tasks.runtime import RuntimeConfig, autocast, generator, resolve_device
 from tasks.schedule import param_groups, warmup_cosine

@@ -1,6 +1,6 @@
 """Kills at seeded random points across the whole pipeline, and two runs of one config at once.
 
-The pipeline is the ci_tiny preset run by :mod:`flows.plain` in a child process (the stage
+The pipeline is the ci_tiny preset run by :mod:`flows.without_prefect` in a child process (the stage
 entries the Prefect flow calls, without a server, so one trial takes seconds). Each kill trial
 SIGKILLs it a seeded moment after it starts building a chosen stage (the trials cycle through
 all six), checks that no artifact directory carries a manifest unless it
@@ -27,7 +27,7 @@ TRIALS = 10
 
 
 def pipeline(root: Path) -> list[str]:
-    return [sys.executable, "-m", "flows.plain", "--preset", "ci_tiny", "--artifact-root", str(root),
+    return [sys.executable, "-m", "flows.without_prefect", "--preset", "ci_tiny", "--artifact-root", str(root),
             "--set", "prune.ratio=0.5"]
 
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from tasks.ranking import label_robust_score
+from tasks.report.ranking import label_robust_score
 
 
 def test_the_score_combines_recovery_and_improvement_and_stays_in_the_unit_interval():

@@ -17,7 +17,7 @@ from storage.image_store import read_image_store
 from storage.softlabels import SoftLabelReader, SoftLabelStoreError
 from tasks.data import normalization
 from tasks.label_stream import StreamGeometry, apply_augmentation, kept_step_count, stored_augmentation
-from tasks.pixels import Normalization
+from tasks.normalization import Normalization
 from tasks.prune import PruneError, PruneRequest, prune_task, training_schedule
 from tasks.relabel import LABELS, RelabelError, relabel_request, relabel_task
 from tasks.synthesize import IMAGES, SynthesizeRequest, synthesize_task

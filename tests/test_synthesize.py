@@ -16,7 +16,7 @@ from flows.config import resolve_config
 from storage.artifacts import ArtifactStore
 from storage.image_store import read_image_store
 from tasks.data import load_split, normalization
-from tasks.pixels import Normalization
+from tasks.normalization import Normalization
 from tasks.stats import StatsRequest, stats_task
 from tasks.synthesize import (
     IMAGES, SynthesisError, SynthesizeRequest, bn_targets_for, optimise_unit, plan_units, real_picks, synthesize_task,

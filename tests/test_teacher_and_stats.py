@@ -8,7 +8,7 @@ import torch
 from storage.artifacts import ArtifactStore
 from tasks.data import load_split, normalization
 from tasks.models import batchnorm_layers
-from tasks.pixels import Normalization
+from tasks.normalization import Normalization
 from tasks.stats import StatsRequest, class_bn_stats, load_class_bn_stats, stats_task
 from tasks.schedule import warmup_cosine
 from tasks.teacher import load_teacher, teacher_request, teacher_task, top1_accuracy

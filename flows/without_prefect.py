@@ -5,7 +5,7 @@ with a manifest is skipped, an unfinished one resumes) and the same per-artifact
 server, no task runs, no dashboard. It is the yardstick for Prefect's overhead and the driver
 of the kill and concurrency tests.
 
-    python -m flows.plain --preset ci_tiny --artifact-root /tmp/a [--set k=v ...] [--until STAGE]
+    python -m flows.without_prefect --preset ci_tiny --artifact-root /tmp/a [--set k=v ...] [--until STAGE]
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ def run_plain(config: DistilleryConfig, until: str = STAGES[-1]) -> list[PlainOu
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flows.plain", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m flows.without_prefect", description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="ci_tiny")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--artifact-root", required=True)

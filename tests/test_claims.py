@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from tasks.findings import (against_random_real, answers, pruned_vs_full_answer, pruning_cost_answer, ranking_rows,
+from tasks.report.claims import (against_random_real, answers, pruned_vs_full_answer, pruning_cost_answer, ranking_rows,
                             verdict)
-from tasks.results import paired_difference, to_markdown
+from tasks.report.rows import paired_difference, to_markdown
 
 
 def row(mode, ipc, labels, compression, seeds, similarity=(0.6, 0.6, 0.6), label_format="fp16"):

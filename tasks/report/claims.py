@@ -7,10 +7,10 @@
     synthetic set (e.g. ``init=real``) above the random real subset at equal label bytes;
 (e) soft labels at 1x against hard labels on the same images;
 (f) a larger IPC against a smaller one at 1x;
-plus DD-Ranking's HLR / IOR / label-robust score per mode (:mod:`tasks.ranking`).
+plus DD-Ranking's HLR / IOR / label-robust score per mode (:mod:`tasks.report.ranking`).
 
 Students of one seed index share their initial weights and stream draws across points, so
-differences are taken seed by seed (:func:`tasks.results.paired_difference`). A claim
+differences are taken seed by seed (:func:`tasks.report.rows.paired_difference`). A claim
 "holds" when its difference is more than ``DECIDED`` standard errors on the claimed side,
 "does not hold" when as far on the other, and is "undecided at this noise" in between. Every
 line states the difference and its error; a point the sweep did not run gives "n/a".
@@ -18,8 +18,8 @@ line states the difference and its error; a point the sweep did not run gives "n
 
 from __future__ import annotations
 
-from tasks.ranking import label_robust_score
-from tasks.results import Row, find, paired_difference, pm
+from tasks.report.ranking import label_robust_score
+from tasks.report.rows import Row, find, paired_difference, pm
 
 FULL, PRUNED = 1.0, 40.0
 DECIDED = 2.0  # standard errors a difference must clear to settle a claim
