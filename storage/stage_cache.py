@@ -7,16 +7,19 @@ A stage's Prefect cache key is its artifact fingerprint, never a pickled input o
 * record but no manifest (artifact deleted)    -> ``refresh_cache`` recomputes it.
 
 Stage entries are declared with :func:`stage_task` and called from flows with
-:func:`run_stage`; results (an :class:`ArtifactRef`, a few bytes of JSON) persist in Prefect's
+:func:`run_stage`. The wrapper holds the opening every stage shares (open the store, return
+the reference when the artifact is complete, take its lock, start the clock) and hands the
+body a :class:`StageRun`, whose :meth:`StageRun.finish` writes the manifest with the seconds.
+ results (an :class:`ArtifactRef`, a few bytes of JSON) persist in Prefect's
 local result storage, so cache records outlive the temporary server's database.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
+import time
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable
 
 from prefect import Task, task
 from prefect.cache_policies import CachePolicy
@@ -26,8 +29,6 @@ from prefect.states import State
 
 from storage.artifacts import ArtifactRef, ArtifactStore, StageRequest
 from storage.locks import artifact_lock
-
-R = TypeVar("R")
 
 
 @dataclass
@@ -47,26 +48,44 @@ class StageFingerprint(CachePolicy):
         return f"{request.stage}-{request.fingerprint()}"
 
 
-def stage_task(stage: str, *, tags: tuple[str, ...] = ()) -> Callable[[Callable[..., R]], Task[..., R]]:
-    """Declare a stage's Prefect entry: named after the stage, cached by fingerprint.
+@dataclass
+class StageRun:
+    """One build of a stage's artifact: where it goes, what asked for it, when it started."""
 
-    The entry is ``fn(request, runtime, ...)``; its body runs only when the artifact has no
-    manifest yet under ``runtime.artifact_root`` (otherwise the stored reference is returned),
-    and only under the artifact's lock, so two concurrent runs build it once.
+    store: ArtifactStore
+    ref: ArtifactRef
+    request: StageRequest
+    started: float
+
+    def finish(self, *, metrics: dict[str, float], extra: dict[str, Any] | None = None) -> ArtifactRef:
+        """Write the manifest (last, atomically: the artifact is complete from here on)."""
+        self.store.write_manifest(self.ref, self.request, metrics=metrics, seconds=time.perf_counter() - self.started,
+                                  extra=extra)
+        return self.ref
+
+
+def stage_task(stage: str, *, tags: tuple[str, ...] = ()) -> Callable[[Callable[[StageRun, Any], ArtifactRef]], Task[..., ArtifactRef]]:
+    """Declare a stage's Prefect entry ``entry(request, runtime)``: named after the stage, cached by fingerprint.
+
+    The body ``fn(run, runtime)`` runs only when the artifact has no manifest yet under
+    ``runtime.artifact_root`` (otherwise the stored reference is returned), and only under the
+    artifact's lock, so two concurrent runs build it once.
     """
 
-    def declare(fn: Callable[..., R]) -> Task[..., R]:
-        @functools.wraps(fn)
-        def entry(request: StageRequest, runtime: Any, *args: Any, **kwargs: Any) -> R:
+    def declare(fn: Callable[[StageRun, Any], ArtifactRef]) -> Task[..., ArtifactRef]:
+        def entry(request: StageRequest, runtime: Any) -> ArtifactRef:
             store, ref = ArtifactStore(runtime.artifact_root), request.ref()
             if store.is_complete(ref):
-                return ref  # type: ignore[return-value]  # built before, maybe on another machine
+                return ref  # built before, maybe on another machine
             with artifact_lock(store, ref, on_wait=lambda: _log(f"{ref} is being built by another run; waiting for it")):
                 if store.is_complete(ref):
                     _log(f"{ref} was built by another run meanwhile; reusing it")
-                    return ref  # type: ignore[return-value]
+                    return ref
                 _log(f"building {ref}")
-                return fn(request, runtime, *args, **kwargs)
+                return fn(StageRun(store, ref, request, time.perf_counter()), runtime)
+
+        entry.__name__, entry.__qualname__, entry.__module__ = fn.__name__, fn.__qualname__, fn.__module__
+        entry.__doc__ = fn.__doc__
 
         return task(
             entry,

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import statistics
-import time
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -32,7 +31,7 @@ from torch import nn
 from storage.artifacts import ArtifactRef, ArtifactStore, StageRequest
 from storage.image_store import read_image_store
 from storage.softlabels import SoftLabelReader, array_bytes
-from storage.stage_cache import stage_task
+from storage.stage_cache import StageRun, stage_task
 from tasks.augment import AugmentConfig, augment_batch
 from tasks.data import DataConfig, load_split, normalization
 from tasks.label_stream import apply_augmentation, stored_augmentation
@@ -296,10 +295,10 @@ class EvaluateJob:
 
 
 @stage_task("evaluate", tags=("distillery", "compute"))
-def evaluate_task(request: EvaluateRequest, runtime: RuntimeConfig) -> ArtifactRef:
-    started = time.perf_counter()
+def evaluate_task(run: StageRun, runtime: RuntimeConfig) -> ArtifactRef:
+    request = run.request
     job = EvaluateJob(request, runtime)
-    config, store, ref, labels = request.evaluate, job.store, job.ref, job.labels
+    config, store, labels = request.evaluate, job.store, job.labels
     labels_ref, images_ref = request.inputs.get("labels"), request.inputs.get("images")
     pending = set(job.pending())
     progress = StageProgress("evaluate", config.seeds)
@@ -316,7 +315,5 @@ def evaluate_task(request: EvaluateRequest, runtime: RuntimeConfig) -> ArtifactR
                "student_steps": float(config.total_steps(per_epoch)),
                "label_steps": float(labels.num_steps) if labels is not None else 0.0,
                "label_compression": labels.attrs["stream_steps"] / labels.num_steps if labels is not None else 0.0}
-    store.write_manifest(ref, request, metrics=metrics, seconds=time.perf_counter() - started,
-                         extra={"device": job.device.type, "test_top1_per_seed": top1s,
-                                "prune_rule": labels.attrs.get("prune_rule") if labels is not None else None})
-    return ref
+    return run.finish(metrics=metrics, extra={"device": job.device.type, "test_top1_per_seed": top1s,
+                                              "prune_rule": labels.attrs.get("prune_rule") if labels is not None else None})

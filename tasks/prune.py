@@ -12,16 +12,15 @@ kept pool.
 
 from __future__ import annotations
 
-import time
 from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from storage.artifacts import ArtifactRef, ArtifactStore, StageRequest
+from storage.artifacts import ArtifactRef, StageRequest
 from storage.softlabels import SoftLabelReader, SoftLabelWriter, StoreLayout
-from storage.stage_cache import stage_task
+from storage.stage_cache import StageRun, stage_task
 from tasks.label_stream import StreamGeometry, kept_step_count
 from tasks.progress import StageProgress
 from tasks.relabel import LABELS, store_metrics
@@ -98,9 +97,8 @@ def write_pruned(
 
 
 @stage_task("prune", tags=("distillery", "io"))
-def prune_task(request: PruneRequest, runtime: RuntimeConfig) -> ArtifactRef:
-    store, ref = ArtifactStore(runtime.artifact_root), request.ref()
-    started = time.perf_counter()
+def prune_task(run: StageRun, runtime: RuntimeConfig) -> ArtifactRef:
+    store, ref, request = run.store, run.ref, run.request
     source_ref = request.inputs["labels"]
     source = SoftLabelReader(store.url(source_ref, LABELS))
     attrs = source.attrs
@@ -117,6 +115,4 @@ def prune_task(request: PruneRequest, runtime: RuntimeConfig) -> ArtifactRef:
     metrics, sizes = store_metrics(store.url(ref, LABELS), layout, geometry, len(kept) * layout.batch_size)
     metrics["kept_fraction"] = len(kept) / geometry.total_steps
     metrics["compression"] = geometry.total_steps / len(kept)
-    store.write_manifest(ref, request, metrics=metrics, seconds=time.perf_counter() - started,
-                         extra={"labels": LABELS, "array_bytes": sizes, "stream_steps": geometry.total_steps})
-    return ref
+    return run.finish(metrics=metrics, extra={"labels": LABELS, "array_bytes": sizes, "stream_steps": geometry.total_steps})

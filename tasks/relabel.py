@@ -11,7 +11,6 @@ the first unfinished chunk and ends with the same bytes. With ``generate: kept``
 
 from __future__ import annotations
 
-import time
 from typing import Literal
 
 import numpy as np
@@ -22,7 +21,7 @@ from torch import nn
 from storage.artifacts import ArtifactRef, ArtifactStore, StageRequest
 from storage.image_store import read_image_store
 from storage.softlabels import SoftLabelWriter, StoreLayout, array_bytes, encode_prob8, encode_topk
-from storage.stage_cache import stage_task
+from storage.stage_cache import StageRun, stage_task
 from tasks.data import DataConfig, normalization
 from tasks.label_stream import (
     StreamGeometry, apply_augmentation, kept_step_count, sample_augmentation, step_images, step_seed,
@@ -191,8 +190,8 @@ class RelabelJob:
 
 
 @stage_task("relabel", tags=("distillery", "compute"))
-def relabel_task(request: RelabelRequest, runtime: RuntimeConfig) -> ArtifactRef:
-    started = time.perf_counter()
+def relabel_task(run: StageRun, runtime: RuntimeConfig) -> ArtifactRef:
+    request = run.request
     job = RelabelJob(request, runtime)
     layout = job.layout
     pending = job.pending()
@@ -203,7 +202,5 @@ def relabel_task(request: RelabelRequest, runtime: RuntimeConfig) -> ArtifactRef
         start, stop = layout.chunk_bounds(chunk)
         progress(chunk + 1, f"chunk {chunk} steps {start}-{stop - 1}")
     metrics, sizes = store_metrics(job.url, layout, job.geometry, layout.steps * request.relabel.batch_size)
-    job.store.write_manifest(job.ref, request, metrics=metrics, seconds=time.perf_counter() - started,
-                             extra={"device": job.device.type, "labels": LABELS, "array_bytes": sizes,
-                                    "stream_steps": job.geometry.total_steps})
-    return job.ref
+    return run.finish(metrics=metrics, extra={"device": job.device.type, "labels": LABELS, "array_bytes": sizes,
+                                              "stream_steps": job.geometry.total_steps})

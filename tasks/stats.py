@@ -13,7 +13,6 @@ unlike the reference's EMA.
 from __future__ import annotations
 
 import io
-import time
 from typing import Callable
 
 import torch
@@ -21,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from storage.artifacts import ArtifactRef, ArtifactStore, StageRequest
-from storage.stage_cache import stage_task
+from storage.stage_cache import StageRun, stage_task
 from tasks.augment import AugmentConfig, augment_batch
 from tasks.data import DataConfig, ImageSource, load_split, normalization
 from tasks.models import batchnorm_layers
@@ -126,9 +125,8 @@ def load_class_bn_stats(store: ArtifactStore, ref: ArtifactRef) -> ClassBNStats:
 
 
 @stage_task("stats", tags=("distillery", "compute"))
-def stats_task(request: StatsRequest, runtime: RuntimeConfig) -> ArtifactRef:
-    store, ref = ArtifactStore(runtime.artifact_root), request.ref()
-    started = time.perf_counter()
+def stats_task(run: StageRun, runtime: RuntimeConfig) -> ArtifactRef:
+    store, ref, request = run.store, run.ref, run.request
     device = resolve_device(runtime)
     model, _ = load_teacher(store, request.inputs["teacher"], device)
     train = load_split(request.data, "train")
@@ -139,11 +137,7 @@ def stats_task(request: StatsRequest, runtime: RuntimeConfig) -> ArtifactRef:
         seed=request.seed, device=device, on_pass=progress,
     )
     store.write_bytes(ref, STATS_FILE, stats_bytes(stats))
-    store.write_manifest(
-        ref,
-        request,
+    return run.finish(
         metrics={"bn_layers": float(len(stats)), "images_seen": float(len(train) * request.stats.passes)},
-        seconds=time.perf_counter() - started,
         extra={"device": device.type, "layers": list(stats)},
     )
-    return ref

@@ -19,7 +19,6 @@ at the first missing unit and ends with the same bytes.
 from __future__ import annotations
 
 import io
-import time
 from dataclasses import dataclass
 from typing import Literal
 
@@ -33,7 +32,7 @@ from torch import nn
 
 from storage.artifacts import ArtifactRef, ArtifactStore, StageRequest
 from storage.image_store import grid_png, write_image_store
-from storage.stage_cache import stage_task
+from storage.stage_cache import StageRun, stage_task
 from tasks.augment import AugmentConfig, crop_resize, sample_boxes, sample_flips
 from tasks.data import DataConfig, ImageSource, load_split, normalization
 from tasks.diversity import label_agreement, within_class_similarities
@@ -298,8 +297,8 @@ def run_units(job: SynthesisJob) -> tuple[np.ndarray, np.ndarray, dict[int, dict
 
 
 @stage_task("synthesize", tags=("distillery", "compute"))
-def synthesize_task(request: SynthesizeRequest, runtime: RuntimeConfig) -> ArtifactRef:
-    started = time.perf_counter()
+def synthesize_task(run: StageRun, runtime: RuntimeConfig) -> ArtifactRef:
+    request = run.request
     job = SynthesisJob(request, runtime)
     store, ref, teacher_ref, device, model, norm = job.store, job.ref, request.inputs["teacher"], job.device, job.model, job.norm
     images, labels, losses, curves = run_units(job)
@@ -321,11 +320,8 @@ def synthesize_task(request: SynthesizeRequest, runtime: RuntimeConfig) -> Artif
         metrics["mean_final_loss"] = float(np.mean([l["loss"] for l in losses.values()]))
         extra["loss_curve"] = curve_summary(curves, request.synthesis.iterations)
         metrics["loss_last_fifth_drop"] = extra["loss_curve"]["last_fifth_drop"]
-    store.write_manifest(
-        ref, request, metrics=metrics, seconds=time.perf_counter() - started,
-        extra={"device": device.type, "unit_losses": {str(k): v for k, v in losses.items()}, "grid": GRID,
-               "images": IMAGES, **extra},
-    )
+    run.finish(metrics=metrics, extra={"device": device.type, "unit_losses": {str(k): v for k, v in losses.items()},
+                                       "grid": GRID, "images": IMAGES, **extra})
     if TaskRunContext.get() is not None:
         create_link_artifact(
             link=store.url(ref, GRID) if not store.is_local else f"file://{store.path(ref, GRID)}",

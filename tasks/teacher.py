@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import io
 import math
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -22,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from storage.artifacts import ArtifactRef, ArtifactStore, StageRequest
-from storage.stage_cache import stage_task
+from storage.stage_cache import StageRun, stage_task
 from tasks.augment import AugmentConfig, augment_batch
 from tasks.data import DataConfig, ImageSource, load_split, normalization
 from tasks.models import create_model
@@ -187,9 +186,8 @@ def load_teacher(store: ArtifactStore, ref: ArtifactRef, device: torch.device) -
 
 
 @stage_task("teacher", tags=("distillery", "compute"))
-def teacher_task(request: TeacherRequest, runtime: RuntimeConfig) -> ArtifactRef:
-    store, ref = ArtifactStore(runtime.artifact_root), request.ref()
-    started = time.perf_counter()
+def teacher_task(run: StageRun, runtime: RuntimeConfig) -> ArtifactRef:
+    store, ref, request = run.store, run.ref, run.request
     device = resolve_device(runtime)
     train, test = load_split(request.data, "train"), load_split(request.data, "test")
     norm = Normalization(*normalization(request.data))
@@ -208,16 +206,9 @@ def teacher_task(request: TeacherRequest, runtime: RuntimeConfig) -> ArtifactRef
     test_top1 = top1_accuracy(model, test, norm=norm, device=device)
     store.write_bytes(ref, MODEL_FILE, state_dict_bytes(model))
     metrics = {"test_top1": test_top1, **({"final_train_loss": losses[-1]} if losses else {})}
-    store.write_manifest(
-        ref,
-        request,
-        metrics=metrics,
-        seconds=time.perf_counter() - started,
-        extra={
-            "device": device.type,
-            "model_input": {"channels": train.channels, "num_classes": train.num_classes, "image_size": train.image_size},
-            "epoch_losses": losses,
-        },
-    )
     progress.info("teacher test top-1 %.4f", test_top1)
-    return ref
+    return run.finish(metrics=metrics, extra={
+        "device": device.type,
+        "model_input": {"channels": train.channels, "num_classes": train.num_classes, "image_size": train.image_size},
+        "epoch_losses": losses,
+    })

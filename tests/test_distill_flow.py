@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from flows.config import resolve_config
 from flows.distill import distill
 from storage.artifacts import ArtifactStore
 from tasks.stats import StatsRequest, stats_task
