@@ -3,17 +3,18 @@
 Two runs of the same config (two terminals, a schedule overlapping a manual run) reach the
 same fingerprints. The first takes ``<root>/.locks/<stage>-<fingerprint>.lock`` and builds; the
 second blocks on the lock, then finds the manifest and reuses the artifact. Locks are
-``fcntl.flock`` on local roots, released by the kernel when a process dies (a killed run never
-leaves a stale lock). Remote roots (s3://, memory://) have no shared lock; runs there must not
-overlap on one config, which the README says.
+``filelock`` locks (flock on POSIX, msvcrt on Windows), released by the operating system when
+a process dies, so a killed run never leaves a stale lock. Remote roots (s3://, memory://)
+have no shared lock; runs there must not overlap on one config, which the docs say.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 from typing import Callable, Iterator
+
+from filelock import FileLock, Timeout
 
 from storage.artifacts import ArtifactRef, ArtifactStore
 
@@ -26,14 +27,15 @@ def artifact_lock(store: ArtifactStore, ref: ArtifactRef, *, on_wait: Callable[[
         return
     folder = f"{store.root_path}/.locks"  # beside the stage folders, so these hold artifacts only
     os.makedirs(folder, exist_ok=True)
-    with open(f"{folder}/{ref.stage}-{ref.fingerprint}.lock", "a+b") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if on_wait is not None:
-                on_wait()
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    # thread_local=False: one lock object per call, and Prefect may release it from another thread.
+    lock = FileLock(f"{folder}/{ref.stage}-{ref.fingerprint}.lock", thread_local=False, is_singleton=False)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        if on_wait is not None:
+            on_wait()
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
