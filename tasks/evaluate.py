@@ -3,7 +3,8 @@
 The reference protocol: ``evaluate.epochs`` epochs (default the stream's own E) of the
 stream's steps per epoch, each epoch drawing its steps uniformly with replacement from the kept
 pool (:func:`tasks.prune.training_schedule`), so every pruning factor gets the same compute.
-Each step replays the stored crop / flip / CutMix on the stored images and minimises
+Each step (replayed by :class:`tasks.student_data.ReplayedSteps`, the public replay path) applies
+the stored crop / flip / CutMix to the stored images and minimises
 ``KL(softmax(t / T) || softmax(s / T))`` (batchmean; times T^2 in the small-image recipe).
 The optimizer is a named recipe (:data:`RECIPES`: ``small_image`` SGD with warm-up, or
 ``imagenet`` AdamW), warm-up then cosine per step, no weight decay on biases and norm layers.
@@ -34,14 +35,12 @@ from storage.softlabels import SoftLabelReader, array_bytes
 from storage.stage_cache import StageRun, stage_task
 from tasks.augment import AugmentConfig, augment_batch
 from tasks.data import DataConfig, load_split, normalization
-from tasks.label_stream import apply_augmentation, stored_augmentation
 from tasks.models import create_model
-from tasks.normalization import Normalization
 from tasks.progress import StageProgress
-from tasks.prune import training_schedule
 from tasks.relabel import LABELS
 from tasks.runtime import RuntimeConfig, autocast, generator, resolve_device
 from tasks.schedule import param_groups, warmup_cosine
+from tasks.student_data import ReplayedSteps
 from tasks.synthesize import IMAGES
 from tasks.teacher import top1_accuracy
 
@@ -189,22 +188,14 @@ def train_student(
     student = create_model(config.model, channels=images.shape[1], num_classes=num_classes, image_size=size,
                            width=config.width, depth=config.depth).to(device)
     optimizer = create_optimizer(student, config)
-    attrs = labels.attrs
-    per_epoch = attrs["steps_per_epoch"]
-    total = config.total_steps(per_epoch)
-    schedule = training_schedule(labels.num_steps, steps_per_epoch=per_epoch, epochs=-(-total // per_epoch),
-                                 seed=seed).reshape(-1)[:total]
-    lr = StudentSchedule(optimizer, config, total=total, steps_per_epoch=per_epoch)
+    steps = ReplayedSteps(images, labels, seed=seed, steps=config.total_steps(labels.attrs["steps_per_epoch"]))
+    lr = StudentSchedule(optimizer, config, total=len(steps), steps_per_epoch=steps.steps_per_epoch)
     student.train()
-    for index, row in enumerate(schedule):
-        lr.set(index)
-        step = labels.step(int(row))
-        aug = stored_augmentation(step, image_size=size, crop_scale_min=attrs["crop_scale_min"],
-                                  cutmix=attrs["mix"] == "cutmix")
-        batch = apply_augmentation(images[torch.from_numpy(step.image_index).long().to(device)], aug)
+    for step in steps:
+        lr.set(step.index)
         with autocast(device, runtime):
-            logits = student(batch).float()
-        loss = soft_label_loss(logits, torch.from_numpy(step.logits).to(device), config)
+            logits = student(step.images).float()
+        loss = soft_label_loss(logits, step.teacher_logits, config)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -269,7 +260,7 @@ class EvaluateJob:
         images_u8, self.classes, self.num_classes = training_images(request, self.store)
         self.labels = (SoftLabelReader(self.store.url(labels_ref, LABELS), expect={"images": images_ref.fingerprint})
                        if labels_ref is not None else None)
-        self.norm = Normalization(*normalization(request.data))
+        self.norm = normalization(request.data)
         self.images = self.norm.to_input(torch.from_numpy(images_u8).to(self.device))
         self.test = load_split(request.data, "test")
 
@@ -287,7 +278,7 @@ class EvaluateJob:
                                     augment=config.augment or self.request.data.augment, num_classes=self.num_classes, seed=seed,
                                     runtime=runtime)
         )
-        top1 = top1_accuracy(student, self.test, norm=self.norm, device=device)
+        top1 = top1_accuracy(student, self.test, norm=self.norm, device=device, workers=self.runtime.workers)
         self.store.write_bytes(self.ref, _seed_file(index), json.dumps({"seed": seed, "test_top1": top1}).encode())
 
     def result(self, index: int) -> dict:
