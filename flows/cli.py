@@ -10,7 +10,7 @@
     distillery bench-labels [--artifact-root PATH] [--reads N]      # soft-label read rates
     distillery bench [--preset bench] [--artifact-root DIR] [--passes N]  # ratios: where time goes
     distillery verify [--artifact-root URI]                          # re-check every artifact's files
-    distillery serve [--file deploy/prefect.yaml]                   # serve its deployments from one process
+    distillery serve                                                # serve deploy/deployments.py from one process
 
 Exit codes: 0 done, 1 a stage failed or verify found damage (message printed), 2 bad config,
 arguments, data, artifact root or Prefect API, 130 / 143 stopped by SIGINT (Ctrl-C) / SIGTERM
@@ -116,8 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     _output_args(bench_all)
     verify = commands.add_parser("verify", help="re-check every artifact against its manifest; list damage")
     verify.add_argument("--artifact-root", metavar="URI", help="artifact root (default $DISTILLERY_HOME or ./artifacts)")
-    serve = commands.add_parser("serve", help="serve the deployments of deploy/prefect.yaml from this process")
-    serve.add_argument("--file", metavar="PATH", help="the deployment file (default deploy/prefect.yaml of this project)")
+    commands.add_parser("serve", help="serve the deployments of deploy/deployments.py from this process")
     return parser
 
 
@@ -178,18 +177,17 @@ def _verify(root: str) -> int:
     return 1 if any(f.status == "damaged" for f in findings) else 0
 
 
-def _serve(file: str | None) -> int:
-    from flows.serve import DEPLOY_FILE, ServeError, read_deployments, refuse_pooled, running_api_url, serve
+def _serve() -> int:
+    from flows.serve import ServeError, deployment_entries, refuse_pooled, running_api_url, serve
 
     try:
-        entries = read_deployments(Path(file) if file else DEPLOY_FILE)
+        entries = deployment_entries()
         running_api_url()
         refuse_pooled(entries)
-        serve(entries)
     except ServeError as err:
         print(f"distillery: {err}", file=sys.stderr)
         return 2
-    return 0
+    return serve(entries)
 
 
 LONG_RUNNING = ("run", "sweep", "report", "bench")  # SIGINT / SIGTERM stop these cleanly (flows/shutdown.py)
@@ -217,8 +215,8 @@ def _command(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
         os.environ.setdefault(name, value)
     os.environ.update(_terminal_output(args))
 
-    if args.command == "serve":  # before the config imports below: a bad file fails in a second
-        return _serve(args.file)
+    if args.command == "serve":  # before the config imports below: a refusal comes in a second
+        return _serve()
     from flows.config import HOME_ENV, ConfigError, dump_yaml, preset_names
     from flows.preflight import (PreflightError, check_artifact_root, check_prefect_api, describe_os_error,
                                  quiet_tracebacks)

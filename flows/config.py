@@ -48,6 +48,27 @@ class DistilleryConfig(BaseModel):
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
 
 
+class PresetRef(BaseModel):
+    """A config named by preset plus ``--set`` overrides, resolved when the flow starts.
+
+    What deployments pass (deploy/deployments.py): the preset file is read at run time, so
+    editing a preset changes the next scheduled run and no copy of its values can drift.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    preset: str = Field(description="a file of deploy/presets, without .yaml")
+    overrides: list[str] = Field(default_factory=list, description="section.field=VALUE, as --set takes them")
+
+    def resolve(self) -> DistilleryConfig:
+        return resolve_config(preset=self.preset, overrides=self.overrides)
+
+
+def config_of(given: DistilleryConfig | PresetRef) -> DistilleryConfig:
+    """A flow's ``config`` parameter as a config: a preset reference is resolved now."""
+    return given.resolve() if isinstance(given, PresetRef) else given
+
+
 def preset_names() -> list[str]:
     folder = resources.files("deploy") / "presets"
     return sorted(p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml"))

@@ -16,7 +16,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.states import State
 from pydantic import BaseModel
 
-from flows.config import DistilleryConfig
+from flows.config import DistilleryConfig, PresetRef, config_of
 from flows.pipeline import STAGES, Stage, run_pipeline
 from flows.scale_out import map_units, unit_runner
 from storage.artifacts import ArtifactRef, ArtifactStore, StageRequest
@@ -54,9 +54,10 @@ def _publish_summary(store: ArtifactStore, outcomes: list[StageOutcome]) -> None
 
 
 @flow(name="distill", validate_parameters=True)
-def distill(config: DistilleryConfig, until: Stage = STAGES[-1]) -> list[StageOutcome]:
+def distill(config: DistilleryConfig | PresetRef, until: Stage = STAGES[-1]) -> list[StageOutcome]:
     """Run the stages up to ``until`` (see :func:`flows.pipeline.run_pipeline`); each is reused
-    when its artifact already exists."""
+    when its artifact already exists. ``config`` may name a preset (deployments do)."""
+    config = config_of(config)
     store, runtime = ArtifactStore(config.runtime.artifact_root), config.runtime
     with unit_runner(runtime) as runner:
 

@@ -38,19 +38,23 @@ def check_artifact_root(root: str) -> None:
                              "or $DISTILLERY_HOME") from None
 
 
-def check_prefect_api(timeout: float = 5.0) -> None:
-    """When PREFECT_API_URL is set, its health endpoint must answer (no URL: a temporary server)."""
-    url = os.environ.get("PREFECT_API_URL", "").rstrip("/")
-    if not url:
-        return
+def api_answers(url: str, *, timeout: float = 5.0) -> str | None:
+    """None when the Prefect API at ``url`` answers its health check, else why not (one phrase)."""
     import httpx
 
     try:
-        response = httpx.get(f"{url}/health", timeout=timeout)
-        response.raise_for_status()
+        httpx.get(f"{url.rstrip('/')}/health", timeout=timeout).raise_for_status()
     except httpx.HTTPError as err:
-        raise PreflightError(f"the Prefect API at {url} does not answer ({type(err).__name__}: {err}); start it "
-                             "(`prefect server start`) or unset PREFECT_API_URL to use a temporary local server") from None
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
+def check_prefect_api(timeout: float = 5.0) -> None:
+    """When PREFECT_API_URL is set, its health endpoint must answer (no URL: a temporary server)."""
+    url = os.environ.get("PREFECT_API_URL", "").rstrip("/")
+    if url and (why := api_answers(url, timeout=timeout)):
+        raise PreflightError(f"the Prefect API at {url} does not answer ({why}); start it "
+                             "(`prefect server start`) or unset PREFECT_API_URL to use a temporary local server")
 
 
 def describe_os_error(err: OSError, root: str) -> str | None:

@@ -1,28 +1,34 @@
-"""`distillery serve`: the deployments of deploy/prefect.yaml, served from this one process.
+"""`distillery serve`: the deployments of deploy/deployments.py, served from this one process.
 
-deploy/prefect.yaml is the only definition. `prefect deploy` hands its entries to a process
-work pool; this module reads the same entries (name, entrypoint, parameters, schedules,
-concurrency limit, tags, description) and serves them with ``prefect.serve``. Work pools and
-pull steps do not apply here: served runs are child processes of this one, started in the
-repository root, where the pull step puts a worker's runs too. Use one of the two per server:
-serving is refused while the same deployments are on a work pool.
+deploy/deployments.py is the only definition: this module builds each entry with Prefect's
+``flow.to_deployment`` (name, parameters, schedules, concurrency limit, tags, description) and
+serves them with a Prefect ``Runner``; `prefect deploy` reads deploy/prefect.yaml, written from
+the same list, for a process work pool. Served runs are child processes of this one, started in
+the repository root, where the pull step puts a worker's runs too. Use one of the two per
+server: serving is refused while the same deployments are on a work pool.
 
-    distillery serve                          # every deployment in deploy/prefect.yaml
+SIGINT (Ctrl-C) and SIGTERM stop it the same way: runs in flight are cancelled, the schedules
+paused, and the command exits 130 or 143 with one line saying how to serve again.
+
+    distillery serve                          # every deployment in deploy/deployments.py
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import os
 import signal
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
 
+from deploy.deployments import DEPLOYMENTS
+from flows.preflight import api_answers
+from flows.shutdown import EXIT_CODES
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEPLOY_FILE = PROJECT_ROOT / "deploy" / "prefect.yaml"
 
 
 class ServeError(ValueError):
@@ -64,26 +70,16 @@ class DeploymentEntry(BaseModel):
     tags: list[str] = Field(default_factory=list)
 
 
-def read_deployments(path: Path = DEPLOY_FILE) -> list[DeploymentEntry]:
-    """The validated ``deployments:`` entries of ``path``; ServeError naming the first bad one."""
-    if not path.is_file():
-        raise ServeError(f"deployment file {path} does not exist; give one with --file "
-                         f"(default {DEPLOY_FILE})")
-    try:
-        loaded = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ServeError(f"{path} is not valid YAML: {err}") from None
-    entries = loaded.get("deployments") if isinstance(loaded, dict) else None
-    if not isinstance(entries, list) or not entries:
-        raise ServeError(f"{path} has no `deployments:` list; see deploy/prefect.yaml for the layout")
+def deployment_entries(entries: list[dict[str, Any]] = DEPLOYMENTS) -> list[DeploymentEntry]:
+    """The validated entries of deploy/deployments.py; ServeError naming the first bad one."""
     deployments = []
     for number, entry in enumerate(entries, 1):
         try:
             deployments.append(DeploymentEntry.model_validate(entry))
         except ValidationError as err:
-            where = entry.get("name", f"#{number}") if isinstance(entry, dict) else f"#{number}"
+            where = entry.get("name", f"#{number}")
             problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'entry'}: {e['msg']}" for e in err.errors())
-            raise ServeError(f"{path}: deployment {where}: {problems}") from None
+            raise ServeError(f"deploy/deployments.py: deployment {where}: {problems}") from None
     return deployments
 
 
@@ -129,18 +125,15 @@ def running_api_url(timeout: float = 5.0) -> str:
     """The Prefect API this process talks to (environment or profile), checked to answer. Serving
     needs a real server: a temporary one would end with this process, and no other terminal
     could reach it to start runs."""
-    import httpx
     from prefect.settings import get_current_settings
 
     url = (get_current_settings().api.url or "").rstrip("/")
     if not url:
         raise ServeError("distillery serve needs a running Prefect server: start one with "
                          "`prefect server start`, then export PREFECT_API_URL=http://127.0.0.1:4200/api")
-    try:
-        httpx.get(f"{url}/health", timeout=timeout).raise_for_status()
-    except httpx.HTTPError as err:
-        raise ServeError(f"the Prefect API at {url} does not answer ({type(err).__name__}: {err}); start the "
-                         "server (`prefect server start`) or point PREFECT_API_URL at a running one") from None
+    if why := api_answers(url, timeout=timeout):
+        raise ServeError(f"the Prefect API at {url} does not answer ({why}); start the server "
+                         "(`prefect server start`) or point PREFECT_API_URL at a running one")
     return url
 
 
@@ -165,13 +158,36 @@ def refuse_pooled(entries: list[DeploymentEntry]) -> None:
                          f"{'it' if len(pooled) == 1 else 'them'} first: `prefect deployment delete {pooled[0]}`")
 
 
-def serve(entries: list[DeploymentEntry]) -> None:
-    """Serve ``entries`` until interrupted (SIGINT or SIGTERM); Prefect pauses their schedules on the way out."""
-    import prefect
+def serve(entries: list[DeploymentEntry]) -> int:
+    """Serve ``entries`` until SIGINT or SIGTERM; then cancel runs in flight, pause the
+    schedules (Prefect's runner does both) and return 130 or 143."""
+    from prefect.runner import Runner
+
+    class _Runner(Runner):
+        """Prefect's runner, remembering that SIGTERM (which it handles itself) stopped it."""
+
+        stopped_by: int | None = None
+
+        def handle_sigterm(self, *args: Any, **kwargs: Any) -> None:
+            type(self).stopped_by = signal.SIGTERM
+            super().handle_sigterm(*args, **kwargs)
 
     # A process started with `&` from a script inherits SIGINT ignored, and Python keeps it
     # so: `kill -INT` and Ctrl-C would do nothing. Serving must stop when asked.
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
     os.chdir(PROJECT_ROOT)
-    prefect.serve(*runner_deployments(entries))
+    runner = _Runner(pause_on_shutdown=True)
+    for deployment in runner_deployments(entries):
+        runner.add_deployment(deployment)
+    print(f"distillery: serving {', '.join(e.name for e in entries)}; Ctrl-C or SIGTERM stops", flush=True)
+    try:
+        asyncio.run(runner.start())
+    except KeyboardInterrupt:
+        _Runner.stopped_by = signal.SIGINT
+    if _Runner.stopped_by is None:
+        return 0
+    name = signal.Signals(_Runner.stopped_by).name
+    print(f"distillery: serve stopped by {name}; runs in flight were cancelled and the schedules paused; "
+          "`distillery serve` serves them again", flush=True)
+    return EXIT_CODES[_Runner.stopped_by]

@@ -19,7 +19,7 @@ import time
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from flows.config import DistilleryConfig, grid_points, with_overrides
+from flows.config import DistilleryConfig, PresetRef, config_of, grid_points, with_overrides
 from flows.distill import StageOutcome, distill
 from flows.scale_out import shared_cluster
 from storage.artifacts import ArtifactRef, ArtifactStore, canonical_json
@@ -53,8 +53,10 @@ def _row(point: dict[str, str], config: DistilleryConfig, outcomes: list[StageOu
 
 
 @flow(name="sweep", validate_parameters=True)
-def sweep(base: DistilleryConfig, grids: list[Grid]) -> list[Row]:
-    """Run ``base`` with every point of every grid applied; return (and publish) one row per point."""
+def sweep(base: DistilleryConfig | PresetRef, grids: list[Grid]) -> list[Row]:
+    """Run ``base`` with every point of every grid applied; return (and publish) one row per point.
+    ``base`` may name a preset (deployments do)."""
+    base = config_of(base)
     started = time.perf_counter()
     rows, computed = [], 0
     with shared_cluster(base.runtime) as runtime:  # a dask sweep starts its workers once

@@ -3,7 +3,8 @@
 ``images [N, C, H, W] uint8`` (one chunk per class: images are ordered by class, IPC each),
 ``labels [N] int16``, optional small arrays such as ``loss_curve [units, points, 3] float32`` (the
 synthesis loss curve of each unit), and attributes (format version, mode, IPC, class count, provenance).
-Zstd with its checksum on, so a damaged chunk fails loudly instead of decoding to noise.
+Zstd with its checksum on, so a damaged chunk fails loudly instead of decoding to noise;
+metadata consolidated into the group's zarr.json once written.
 
     write_image_store(url, images, labels, attributes={"mode": "lpld", "ipc": 10, ...})
     images, labels, attributes = read_image_store(url)
@@ -15,6 +16,8 @@ from typing import Any
 
 import numpy as np
 import zarr
+
+from storage.softlabels import consolidate
 
 FORMAT_VERSION = 1
 COMPRESSOR = zarr.codecs.ZstdCodec(level=3, checksum=True)
@@ -42,6 +45,7 @@ def write_image_store(
     for name, array in (extra_arrays or {}).items():
         group.create_array(name, data=array, chunks=array.shape, compressors=COMPRESSOR)
     group.attrs.update({"format_version": FORMAT_VERSION, **attributes})
+    consolidate(url)
 
 
 def read_image_store(url: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:

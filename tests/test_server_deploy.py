@@ -1,14 +1,14 @@
 """Operating Distillery on a real Prefect server: deploy/prefect.yaml, a process worker, the
-dashboard in a browser, and `distillery serve`.
+dashboard in a browser, and `distillery serve` (deploy/deployments.py is their one definition).
 
 The slow tests share one `prefect server start` (127.0.0.1, a free port, a temporary
 PREFECT_HOME, the scheduler service off so no nightly run can start mid-test) and run in file
 order: deploy, a worker started outside the repository runs the ci-tiny deployment, headless
-Chromium renders its results artifact, then serve (last: it replaces the pool deployments).
+Chromium renders its results artifact, then serve (last: it replaces the pool deployments), stopped by SIGINT and by SIGTERM.
 Every process is started in its own session and stopped with SIGINT (then SIGKILL for anything
 left in its group); the worker starts with SIGINT restored, serve with SIGINT ignored (as `&` in
-a script leaves it), which it must undo. The fast tests check the deployment file and serve's
-refusals without a server.
+a script leaves it), which it must undo. The fast tests check the deployment list, the file written
+from it and serve's refusals without a server.
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ import httpx
 import pytest
 import yaml
 
-from flows.config import DistilleryConfig, grid_points, with_overrides
-from flows.serve import DEPLOY_FILE, PROJECT_ROOT, ServeError, read_deployments, refuse_pooled
+from deploy.deployments import DEPLOYMENTS, PREFECT_YAML, prefect_yaml
+from flows.config import PresetRef, grid_points, with_overrides
+from flows.serve import PROJECT_ROOT, ServeError, deployment_entries, refuse_pooled
 from tests.conftest import needs_fashion_mnist
 
 PREFECT = [sys.executable, "-m", "prefect"]  # the venv has no prefect script when Prefect is a system package
@@ -41,20 +42,25 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def _deployment_file() -> dict[str, Any]:
-    return yaml.safe_load(DEPLOY_FILE.read_text())
+    return yaml.safe_load(PREFECT_YAML.read_text())
 
 
-# --- the deployment file, no server ---------------------------------------------------------
+# --- the deployment list and the file written from it, no server ---------------------------
 
-def test_every_config_parameter_is_a_preset_value_for_value():
-    presets = [DistilleryConfig.model_validate(yaml.safe_load(path.read_text()))
-               for path in sorted((PROJECT_ROOT / "deploy" / "presets").glob("*.yaml"))]
-    for entry in _deployment_file()["deployments"]:
-        config = DistilleryConfig.model_validate(entry["parameters"].get("config") or entry["parameters"]["base"])
-        assert config in presets, f"{entry['name']}: its config is no longer a copy of a deploy/presets file"
+def test_deployments_name_presets_and_every_one_resolves():
+    presets = {path.stem: yaml.safe_load(path.read_text()) for path in (PROJECT_ROOT / "deploy" / "presets").glob("*.yaml")}
+    for entry in DEPLOYMENTS:
+        given = entry["parameters"].get("config") or entry["parameters"]["base"]
+        assert set(given) == {"preset", "overrides"}, f"{entry['name']}: copies config values instead of naming a preset"
+        assert given["preset"] in presets
+        config = PresetRef.model_validate(given).resolve()
         for grid in entry["parameters"].get("grids", []):
             for point in grid_points(grid):
                 with_overrides(config, point)  # every sweep point is a valid config
+
+
+def test_prefect_yaml_is_the_list_written_out():
+    assert PREFECT_YAML.read_text() == prefect_yaml(), "run `.venv/bin/python -m deploy.deployments` to rewrite it"
 
 
 def test_the_file_declares_schedule_limit_pool_and_working_directory():
@@ -65,32 +71,25 @@ def test_the_file_declares_schedule_limit_pool_and_working_directory():
                for entry in by_name.values())
     assert loaded["pull"] == [{"prefect.deployments.steps.set_working_directory":
                                {"directory": "{{ project-root.stdout }}"}}]
-    assert [entry.name for entry in read_deployments()] == list(by_name)  # serve reads the same entries
+    assert [entry.name for entry in deployment_entries()] == list(by_name)  # serve builds the same entries
 
 
-@pytest.mark.parametrize("text, message", [
-    (None, r"deployment file .*missing.yaml does not exist"),
-    ("deployments: [\n", r"is not valid YAML"),
-    ("name: x\n", r"has no `deployments:` list"),
-    ("deployments:\n  - name: x\n    entrypoint: flows/distill.py\n", r"deployment x: entrypoint: String should match"),
-    ("deployments:\n  - name: x\n    entrypoint: flows/distill.py:distill\n    schedules:\n"
-     "      - {cron: '0 3 * * *', interval: 60}\n", r"deployment x: schedules.0: .*exactly one of cron, interval"),
+@pytest.mark.parametrize("entry, message", [
+    ({"name": "x", "entrypoint": "flows/distill.py"}, r"deployment x: entrypoint: String should match"),
+    ({"name": "x", "entrypoint": "flows/distill.py:distill", "schedules": [{"cron": "0 3 * * *", "interval": 60}]},
+     r"deployment x: schedules.0: .*exactly one of cron, interval"),
+    ({"entrypoint": "flows/distill.py:distill"}, r"deployment #1: name: Field required"),
 ])
-def test_serve_refuses_a_bad_deployment_file(tmp_path, text, message):
-    path = tmp_path / "missing.yaml"
-    if text is not None:
-        path.write_text(text)
+def test_serve_refuses_a_bad_deployment_entry(entry, message):
     with pytest.raises(ServeError, match=message):
-        read_deployments(path)
+        deployment_entries([entry])
 
 
-def test_serve_names_a_missing_file_and_an_unreachable_server(tmp_path, capfd):
+def test_serve_names_an_unreachable_server(capfd):
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from flows.cli import main
 
-    assert main(["serve", "--file", str(tmp_path / "missing.yaml")]) == 2
-    assert capfd.readouterr().err.startswith("distillery: deployment file ")
     with temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"}):
         assert main(["serve"]) == 2
     err = capfd.readouterr().err
@@ -157,7 +156,8 @@ def _run_to_end(client, deployment_name: str, parameters: dict[str, Any], timeou
 
 
 def _with_root(config: dict[str, Any], root: Path) -> dict[str, Any]:
-    return {**config, "runtime": {**config.get("runtime", {}), "artifact_root": str(root)}}
+    """A deployment's preset reference, its artifact root moved to ``root``."""
+    return {**config, "overrides": [*config["overrides"], f"runtime.artifact_root={root}"]}
 
 
 # --- one real server for the slow tests ------------------------------------------------------
@@ -294,7 +294,7 @@ def test_serve_runs_the_same_deployments_from_one_process_and_stops_on_sigint(se
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     with temporary_settings({PREFECT_API_URL: server.url}), pytest.raises(ServeError, match="deployed to a work pool"):
-        refuse_pooled(read_deployments())  # what `distillery serve` checks first (exit 2)
+        refuse_pooled(deployment_entries())  # what `distillery serve` checks first (exit 2)
     for name in NAMES:
         client.delete_deployment(client.read_deployment_by_name(name).id)
 
@@ -315,5 +315,28 @@ def test_serve_runs_the_same_deployments_from_one_process_and_stops_on_sigint(se
     finally:
         code, seconds = _stop(serve)
     tail = log.read_text()[-2000:]
-    assert code == 0 and seconds < 30, f"serve did not stop on SIGINT ({code}, {seconds:.0f} s)\n{tail}"
+    assert code == 130 and seconds < 30, f"serve did not stop on SIGINT ({code}, {seconds:.0f} s)\n{tail}"
+    assert "serve stopped by SIGINT" in tail and "Traceback" not in tail
     assert client.read_deployment_by_name("distill/ci-tiny").paused  # Prefect pauses served deployments on exit
+
+
+@needs_fashion_mnist
+@pytest.mark.slow
+def test_serve_stopped_by_sigterm_pauses_its_deployments_and_leaves_no_process(server, client, tmp_path):
+    import psutil
+
+    log = tmp_path / "serve.log"
+    serve = _spawn([DISTILLERY, "serve"], server.env, log, cwd=tmp_path)
+    try:
+        _wait_for(lambda: not client.read_deployment_by_name("distill/ci-tiny").paused, 120, "serving again", serve, log)
+        _wait_for(lambda: "serving" in log.read_text(), 30, "serve's first line", serve, log)
+        children = psutil.Process(serve.pid).children(recursive=True)
+        os.kill(serve.pid, signal.SIGTERM)  # what systemd, Kubernetes and `timeout` send
+        code = serve.wait(60)
+    finally:
+        _stop(serve)
+    tail = log.read_text()[-2000:]
+    assert code == 143, f"serve exited {code} on SIGTERM\n{tail}"
+    assert "serve stopped by SIGTERM" in tail and "Traceback" not in tail
+    assert all(client.read_deployment_by_name(name).paused for name in ("distill/ci-tiny", "distill/fashion-mnist"))
+    assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE], "serve left processes"

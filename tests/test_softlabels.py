@@ -111,3 +111,15 @@ def test_a_torn_completion_marker_means_that_chunk_is_redone(tmp_path):
     marker = tmp_path / "s.zarr" / "complete" / "c" / "1"
     marker.write_bytes(marker.read_bytes()[:-3])  # a write cut short
     assert SoftLabelWriter.open(url, layout, ATTRS).pending_chunks() == [1, 2]
+
+
+def test_a_written_image_store_has_its_metadata_consolidated(tmp_path):
+    import zarr
+
+    from storage.image_store import read_image_store, write_image_store
+
+    images = np.arange(2 * 1 * 4 * 4, dtype=np.uint8).reshape(2, 1, 4, 4)
+    write_image_store(str(tmp_path / "images.zarr"), images, np.array([0, 1]), images_per_chunk=1, attributes={"ipc": 1})
+    group = zarr.open_group(str(tmp_path / "images.zarr"), mode="r")
+    assert set(group.metadata.consolidated_metadata.metadata) == {"images", "labels"}
+    np.testing.assert_array_equal(read_image_store(str(tmp_path / "images.zarr"))[0], images)
