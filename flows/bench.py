@@ -22,7 +22,6 @@ The table is printed, written to ``<root>/bench.md`` and published as the Prefec
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import torch
@@ -41,7 +40,8 @@ from tasks.relabel import LABELS, relabel_request, relabel_task
 from tasks.runtime import resolve_device
 from tasks.synthesize import IMAGES, SynthesizeRequest
 from tasks.teacher import load_teacher
-from tasks.bench.side_by_side import label_store_reads, relabel_vs_forward, student_store_vs_memory
+from tasks.bench.side_by_side import label_store_reads, relabel_vs_forward, student_store_vs_memory, timed
+from tasks.tables import render_table
 
 FORMATS = {"fp16+boxes": {}, "fp16+seed": {"augmentation": "seed"},
            "top3+seed": {"label_format": "topk", "topk": 3, "augmentation": "seed"},
@@ -50,12 +50,6 @@ FORMATS = {"fp16+boxes": {}, "fp16+seed": {"augmentation": "seed"},
 
 def _rooted(config: DistilleryConfig, root: Path) -> DistilleryConfig:
     return config.model_copy(update={"runtime": config.runtime.model_copy(update={"artifact_root": str(root)})})
-
-
-def _timed(run) -> tuple[float, object]:  # noqa: ANN001 - any zero-argument callable
-    started = time.perf_counter()
-    result = run()
-    return time.perf_counter() - started, result
 
 
 def _link_inputs(refs: dict[str, ArtifactRef], stages: tuple[str, ...], source: Path, target_root: Path) -> None:
@@ -81,7 +75,7 @@ def dask_synthesis_seconds(
                                 inputs={"teacher": refs["teacher"], "stats": refs["stats"]})
     with unit_runner(runtime) as runner:
         runner.client.run(_warm_up)
-        seconds, _ = _timed(lambda: map_units(runner, request, runtime))
+        seconds, _ = timed(lambda: map_units(runner, request, runtime))
     return seconds
 
 
@@ -97,11 +91,11 @@ def bench(config: DistilleryConfig, passes: int = 3) -> list[dict[str, object]]:
     prefect_config = _rooted(config, root / "prefect")
     # Interleaved plain, Prefect, Prefect, plain (each cold, in its own root): this machine's
     # speed drifts by tens of percent between minutes, and the drift cancels in the sums.
-    plain_a, _ = _timed(lambda: run_plain(_rooted(config, root / "plain")))
-    cold_a, outcomes = _timed(lambda: distill(config=prefect_config))
-    cold_b, _ = _timed(lambda: distill(config=_rooted(config, root / "prefect2")))
-    plain_b, _ = _timed(lambda: run_plain(_rooted(config, root / "plain2")))
-    cached_s, _ = _timed(lambda: distill(config=prefect_config))
+    plain_a, _ = timed(lambda: run_plain(_rooted(config, root / "plain")))
+    cold_a, outcomes = timed(lambda: distill(config=prefect_config))
+    cold_b, _ = timed(lambda: distill(config=_rooted(config, root / "prefect2")))
+    plain_b, _ = timed(lambda: run_plain(_rooted(config, root / "plain2")))
+    cached_s, _ = timed(lambda: distill(config=prefect_config))
     outside = cold_a - sum(o.seconds for o in outcomes)  # the first Prefect run's wall beyond its stage bodies
     rows = [row("Prefect pipeline / plain functions (wall)", (cold_a + cold_b) / (plain_a + plain_b), "<=1.05",
                 f"{cold_a:.1f}+{cold_b:.1f} s vs {plain_a:.1f}+{plain_b:.1f} s, cold, interleaved; "
@@ -137,16 +131,6 @@ def bench(config: DistilleryConfig, passes: int = 3) -> list[dict[str, object]]:
         _link_inputs(refs, ("teacher", "synthesize"), root / "prefect", formats_root)  # reuse the flow's teacher and images
         relabel_task.fn(request, variant.runtime)
     label_rows = label_store_reads(str(formats_root), passes=passes, reads=5000)
-    (root / "bench.md").write_text(print_table(rows) + "\n\n" + print_table(label_rows) + "\n")
+    (root / "bench.md").write_text(render_table(rows, style="text") + "\n" + render_table(label_rows, style="text"))
     create_table_artifact(key="bench", table=rows + label_rows, description=f"ratios measured side by side; {root}")
     return rows + label_rows
-
-
-def print_table(rows: list[dict[str, object]]) -> str:
-    if not rows:
-        return "no rows"
-    columns = list(dict.fromkeys(c for r in rows for c in r))
-    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in columns}
-    lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
-    lines += ["  ".join(str(r.get(c, "")).ljust(widths[c]) for c in columns) for r in rows]
-    return "\n".join(lines)

@@ -121,11 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _print_summary(outcomes: list, wall_seconds: float) -> None:  # list[StageOutcome]
-    print(f"\n{'stage':<10} {'state':<10} {'built in s':>10}  metrics")
-    for o in outcomes:
-        metrics = ", ".join(f"{k}={v:.4g}" for k, v in o.metrics.items())
-        print(f"{o.ref.stage:<10} {o.state:<10} {o.seconds:>10.1f}  {metrics}")
-        print(f"{'':<10} {o.path}")
+    from flows.distill import summary_rows
+    from tasks.tables import render_table
+
+    print("\n" + render_table(summary_rows(outcomes), style="text"), end="")
+    print("artifacts:\n" + "".join(f"  {o.ref.stage:<10} {o.path}\n" for o in outcomes), end="")
     students = [o for o in outcomes if o.ref.stage == "evaluate"]
     if students:
         print("\nstudents (test top-1, mean ± std over seeds):")
@@ -225,10 +225,11 @@ def _command(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
         print("\n".join(preset_names()))
         return 0
     if args.command == "bench-labels":
-        from flows.bench import print_table
         from tasks.bench.side_by_side import label_store_reads
+        from tasks.tables import render_table
 
-        print(print_table(label_store_reads(args.artifact_root, passes=max(args.passes, 1), reads=max(args.reads, 1))))
+        print(render_table(label_store_reads(args.artifact_root, passes=max(args.passes, 1), reads=max(args.reads, 1)),
+                           style="text"), end="")
         return 0
     if args.command == "verify":
         return _verify(args.artifact_root or os.environ.get(HOME_ENV) or "artifacts")
@@ -264,21 +265,22 @@ def _command(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     started = time.perf_counter()
     try:
         if args.command == "bench":
-            from flows.bench import bench, print_table
+            from flows.bench import bench
+            from tasks.tables import render_table
 
             rows = bench(config=config, passes=max(args.passes, 1))
-            print("\n" + print_table(rows) + f"\nwall time {time.perf_counter() - started:.1f} s; "
+            print("\n" + render_table(rows, style="text") + f"wall time {time.perf_counter() - started:.1f} s; "
                   f"table in {Path(config.runtime.artifact_root) / 'bench.md'}")
             return 0
         if args.command in ("sweep", "report"):
             from flows.report import load_spec, report
             from flows.sweep import SHOWN, sweep
-            from tasks.report.rows import to_markdown
+            from tasks.tables import render_table
 
             rows = (sweep(base=config, grids=grids) if args.command == "sweep" else
                     report(spec=load_spec(args.spec), base=config, out_dir=args.out,
                            command=" ".join(["distillery", *(sys.argv[1:] if argv is None else argv)])))
-            print("\n" + to_markdown(rows, SHOWN) + f"wall time {time.perf_counter() - started:.1f} s")
+            print("\n" + render_table(rows, SHOWN) + f"wall time {time.perf_counter() - started:.1f} s")
             return 0
         outcomes = distill(config=config, until=until)
     except Exception as err:  # noqa: BLE001 - the CLI turns any failure into one message

@@ -12,7 +12,7 @@ units of synthesis, relabel and evaluate are mapped onto Dask workers first
 from __future__ import annotations
 
 from prefect import Task, flow
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.states import State
 from pydantic import BaseModel
 
@@ -20,8 +20,10 @@ from flows.config import DistilleryConfig, PresetRef, config_of
 from flows.pipeline import STAGES, Stage, run_pipeline
 from flows.scale_out import map_units, unit_runner
 from storage.artifacts import ArtifactRef, ArtifactStore, StageRequest
+from storage.image_store import png_data_uri
 from storage.stage_cache import run_stage
 from tasks.runtime import device_tags
+from tasks.synthesize import GRID
 
 __all__ = ["STAGES", "StageOutcome", "distill"]
 
@@ -44,13 +46,27 @@ def _outcome(store: ArtifactStore, state: State) -> StageOutcome:
     )
 
 
+def summary_rows(outcomes: list[StageOutcome]) -> list[dict[str, str]]:
+    """One short row per stage, its figures in one ``metrics`` column, the result (test top-1)
+    first, so it stays in view in a terminal and in the dashboard's table."""
+    return [{"stage": o.ref.stage, "state": o.state, "built in s": f"{o.seconds:.1f}",
+             "metrics": ", ".join(f"{k}={o.metrics[k]:.4g}" for k in sorted(o.metrics, key=_result_first)),
+             "fingerprint": o.ref.fingerprint[:12]}
+            for o in outcomes]
+
+
+def _result_first(metric: str) -> tuple[bool, str]:
+    return (not metric.startswith("test_top1"), metric)
+
+
 def _publish_summary(store: ArtifactStore, outcomes: list[StageOutcome]) -> None:
-    rows = [
-        {"stage": o.ref.stage, "state": o.state, "fingerprint": o.ref.fingerprint, "seconds": o.seconds,
-         **{name: round(value, 4) for name, value in o.metrics.items()}}
-        for o in outcomes
-    ]
-    create_table_artifact(key="distill-summary", table=rows, description=f"Stages of this run, under {store.root}")
+    create_table_artifact(key="distill-summary", table=summary_rows(outcomes),
+                          description=f"Stages of this run, under {store.root}")
+    images = next((o for o in outcomes if o.ref.stage == "synthesize"), None)
+    if images is not None:  # the picture itself: a browser on the dashboard cannot open a file:// link
+        grid = store.read_bytes(images.ref, GRID)
+        create_markdown_artifact(key="image-grid", markdown=f"![one row per class]({png_data_uri(grid)})",
+                                 description=f"the distilled images, one row per class ({images.path})")
 
 
 @flow(name="distill", validate_parameters=True)

@@ -11,7 +11,6 @@ rewrites the same numbers; its wall time is added to the list of runs.
 
 from __future__ import annotations
 
-import base64
 import os
 import platform
 from importlib import resources
@@ -25,8 +24,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from flows.config import ConfigError, DistilleryConfig, format_validation_error, resolve_config
 from flows.sweep import Grid, sweep, sweep_runs
 from storage.artifacts import ArtifactRef, ArtifactStore
+from storage.image_store import png_data_uri
 from tasks.report.claims import DECIDED, answers, ranking_rows
-from tasks.report.rows import Row, plot_accuracy_vs_label_bytes, to_csv, to_markdown
+from tasks.report.rows import Row, plot_accuracy_vs_label_bytes, to_csv
+from tasks.tables import render_table
 from tasks.synthesize import GRID
 
 DEFAULT_REPORT = "fashion_mnist"
@@ -107,21 +108,17 @@ def render(spec: ReportSpec, rows: list[Row], *, command: str, runs: list[dict[s
     if ranking:
         out += ["## DD-Ranking: hard-label recovery, improvement over random, label-robust score", "",
                 "On accuracy fractions; HLR = full-data hard - images' hard, IOR = soft - random_real soft "
-                "(both at 1x), LRS in [0, 1], higher is better.", "", to_markdown(ranking)]
+                "(both at 1x), LRS in [0, 1], higher is better.", "", render_table(ranking)]
     out += ["## Accuracy against soft-label bytes", "", f"![accuracy against label bytes]({PLOT})", "",
             "## All points", "", "Test top-1 is mean ± std over the students' seeds; `real_compression` is the "
             "soft-label pruning factor stored (stream steps / kept steps; 0 = hard labels, nothing stored) by "
             "`prune_rule`; bytes are on-disk store sizes and `smaller_than_fp16` the unpruned fp16 size over them.", "",
-            to_markdown(rows, TABLE)]
+            render_table(rows, TABLE)]
     grids = _grid_names(rows)
     if grids:
         out += ["## Image grids (one row per class)", ""]
         out += [f"![{name}](grids/{name})" for name in grids] + [""]
     return "\n".join(out)
-
-
-def _data_uri(png: bytes) -> str:
-    return f"data:image/png;base64,{base64.b64encode(png).decode()}"
 
 
 def _grid_names(rows: list[Row]) -> dict[str, str]:
@@ -146,8 +143,8 @@ def report(spec: ReportSpec, base: DistilleryConfig, out_dir: str, command: str)
     (out / REPORT_CSV).write_text(to_csv(rows))
     text = render(spec, rows, command=command, runs=sweep_runs(base, grids))
     (out / REPORT_MD).write_text(text)
-    inline = text.replace(f"]({PLOT})", f"]({_data_uri(plot)})")
+    inline = text.replace(f"]({PLOT})", f"]({png_data_uri(plot)})")
     for name in _grid_names(rows):  # the dashboard cannot follow relative links: pictures go inline
-        inline = inline.replace(f"](grids/{name})", f"]({_data_uri((out / 'grids' / name).read_bytes())})")
+        inline = inline.replace(f"](grids/{name})", f"]({png_data_uri((out / 'grids' / name).read_bytes())})")
     create_markdown_artifact(key="results-report", markdown=inline, description=f"written to {out / REPORT_MD}")
     return rows

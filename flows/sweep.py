@@ -23,7 +23,8 @@ from flows.config import DistilleryConfig, PresetRef, config_of, grid_points, wi
 from flows.distill import StageOutcome, distill
 from flows.scale_out import shared_cluster
 from storage.artifacts import ArtifactRef, ArtifactStore, canonical_json
-from tasks.report.rows import Row, result_row, to_csv, to_markdown
+from tasks.report.rows import Row, result_row, to_csv
+from tasks.tables import render_table
 
 RESULTS_CSV, RESULTS_MD, RUNS = "results.csv", "results.md", "runs.jsonl"
 SHOWN = ("mode", "ipc", "labels", "real_compression", "prune_rule", "label_format", "test_top1", "test_top1_std",
@@ -66,7 +67,7 @@ def sweep(base: DistilleryConfig | PresetRef, grids: list[Grid]) -> list[Row]:
             computed += sum(o.state != "Cached" for o in outcomes)
             rows.append(_row(point, config, outcomes))
     store, ref = ArtifactStore(base.runtime.artifact_root), sweep_ref(base, grids)
-    table = to_markdown(rows, SHOWN)
+    table = render_table(rows, SHOWN)
     store.write_bytes(ref, RESULTS_CSV, to_csv(rows).encode())
     store.write_bytes(ref, RESULTS_MD, table.encode())
     run = {"seconds": round(time.perf_counter() - started, 1), "points": len(rows), "stages_computed": computed,

@@ -12,6 +12,7 @@ metadata consolidated into the group's zarr.json once written.
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import numpy as np
@@ -76,3 +77,8 @@ def grid_png(images: np.ndarray, *, per_row: int, scale: int = 2) -> bytes:
     buffer = BytesIO()
     picture.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def png_data_uri(png: bytes) -> str:
+    """A PNG as a ``data:`` URI, for markdown shown where relative and file:// links do not open."""
+    return f"data:image/png;base64,{base64.b64encode(png).decode()}"

@@ -25,8 +25,6 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from prefect.artifacts import create_link_artifact
-from prefect.context import TaskRunContext
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
@@ -322,11 +320,4 @@ def synthesize_task(run: StageRun, runtime: RuntimeConfig) -> ArtifactRef:
         metrics["loss_last_fifth_drop"] = extra["loss_curve"]["last_fifth_drop"]
     run.finish(metrics=metrics, extra={"device": device.type, "unit_losses": {str(k): v for k, v in losses.items()},
                                        "grid": GRID, "images": IMAGES, **extra})
-    if TaskRunContext.get() is not None:
-        create_link_artifact(
-            link=store.url(ref, GRID) if not store.is_local else f"file://{store.path(ref, GRID)}",
-            link_text=f"{request.synthesis.mode} IPC {request.synthesis.ipc} image grid",
-            description="One row per class" + (f"; within-class similarity {metrics['within_class_similarity']:.4f}"
-                                                if "within_class_similarity" in metrics else ""),
-        )
     return ref

@@ -8,7 +8,8 @@ import pytest
 
 from tasks.report.claims import (against_random_real, answers, pruned_vs_full_answer, pruning_cost_answer, ranking_rows,
                             verdict)
-from tasks.report.rows import paired_difference, to_markdown
+from tasks.report.rows import paired_difference
+from tasks.tables import render_table
 
 
 def row(mode, ipc, labels, compression, seeds, similarity=(0.6, 0.6, 0.6), label_format="fp16"):
@@ -85,4 +86,4 @@ def test_dd_ranking_scores_come_from_the_1x_hard_and_full_points():
     assert ranking["random_real"]["ior"] == 0.0
     assert 0 < ranking["lpld"]["lrs"] < ranking["random_real"]["lrs"] < 1
     assert ranking_rows([r for r in ROWS if r["mode"] != "full"]) == []
-    assert to_markdown(ranking_rows(ROWS)).startswith("| mode | ipc | hard_labels |")
+    assert render_table(ranking_rows(ROWS)).startswith("| mode | ipc | hard_labels |")

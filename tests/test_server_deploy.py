@@ -259,7 +259,9 @@ def test_a_worker_started_elsewhere_runs_the_ci_tiny_deployment(worker_run):
     assert summary and summary[0].type == "table", listed
     stages = [row["stage"] for row in json.loads(summary[0].data)]
     assert stages == ["teacher", "stats", "synthesize", "relabel", "evaluate"], listed
-    assert "markdown" in {a.type for a in worker_run.artifacts}, listed  # the image grid
+    grid = [a for a in worker_run.artifacts if a.key == "image-grid"]
+    assert grid and grid[0].data.startswith("![one row per class](data:image/png;base64,"), listed  # inline, not file://
+    assert set(json.loads(summary[0].data)[0]) == {"stage", "state", "built in s", "metrics", "fingerprint"}
     assert all(any((worker_run.root / stage).glob("*/manifest.json")) for stage in stages)
     assert worker_run.stop_code is not None and worker_run.stop_seconds < 30, "the worker ignored SIGINT"
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TypeVar
 
 import numpy as np
 import torch
@@ -27,11 +27,14 @@ from tasks.label_stream import StreamGeometry, apply_augmentation, sample_augmen
 from tasks.relabel import RelabelConfig, label_steps, store_layout
 from tasks.runtime import RuntimeConfig
 
+T = TypeVar("T")
 
-def _seconds(run: Callable[[], object]) -> float:
+
+def timed(run: Callable[[], T]) -> tuple[float, T]:
+    """The wall seconds ``run()`` took, and what it returned: the one timer of the benchmarks."""
     started = time.perf_counter()
-    run()
-    return time.perf_counter() - started
+    result = run()
+    return time.perf_counter() - started, result
 
 
 def alternating_best(first: Callable[[], object], second: Callable[[], object], passes: int) -> tuple[float, float]:
@@ -40,8 +43,8 @@ def alternating_best(first: Callable[[], object], second: Callable[[], object], 
     fell on one side only."""
     first_s = second_s = float("inf")
     for _ in range(passes):
-        first_s = min(first_s, _seconds(first))
-        second_s = min(second_s, _seconds(second))
+        first_s = min(first_s, timed(first)[0])
+        second_s = min(second_s, timed(second)[0])
     return first_s, second_s
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import math
-from typing import Any, Iterable
+from typing import Any
 
 Row = dict[str, Any]
 COLUMNS = (
@@ -74,14 +74,6 @@ def to_csv(rows: list[Row]) -> str:
     writer.writeheader()
     writer.writerows(rows)
     return buffer.getvalue()
-
-
-def to_markdown(rows: Iterable[Row], columns: Iterable[str] | None = None) -> str:
-    rows = list(rows)
-    columns = list(columns or rows[0])
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join("" if row.get(c) is None else str(row[c]) for c in columns) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
 
 
 def find(rows: list[Row], **where: Any) -> Row | None:
