@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from flows.config import DistilleryConfig, PresetRef, config_of
 from flows.pipeline import STAGES, Stage, run_pipeline
 from flows.scale_out import map_units, unit_runner
+from flows.shutdown import stop_if_signalled
 from storage.artifacts import ArtifactRef, ArtifactStore, StageRequest
 from storage.image_store import png_data_uri
 from storage.stage_cache import run_stage
@@ -78,6 +79,7 @@ def distill(config: DistilleryConfig | PresetRef, until: Stage = STAGES[-1]) -> 
     with unit_runner(runtime) as runner:
 
         def call(stage: Task, request: StageRequest) -> StageOutcome:
+            stop_if_signalled()
             if runner is not None:
                 map_units(runner, request, runtime)
             return _outcome(store, run_stage(stage, request, extra_tags=device_tags(runtime), runtime=runtime))

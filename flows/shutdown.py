@@ -16,7 +16,11 @@ that ends it at once: SIGKILL to every process under this one, the same line, th
 
 While a flow runs, Prefect owns SIGTERM: it raises ``TerminationSignal``, records the run
 Crashed, and once the flow has unwound sends the signal again, which then reaches the handler
-here. ``distillery serve`` is not wrapped: Prefect's runner stops it (and pauses its schedules).
+here. Prefect code between two stages can catch that exception on its way (once in a sweep,
+a SIGTERM right after a stage ended was lost and the sweep ran to the end), so the bridge
+Prefect installs is wrapped to note the signal too, and the flows check the note before each
+stage (:func:`stop_if_signalled`): a lost signal still stops the run at the next stage.
+``distillery serve`` is not wrapped: Prefect's runner stops it (and pauses its schedules).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from typing import Callable, Iterator
 from uuid import UUID
 
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+_noticed: list[int] = []  # the signals Prefect's SIGTERM bridge received in this process
 GRACE_SECONDS = 5.0  # how long a child may take to end on SIGTERM before SIGKILL
 
 
@@ -41,9 +46,9 @@ class Stopped(KeyboardInterrupt):
     on Ctrl-C (asyncio, Dask) do so for SIGTERM too.
     """
 
-    def __init__(self, signum: int) -> None:
+    def __init__(self, signum: int, flow_run_id: UUID | None = None) -> None:
         super().__init__(signal.Signals(signum).name)
-        self.signum = signum
+        self.signum, self.flow_run_id = signum, flow_run_id
 
 
 @dataclass
@@ -99,11 +104,13 @@ def run_stoppable(command: Callable[[], int], *, resume: str) -> int:
     still end it at once.
     """
     shutdown = Shutdown(resume)
+    _notice_prefect_bridge()
     with _handlers(shutdown.handle) as restore:
         try:
             code = command()
         except KeyboardInterrupt as stopped:  # Stopped, or a Ctrl-C that came before the handlers
             shutdown.signum = shutdown.signum or getattr(stopped, "signum", signal.SIGINT)
+            shutdown.flow_run_id = shutdown.flow_run_id or getattr(stopped, "flow_run_id", None)
             return shutdown.finish()
         except BaseException as exc:
             from prefect.exceptions import TerminationSignal
@@ -112,8 +119,35 @@ def run_stoppable(command: Callable[[], int], *, resume: str) -> int:
                 raise
             shutdown.signum = shutdown.signum or exc.signal
             return shutdown.finish()
+        if _noticed:  # a signal that never reached a stage boundary: the work finished, the exit says so
+            shutdown.signum = _noticed[0]
+            return shutdown.finish()
         restore()
         return code
+
+
+def stop_if_signalled() -> None:
+    """Raise :class:`Stopped` when a signal came that Prefect's handling lost; flows call it
+    before each stage. The flow run is noted for marking Cancelled."""
+    if _noticed:
+        raise Stopped(_noticed[0], _current_flow_run_id())
+
+
+def _notice_prefect_bridge() -> None:
+    """Wrap the handler Prefect's flow engines install for SIGTERM so this module hears of the
+    signal even when the ``TerminationSignal`` it raises is caught on its way out."""
+    from prefect.utilities import engine
+
+    bridge = engine._prefect_sigterm_handler
+    if getattr(bridge, "noticed_by_distillery", False):
+        return
+
+    def noticing(sig_num: int, *args: object) -> None:
+        _noticed.append(sig_num)
+        bridge(sig_num, *args)
+
+    noticing.noticed_by_distillery = True  # type: ignore[attr-defined]
+    engine._prefect_sigterm_handler = noticing
 
 
 @contextmanager
