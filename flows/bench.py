@@ -35,7 +35,6 @@ from flows.scale_out import map_units, unit_runner
 from storage.artifacts import ArtifactRef, ArtifactStore
 from storage.image_store import read_image_store
 from tasks.data import normalization
-from tasks.normalization import Normalization
 from tasks.relabel import LABELS, relabel_request, relabel_task
 from tasks.runtime import resolve_device
 from tasks.synthesize import IMAGES, SynthesizeRequest
@@ -107,7 +106,7 @@ def bench(config: DistilleryConfig, passes: int = 3) -> list[dict[str, object]]:
     device = resolve_device(runtime)
     model, _ = load_teacher(store, refs["teacher"], device)
     images_u8, _, attrs = read_image_store(store.url(refs["synthesize"], IMAGES))
-    images = Normalization(*normalization(config.data)).to_input(torch.from_numpy(images_u8).to(device))
+    images = normalization(config.data).to_input(torch.from_numpy(images_u8).to(device))
     classes = int(attrs["num_classes"])
     relabel = relabel_vs_forward(model, images, config.relabel, num_classes=classes, steps=200, seed=config.runtime.seed,
                                  crop_scale_min=config.relabel.crop_scale_min or config.data.augment.crop_scale_min,

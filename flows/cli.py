@@ -244,6 +244,8 @@ def _command(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
 
     from flows.distill import STAGES, distill
     from tasks.data import DataError, load_split
+    from tasks.pretrained import WeightsError
+    from tasks.teacher import teacher_request
 
     until = getattr(args, "until", None) or STAGES[-1]
     if until not in STAGES:
@@ -253,6 +255,11 @@ def _command(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
         load_split(config.data, "test")  # fail before the Prefect server starts, not minutes in
     except DataError as err:
         print(f"distillery: data: {err}", file=sys.stderr)
+        return 2
+    try:
+        teacher_request(data=config.data, teacher=config.teacher, seed=config.runtime.seed)  # a weights file that is no state dict
+    except WeightsError as err:
+        print(f"distillery: {err}", file=sys.stderr)
         return 2
     try:
         check_artifact_root(config.runtime.artifact_root)

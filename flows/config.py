@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from flows.strict_yaml import DuplicateKeyError, load_yaml
 from tasks.data import DataConfig
 from tasks.evaluate import EvaluateConfig
 from tasks.prune import PruneConfig
@@ -76,7 +77,9 @@ def preset_names() -> list[str]:
 
 def _read_yaml(text: str, origin: str) -> dict[str, Any]:
     try:
-        loaded = yaml.safe_load(text)
+        loaded = load_yaml(text)
+    except DuplicateKeyError as err:
+        raise ConfigError(f"{origin}: {err}") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{origin} is not valid YAML: {err}") from None
     if loaded is None:

@@ -10,8 +10,11 @@ from __future__ import annotations
 from typing import Any, Callable, Literal, TypeVar
 
 from flows.config import DistilleryConfig
-from storage.artifacts import StageRequest
+from storage.artifacts import ArtifactStore, StageRequest
+from tasks.data import needs_measured_normalization
+from tasks.data_normalization import NormalizationRequest, normalization_task, with_measured_normalization
 from tasks.evaluate import EvaluateRequest, evaluate_task
+from tasks.pretrained import pretrained_input
 from tasks.prune import PruneRequest, prune_task
 from tasks.relabel import relabel_request, relabel_task
 from tasks.stats import StatsRequest, stats_task
@@ -30,15 +33,23 @@ def run_pipeline(config: DistilleryConfig, until: str, call: Callable[[Any, Stag
     The prune stage runs only for a ratio above 0 (ratio 0 keeps the relabel store as it is);
     with ``evaluate.also_unpruned`` students are trained on the unpruned store as well, first;
     a hard-label evaluation needs neither relabel nor prune, and the full-data reference
-    (``evaluate.train_set=full``) needs no images either.
+    (``evaluate.train_set=full``) needs no images either. Where neither the config nor the data
+    set gives the normalisation, a ``normalization`` artifact measures it first, and every
+    stage's ``data`` carries the figures (so they are in every fingerprint).
     """
     seed = config.runtime.seed
     wanted = STAGES[: STAGES.index(until) + 1]
     if until == "evaluate" and config.evaluate.train_set == "full":
         wanted = ("teacher", "evaluate")  # the full-data reference trains on real images and labels only
 
+    outcomes = []
+    data = pretrained_input(config.data, config.teacher.weights)
+    if needs_measured_normalization(data):  # no random draw: seed 0, shared by every run seed
+        outcomes.append(call(normalization_task, NormalizationRequest(data=data, seed=0)))
+        data = with_measured_normalization(data, ArtifactStore(config.runtime.artifact_root), outcomes[-1].ref)
+    config = config.model_copy(update={"data": data})
     teacher = call(teacher_task, teacher_request(data=config.data, teacher=config.teacher, seed=seed))
-    outcomes = [teacher]
+    outcomes.append(teacher)
     inputs = {"teacher": teacher.ref}
     if until == "stats" or ("synthesize" in wanted and config.synthesis.mode == "lpld"):
         request = StatsRequest(data=config.data, stats=config.stats, seed=seed, inputs={"teacher": teacher.ref})

@@ -22,6 +22,7 @@ from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from flows.config import ConfigError, DistilleryConfig, format_validation_error, resolve_config
+from flows.strict_yaml import DuplicateKeyError, load_yaml
 from flows.sweep import Grid, sweep, sweep_runs
 from storage.artifacts import ArtifactRef, ArtifactStore
 from storage.image_store import png_data_uri
@@ -62,11 +63,13 @@ def load_spec(name_or_path: str) -> ReportSpec:
     else:
         raise ConfigError(f"no report spec {name_or_path!r}: give a YAML file or one of: {', '.join(names)}")
     try:
-        tree = yaml.safe_load(text)
+        tree = load_yaml(text)
         if isinstance(tree, dict):  # grid values may be written as YAML numbers; points are strings
             tree["grids"] = [{k: [str(v) for v in vs] if isinstance(vs, list) else vs for k, vs in g.items()}
                              if isinstance(g, dict) else g for g in tree.get("grids") or []]
         return ReportSpec.model_validate(tree)
+    except DuplicateKeyError as err:
+        raise ConfigError(f"{origin}: {err}") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{origin} is not valid YAML: {err}") from None
     except ValidationError as err:

@@ -2,7 +2,8 @@
 
 Owns the loaders for Fashion-MNIST (IDX files), CIFAR-10/100 (the official python-pickle
 folders) and ImageFolder trees (ImageNet, Tiny-ImageNet), the registry that picks one by
-`data.name`, and the per-channel mean/std each data set is normalised with. Every loader
+`data.name`, and the per-channel mean/std each data set is normalised with (given, known, or
+measured from the train split by :mod:`tasks.normalization`). Every loader
 returns an `ImageSource`: uint8 images fetched by index, int64 labels, class names. The
 `data` config section and the split types are in :mod:`tasks.data_sources` (re-exported here).
 
@@ -17,59 +18,23 @@ import math
 import pickle
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torchvision.transforms.functional as TF
-from PIL import Image, UnidentifiedImageError
 from torchvision import datasets
 
-from tasks.data_sources import IMAGEFOLDER_DEFAULT_SIZE, DataConfig, DataError, ImageSet, ImageSource, Split
+from tasks.data_sources import DataConfig, DataError, ImageSet, ImageSource, Split
+from tasks.image_folder import IMAGE_SUFFIXES, ImageFolderSource, load_imagefolder
+from tasks.normalization import Normalization
 
-__all__ = ["DataConfig", "DataError", "ImageSource", "load_split", "normalization"]
+__all__ = ["IMAGE_SUFFIXES", "DataConfig", "DataError", "ImageSource", "load_split", "needs_measured_normalization", "normalization"]
 
 FASHION_MNIST_DEFAULT_ROOT = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp", ".tif", ".tiff"})
-
-
-@dataclass(frozen=True)
-class ImageFolderSource:
-    """A split of image files, decoded, resized and centre-cropped on each `images_at`."""
-
-    paths: tuple[Path, ...]
-    labels: torch.Tensor  # (N,) int64
-    class_names: tuple[str, ...]
-    image_size: int
-    channels: int = field(default=3, init=False)
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def images_at(self, index: torch.Tensor) -> torch.Tensor:
-        return torch.stack([_decode_image(self.paths[i], self.image_size) for i in index.tolist()])
-
-    def select(self, index: torch.Tensor) -> ImageFolderSource:
-        paths = tuple(self.paths[i] for i in index.tolist())
-        return replace(self, paths=paths, labels=self.labels[index])
-
-
-def _decode_image(path: Path, size: int) -> torch.Tensor:
-    try:
-        with Image.open(path) as image:
-            rgb = image.convert("RGB")
-    except (OSError, UnidentifiedImageError) as error:
-        raise DataError(f"cannot decode image {path} ({error}); replace or delete the file") from error
-    rgb = TF.resize(rgb, size, interpolation=TF.InterpolationMode.BILINEAR)  # shorter side -> size
-    return TF.pil_to_tensor(TF.center_crop(rgb, size))  # (3, size, size) uint8
 
 
 # --- Fashion-MNIST: IDX files -----------------------------------------------------------
@@ -212,73 +177,24 @@ def _load_cifar(cifar: _CifarFormat, config: DataConfig, split: Split) -> ImageS
                     class_names=class_names)
 
 
-# --- ImageFolder trees: ImageNet and Tiny-ImageNet ---------------------------------------
-
-def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-
-
-def _load_imagefolder(config: DataConfig, split: Split) -> ImageFolderSource:
-    assert config.root is not None  # DataConfig requires it for imagefolder
-    root = Path(config.root)
-    expected = ("expected root/train/<class>/*.JPEG and root/val/<class>/*.JPEG, or Tiny-ImageNet's "
-                "root/val/images/*.JPEG with root/val/val_annotations.txt")
-    train_dir = root / "train"
-    class_dirs = sorted(p for p in train_dir.iterdir() if p.is_dir()) if train_dir.is_dir() else []
-    if not class_dirs:
-        raise DataError(f"imagefolder root {root} has no train/ subfolder with one folder per "
-                        f"class; {expected}")
-    class_names = tuple(d.name for d in class_dirs)
-    label_of = {name: label for label, name in enumerate(class_names)}
-    val_dir, annotations = root / "val", root / "val" / "val_annotations.txt"
-    if split == "train":
-        samples = []
-        for class_dir in class_dirs:
-            files = _image_files(class_dir)
-            if not files:
-                raise DataError(f"class folder {class_dir} holds no images "
-                                f"({'/'.join(sorted(IMAGE_SUFFIXES))}); add some or remove it")
-            samples += [(path, label_of[class_dir.name]) for path in files]
-    elif annotations.is_file():  # Tiny-ImageNet: "filename<TAB>wnid<TAB>box..." per line
-        rows = [line.split("\t")[:2] for line in annotations.read_text().splitlines() if line.strip()]
-        bad = [row for row in rows if len(row) < 2 or row[1] not in label_of]
-        if bad:
-            raise DataError(f"{annotations} has {len(bad)} lines without a train/ class, e.g. {bad[0]}; "
-                            "expected 'filename<TAB>wnid' lines whose wnid is a folder in train/")
-        samples = [(val_dir / "images" / row[0], label_of[row[1]]) for row in rows]
-    elif val_dir.is_dir():
-        val_classes = sorted(p for p in val_dir.iterdir() if p.is_dir())
-        unknown = [d.name for d in val_classes if d.name not in label_of]
-        if unknown or not val_classes:
-            raise DataError(f"{val_dir} must hold class folders named as in train/ (unknown: "
-                            f"{unknown[:5]}); {expected}")
-        samples = [(path, label_of[d.name]) for d in val_classes for path in _image_files(d)]
-    else:
-        raise DataError(f"imagefolder root {root} has no val/ subfolder for the test split; {expected}")
-    if not samples:
-        raise DataError(f"imagefolder root {root} holds no {split} images; {expected}")
-    return ImageFolderSource(paths=tuple(path for path, _ in samples),
-                             labels=torch.tensor([label for _, label in samples], dtype=torch.int64),
-                             class_names=class_names,
-                             image_size=config.image_size or IMAGEFOLDER_DEFAULT_SIZE)
-
-
 # --- Registry and public entry points -----------------------------------------------------
 
 @dataclass(frozen=True)
 class _DataSetSpec:
     load: Callable[[DataConfig, Split], ImageSet | ImageFolderSource]
-    mean: tuple[float, ...]  # per channel, in [0, 1] pixel units
-    std: tuple[float, ...]
+    # The train split's per-channel mean/std in [0, 1] pixel units, where the data set is one
+    # fixed set of files: the streaming pass of tasks.normalization gives these values to 4
+    # decimals. None: measured from the train split (imagefolder).
+    normalization: Normalization | None
 
 
 _DATA_SETS: dict[str, _DataSetSpec] = {
-    "fashion_mnist": _DataSetSpec(_load_fashion_mnist, (0.2860,), (0.3530,)),
+    "fashion_mnist": _DataSetSpec(_load_fashion_mnist, Normalization((0.2860,), (0.3530,))),
     "cifar10": _DataSetSpec(functools.partial(_load_cifar, _CIFAR10),
-                            (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+                            Normalization((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))),
     "cifar100": _DataSetSpec(functools.partial(_load_cifar, _CIFAR100),
-                             (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-    "imagefolder": _DataSetSpec(_load_imagefolder, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+                             Normalization((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))),
+    "imagefolder": _DataSetSpec(load_imagefolder, None),
 }
 
 
@@ -299,7 +215,17 @@ def load_split(config: DataConfig, split: Split) -> ImageSource:
     return source
 
 
-def normalization(config: DataConfig) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel (mean, std) of `config`'s data set, in [0, 1] pixel units."""
-    spec = _DATA_SETS[config.name]
-    return spec.mean, spec.std
+def needs_measured_normalization(config: DataConfig) -> bool:
+    """True when neither the config nor the data set gives mean/std: the train split must be measured."""
+    return config.mean is None and _DATA_SETS[config.name].normalization is None
+
+
+def normalization(config: DataConfig) -> Normalization:
+    """What `config`'s images are normalised with: data.mean/std, else the data set's known values."""
+    if config.mean is not None and config.std is not None:
+        return Normalization(config.mean, config.std)
+    known = _DATA_SETS[config.name].normalization
+    if known is None:
+        raise DataError(f"data.mean/std of {config.name} at {config.root} are not resolved; run through the "
+                        "pipeline (it measures them from the train split once) or set data.mean and data.std")
+    return known

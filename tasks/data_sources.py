@@ -1,6 +1,7 @@
 """What a data set is to the pipeline: the `data` config section, the error every loader
 raises, and the split types the loaders return (`ImageSource`, and `ImageSet` for splits held
-in memory). The loaders themselves and the per-data-set normalisation are in :mod:`tasks.data`.
+in memory). The loaders themselves and the per-data-set normalisation are in :mod:`tasks.data`;
+reading a split in batches (decoded in worker processes) is :mod:`tasks.image_batches`.
 """
 
 from __future__ import annotations
@@ -31,6 +32,16 @@ class DataConfig(BaseModel):
     root: str | None = None  # None: Fashion-MNIST's Debian folder; required for the others
     download: bool = False  # fashion_mnist/cifar: torchvision downloads missing files into root
     image_size: int | None = Field(None, ge=8, le=512)  # imagefolder only (default 64)
+    channels: Literal[1, 3] | None = Field(
+        None, description="imagefolder only: 1 (grayscale) or 3 (RGB) channels; None: 1 when the first image of "
+        "every train class is grayscale, else 3 (a torchvision teacher always gets 3)."
+    )
+    mean: tuple[float, ...] | None = Field(
+        None, description="Per-channel mean in [0, 1] pixel units the networks are normalised with; None: the "
+        "published train-split value for fashion_mnist and cifar, measured once from the train split for "
+        "imagefolder (stored under <artifact root>/normalization and part of every fingerprint)."
+    )
+    std: tuple[float, ...] | None = Field(None, description="Per-channel std, with data.mean.")
     train_per_class: int | None = Field(None, ge=1)  # first k training images of each class
     test_limit: int | None = Field(None, ge=1)  # first n test images
     augment: AugmentConfig = Field(
@@ -54,6 +65,18 @@ class DataConfig(BaseModel):
         if self.image_size is not None and self.name != "imagefolder":
             raise ValueError(f"data.image_size applies only to data.name='imagefolder'; "
                              f"{self.name} images keep their native size, so remove data.image_size")
+        if self.channels is not None and self.name != "imagefolder":
+            raise ValueError(f"data.channels applies only to data.name='imagefolder'; {self.name} images keep "
+                             "their native channels, so remove data.channels")
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("data.mean and data.std go together: set both (per channel) or neither")
+        if self.mean is not None and self.std is not None:
+            if len(self.mean) != len(self.std) or len(self.mean) not in (1, 3):
+                raise ValueError(f"data.mean {list(self.mean)} and data.std {list(self.std)} need one value per "
+                                 "channel (1 or 3 each)")
+            if not all(0 <= m <= 1 for m in self.mean) or not all(0 < s <= 1 for s in self.std):
+                raise ValueError("data.mean must lie in [0, 1] and data.std in (0, 1]: they are in [0, 1] pixel "
+                                 "units, e.g. data.mean=[0.485,0.456,0.406] data.std=[0.229,0.224,0.225]")
         if self.download and self.name == "imagefolder":
             raise ValueError("data.download works for fashion_mnist and cifar only; "
                              "download the ImageFolder tree yourself and set data.root")

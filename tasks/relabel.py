@@ -26,7 +26,6 @@ from tasks.data import DataConfig, normalization
 from tasks.label_stream import (
     StreamGeometry, apply_augmentation, kept_step_count, sample_augmentation, step_images, step_seed,
 )
-from tasks.normalization import Normalization
 from tasks.progress import StageProgress
 from tasks.runtime import RuntimeConfig, resolve_device
 from tasks.synthesize import IMAGES
@@ -176,7 +175,7 @@ class RelabelJob:
             "mix": "cutmix" if config.cutmix else "none", "crop_scale_min": self.crop_scale_min,
             "label_temperature": config.label_temperature, "image_size": int(images_u8.shape[-1]), "pruned_from": None,
         })
-        self.images = Normalization(*normalization(request.data)).to_input(torch.from_numpy(images_u8).to(self.device))
+        self.images = normalization(request.data).to_input(torch.from_numpy(images_u8).to(self.device))
 
     def pending(self) -> list[int]:
         return self.writer.pending_chunks()

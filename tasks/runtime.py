@@ -8,6 +8,7 @@ GPU machine that shares the artifact root.
 from __future__ import annotations
 
 import hashlib
+import os
 from typing import Literal
 
 import torch
@@ -21,6 +22,11 @@ class RuntimeConfig(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks CUDA when present.")
     amp: bool = Field(True, description="Mixed precision (bfloat16 autocast) on CUDA; ignored on CPU.")
     threads: int | None = Field(None, ge=1, description="CPU threads for torch; None keeps torch's choice.")
+    workers: int = Field(
+        default_factory=lambda: min(4, os.cpu_count() or 1), ge=0, le=64,
+        description="DataLoader processes decoding image files (ImageFolder); 0 decodes in the main process. "
+        "Default: min(4, CPU cores)."
+    )
     artifact_root: str = Field(
         "artifacts", description="Local path or fsspec URI holding the artifact tree."
     )

@@ -23,6 +23,7 @@ from storage.artifacts import ArtifactRef, ArtifactStore, StageRequest
 from storage.stage_cache import StageRun, stage_task
 from tasks.augment import AugmentConfig, augment_batch
 from tasks.data import DataConfig, ImageSource, load_split, normalization
+from tasks.image_batches import image_batches
 from tasks.models import batchnorm_layers
 from tasks.normalization import Normalization
 from tasks.progress import StageProgress
@@ -85,9 +86,11 @@ def class_bn_stats(
     norm: Normalization,
     seed: int,
     device: torch.device,
+    workers: int = 0,
     on_pass: Callable[[int, str], None] | None = None,
 ) -> ClassBNStats:
-    """Per-class mean and biased variance of every BN layer's input, ``(K, C)`` float64 each."""
+    """Per-class mean and biased variance of every BN layer's input, ``(K, C)`` float64 each; image files
+    are decoded by ``workers`` processes, a few batches ahead."""
     model.eval()
     layers = batchnorm_layers(model)
     if not layers:
@@ -102,8 +105,9 @@ def class_bn_stats(
     try:
         for pass_index in range(config.passes):
             gen = generator(seed, "stats", "pass", pass_index)
-            for index in torch.arange(len(source)).split(config.batch_size):
-                images = augment_batch(source.images_at(index).to(device).float() / 255, augment, gen)
+            batches = torch.arange(len(source)).split(config.batch_size)
+            for index, images_u8 in image_batches(source, batches, workers=workers, device=device):
+                images = augment_batch(images_u8.float() / 255, augment, gen)
                 current_labels[:] = [source.labels[index].to(device)]
                 model(norm.to_input(images))
             if on_pass is not None:
@@ -133,8 +137,8 @@ def stats_task(run: StageRun, runtime: RuntimeConfig) -> ArtifactRef:
     progress = StageProgress("stats", request.stats.passes)
     stats = class_bn_stats(
         model, train, request.stats, augment=request.stats.augment or request.data.augment,
-        norm=Normalization(*normalization(request.data)),
-        seed=request.seed, device=device, on_pass=progress,
+        norm=normalization(request.data),
+        seed=request.seed, device=device, workers=runtime.workers, on_pass=progress,
     )
     store.write_bytes(ref, STATS_FILE, stats_bytes(stats))
     return run.finish(

@@ -34,6 +34,7 @@ from storage.stage_cache import StageRun, stage_task
 from tasks.augment import AugmentConfig, crop_resize, sample_boxes, sample_flips
 from tasks.data import DataConfig, ImageSource, load_split, normalization
 from tasks.diversity import label_agreement, within_class_similarities
+from tasks.image_batches import read_images
 from tasks.models import batchnorm_layers
 from tasks.normalization import Normalization
 from tasks.progress import StageProgress
@@ -118,9 +119,9 @@ def real_picks(train: ImageSource, *, ipc: int, seed: int) -> torch.Tensor:
     return torch.stack(picks)
 
 
-def unit_real_images(train: ImageSource, picks: torch.Tensor, unit: Unit, ipc: int) -> torch.Tensor:
+def unit_real_images(train: ImageSource, picks: torch.Tensor, unit: Unit, ipc: int, *, workers: int = 0) -> torch.Tensor:
     slots = [p % ipc for p in unit.positions]
-    return train.images_at(picks[list(unit.labels), slots])  # (B, C, H, W) uint8
+    return read_images(train, picks[list(unit.labels), slots], workers=workers, device=torch.device("cpu"))  # (B, C, H, W) uint8
 
 
 class BNMatchLoss:
@@ -235,7 +236,7 @@ class SynthesisJob:
         self.store, self.ref, self.device = ArtifactStore(runtime.artifact_root), request.ref(), resolve_device(runtime)
         self.model, _ = load_teacher(self.store, request.inputs["teacher"], self.device)
         self.model.requires_grad_(False)
-        self.norm = Normalization(*normalization(request.data))
+        self.norm = normalization(request.data)
         self.train = load_split(request.data, "train")
         self.class_stats = load_class_bn_stats(self.store, request.inputs["stats"]) if config.mode == "lpld" else None
         self.picks = (real_picks(self.train, ipc=config.ipc, seed=request.seed)
@@ -251,10 +252,10 @@ class SynthesisJob:
         unit, config, train, device = self.units[index], self.request.synthesis, self.train, self.device
         gen = generator(self.request.seed, "synthesize", config.mode, unit.index)
         if config.mode == "random_real":
-            result, unit_losses, curve = unit_real_images(train, self.picks, unit, config.ipc), {}, None
+            result, unit_losses, curve = unit_real_images(train, self.picks, unit, config.ipc, workers=self.runtime.workers), {}, None
         else:
             start = (
-                self.norm.to_input(unit_real_images(train, self.picks, unit, config.ipc))
+                self.norm.to_input(unit_real_images(train, self.picks, unit, config.ipc, workers=self.runtime.workers))
                 if config.init == "real"
                 else torch.randn(len(unit.labels), train.channels, train.image_size, train.image_size, generator=gen)
             )

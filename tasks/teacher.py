@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import io
 import math
-from pathlib import Path
 from typing import Callable
 
 import torch
@@ -24,8 +23,10 @@ from storage.artifacts import ArtifactRef, ArtifactStore, StageRequest
 from storage.stage_cache import StageRun, stage_task
 from tasks.augment import AugmentConfig, augment_batch
 from tasks.data import DataConfig, ImageSource, load_split, normalization
+from tasks.image_batches import image_batches
 from tasks.models import create_model
 from tasks.normalization import Normalization
+from tasks.pretrained import load_weights, read_state_dict, torchvision_weights, weights_file
 from tasks.progress import StageProgress
 from tasks.runtime import RuntimeConfig, autocast, generator, resolve_device
 from tasks.schedule import param_groups, warmup_cosine
@@ -49,7 +50,9 @@ class TeacherConfig(BaseModel):
     )
     augment: AugmentConfig | None = Field(None, description="Training augmentation; None: data.augment.")
     weights: str | None = Field(
-        None, description="Path to a state dict to use instead of training (loaded weights_only)."
+        None, description="Use these weights instead of training: a state-dict file (loaded weights_only), or "
+        "torchvision:<Enum>.<MEMBER> (e.g. torchvision:ResNet18_Weights.IMAGENET1K_V1) read from the local torch "
+        "hub cache, never downloaded."
     )
 
     @model_validator(mode="after")
@@ -59,6 +62,14 @@ class TeacherConfig(BaseModel):
                 f"warmup_epochs ({self.warmup_epochs}) is longer than epochs ({self.epochs}); "
                 "lower teacher.warmup_epochs"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _torchvision_weights_fit_model(self) -> "TeacherConfig":
+        pretrained = torchvision_weights(self.weights)
+        if pretrained is not None and pretrained.model != self.model:
+            raise ValueError(f"teacher.weights {pretrained.name} are weights of {pretrained.model}, but "
+                             f"teacher.model is {self.model!r}; set teacher.model={pretrained.model}")
         return self
 
 
@@ -72,15 +83,12 @@ class TeacherRequest(StageRequest):
 
 
 def teacher_request(*, data: DataConfig, teacher: TeacherConfig, seed: int) -> TeacherRequest:
-    """The request for this config; given weights enter the fingerprint by content."""
+    """The request for this config; given weights are checked to be a state dict and enter the
+    fingerprint by content. WeightsError names a file that is missing or not a state dict."""
     digest = None
     if teacher.weights is not None:
-        path = Path(teacher.weights)
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"teacher.weights {path} does not exist; give a state dict saved with "
-                "torch.save(model.state_dict(), path) or unset teacher.weights to train one"
-            )
+        path = weights_file(teacher.weights)
+        read_state_dict(path, origin=teacher.weights)
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
     return TeacherRequest(data=data, teacher=teacher, seed=seed, weights_sha256=digest)
 
@@ -123,8 +131,9 @@ def train_teacher(
         gen = generator(seed, "teacher", "epoch", epoch)
         order = torch.randperm(len(train), generator=gen)
         loss_sum = 0.0
-        for index in order.split(config.batch_size):
-            images = augment_batch(train.images_at(index).to(device).float() / 255, augment, gen)
+        for index, images_u8 in image_batches(train, order.split(config.batch_size), workers=runtime.workers,
+                                              device=device):
+            images = augment_batch(images_u8.float() / 255, augment, gen)
             with autocast(device, runtime):
                 loss = F.cross_entropy(model(norm.to_input(images)), train.labels[index].to(device))
             optimizer.zero_grad(set_to_none=True)
@@ -140,13 +149,15 @@ def train_teacher(
 
 @torch.no_grad()
 def top1_accuracy(
-    model: nn.Module, source: ImageSource, *, norm: Normalization, device: torch.device, batch_size: int = 1000
+    model: nn.Module, source: ImageSource, *, norm: Normalization, device: torch.device, batch_size: int = 1000,
+    workers: int = 0,
 ) -> float:
-    """Fraction of ``source`` that ``model`` classifies correctly (eval mode)."""
+    """Fraction of ``source`` that ``model`` classifies correctly (eval mode); files decoded by ``workers``."""
     model.eval()
     correct = 0
-    for index in torch.arange(len(source)).split(batch_size):
-        logits = model(norm.to_input(source.images_at(index).to(device)))
+    batches = torch.arange(len(source)).split(batch_size)
+    for index, images in image_batches(source, batches, workers=workers, device=device):
+        logits = model(norm.to_input(images))
         correct += int((logits.argmax(1).cpu() == source.labels[index]).sum())
     return correct / len(source)
 
@@ -190,20 +201,24 @@ def teacher_task(run: StageRun, runtime: RuntimeConfig) -> ArtifactRef:
     store, ref, request = run.store, run.ref, run.request
     device = resolve_device(runtime)
     train, test = load_split(request.data, "train"), load_split(request.data, "test")
-    norm = Normalization(*normalization(request.data))
+    norm = normalization(request.data)
     torch.manual_seed(request.seed)
-    model = build_teacher(request.teacher, train).to(device)
+    model = build_teacher(request.teacher, train)
     progress = StageProgress("teacher", request.teacher.epochs)
     if request.teacher.weights is not None:
-        load_state_dict(model, Path(request.teacher.weights).read_bytes(), origin=request.teacher.weights)
+        path = weights_file(request.teacher.weights)
+        load_weights(model, read_state_dict(path, origin=request.teacher.weights), origin=request.teacher.weights,
+                     model_name=request.teacher.model)
+        model.to(device)
         losses: list[float] = []
     else:
+        model.to(device)
         losses = train_teacher(
             model, train, request.teacher, augment=request.teacher.augment or request.data.augment, norm=norm,
             seed=request.seed, device=device,
             runtime=runtime, on_epoch=progress,
         )
-    test_top1 = top1_accuracy(model, test, norm=norm, device=device)
+    test_top1 = top1_accuracy(model, test, norm=norm, device=device, workers=runtime.workers)
     store.write_bytes(ref, MODEL_FILE, state_dict_bytes(model))
     metrics = {"test_top1": test_top1, **({"final_train_loss": losses[-1]} if losses else {})}
     progress.info("teacher test top-1 %.4f", test_top1)

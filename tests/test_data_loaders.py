@@ -13,6 +13,7 @@ from PIL import Image
 
 from tasks import data
 from tasks.data import DataConfig, DataError, load_split, normalization
+from tasks.normalization import Normalization
 
 INSTALLED_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
@@ -250,12 +251,12 @@ def test_unknown_data_config_field_is_rejected():
 
 
 def test_normalization_gives_per_channel_mean_and_std():
-    assert normalization(DataConfig()) == ((0.2860,), (0.3530,))
-    assert normalization(DataConfig(name="cifar10", root="/d")) == (
+    assert normalization(DataConfig()) == Normalization((0.2860,), (0.3530,))
+    assert normalization(DataConfig(name="cifar10", root="/d")) == Normalization(
         (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
-    assert normalization(DataConfig(name="cifar100", root="/d"))[0] == (0.5071, 0.4865, 0.4409)
-    mean, std = normalization(DataConfig(name="imagefolder", root="/d"))
-    assert mean == (0.485, 0.456, 0.406) and std == (0.229, 0.224, 0.225)
+    assert normalization(DataConfig(name="cifar100", root="/d")).mean == (0.5071, 0.4865, 0.4409)
+    with pytest.raises(DataError, match="not resolved"):  # measured from the train split, never assumed
+        normalization(DataConfig(name="imagefolder", root="/d"))
 
 
 @pytest.mark.skipif(not INSTALLED_FASHION_MNIST.is_dir(), reason="dataset-fashion-mnist is not installed")

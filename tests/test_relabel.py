@@ -17,7 +17,6 @@ from storage.image_store import read_image_store
 from storage.softlabels import SoftLabelReader, SoftLabelStoreError
 from tasks.data import normalization
 from tasks.label_stream import StreamGeometry, apply_augmentation, kept_step_count, stored_augmentation
-from tasks.normalization import Normalization
 from tasks.prune import PruneError, PruneRequest, prune_task, training_schedule
 from tasks.relabel import LABELS, RelabelError, relabel_request, relabel_task
 from tasks.synthesize import IMAGES, SynthesizeRequest, synthesize_task
@@ -81,7 +80,7 @@ def test_replaying_stored_augmentation_reproduces_the_stored_logits(upstream, tm
     reader = SoftLabelReader(store.url(_relabel(config, upstream), LABELS))
     model, _ = load_teacher(store, upstream[1], torch.device("cpu"))
     images_u8, _, _ = read_image_store(store.url(upstream[2], IMAGES))
-    images = Normalization(*normalization(config.data)).to_input(torch.from_numpy(images_u8))
+    images = normalization(config.data).to_input(torch.from_numpy(images_u8))
     for step_index in np.random.default_rng(0).choice(reader.num_steps, 6, replace=False):
         step = reader.step(int(step_index))
         aug = stored_augmentation(step, image_size=28, crop_scale_min=config.data.augment.crop_scale_min, cutmix=True)

@@ -16,7 +16,6 @@ from flows.config import resolve_config
 from storage.artifacts import ArtifactStore
 from storage.image_store import read_image_store
 from tasks.data import load_split, normalization
-from tasks.normalization import Normalization
 from tasks.stats import StatsRequest, stats_task
 from tasks.synthesize import (
     IMAGES, SynthesisError, SynthesizeRequest, bn_targets_for, optimise_unit, plan_units, real_picks, synthesize_task,
@@ -99,7 +98,7 @@ def test_synthesis_lowers_the_teachers_loss_on_its_images(tmp_path):
     inputs = _upstream(config)
     store = ArtifactStore(config.runtime.artifact_root)
     model, _ = load_teacher(store, inputs["teacher"], torch.device("cpu"))
-    norm = Normalization(*normalization(config.data))
+    norm = normalization(config.data)
     targets = bn_targets_for("lpld", model, __import__("tasks.stats", fromlist=["x"]).load_class_bn_stats(store, inputs["stats"]), 3, torch.device("cpu"))
     start = torch.randn(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     labels = torch.full((4,), 3)
@@ -121,7 +120,7 @@ def test_a_nan_during_synthesis_stops_with_the_fix(tiny_config):
     targets = bn_targets_for("sre2l", model, None, 0, torch.device("cpu"))
     with pytest.raises(SynthesisError, match="iteration 0 .*lower synthesis.lr"):
         optimise_unit(model, torch.zeros(2, 1, 28, 28), torch.tensor([0, 1]), targets, tiny_config.synthesis,
-                      augment=tiny_config.data.augment, norm=Normalization(*normalization(tiny_config.data)), gen=torch.Generator(), runtime=tiny_config.runtime)
+                      augment=tiny_config.data.augment, norm=normalization(tiny_config.data), gen=torch.Generator(), runtime=tiny_config.runtime)
 
 
 KILL_SCRIPT = """

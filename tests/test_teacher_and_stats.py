@@ -8,7 +8,6 @@ import torch
 from storage.artifacts import ArtifactStore
 from tasks.data import load_split, normalization
 from tasks.models import batchnorm_layers
-from tasks.normalization import Normalization
 from tasks.stats import StatsRequest, class_bn_stats, load_class_bn_stats, stats_task
 from tasks.schedule import warmup_cosine
 from tasks.teacher import load_teacher, teacher_request, teacher_task, top1_accuracy
@@ -35,7 +34,7 @@ def test_teacher_learns_above_chance_and_reports_its_test_accuracy(tiny_config, 
     manifest = store.read_manifest(stored_teacher)
     model, _ = load_teacher(store, stored_teacher, torch.device("cpu"))
     test = load_split(tiny_config.data, "test")
-    measured = top1_accuracy(model, test, norm=Normalization(*normalization(tiny_config.data)), device=torch.device("cpu"))
+    measured = top1_accuracy(model, test, norm=normalization(tiny_config.data), device=torch.device("cpu"))
     assert manifest["metrics"]["test_top1"] == measured
     assert measured > 0.3  # 10 classes: chance is 0.1
 
@@ -91,7 +90,7 @@ def test_stored_class_statistics_equal_the_direct_statistic_of_each_class(tiny_c
 
     model, _ = load_teacher(store, stored_teacher, torch.device("cpu"))
     train = load_split(tiny_config.data, "train")
-    norm = Normalization(*normalization(tiny_config.data))
+    norm = normalization(tiny_config.data)
     layers = batchnorm_layers(model)
     assert set(stored) == set(layers)
     for c in (0, 4, 9):
@@ -106,7 +105,7 @@ def test_class_statistics_do_not_depend_on_batch_size(tiny_config, stored_teache
     store = ArtifactStore(tiny_config.runtime.artifact_root)
     model, _ = load_teacher(store, stored_teacher, torch.device("cpu"))
     train = load_split(tiny_config.data, "train")
-    norm = Normalization(*normalization(tiny_config.data))
+    norm = normalization(tiny_config.data)
     no_aug = tiny_config.data.augment.model_copy(update={"enabled": False})
     small, large = (
         class_bn_stats(model, train, tiny_config.stats.model_copy(update={"batch_size": b}), augment=no_aug,
@@ -122,7 +121,7 @@ def test_augmented_statistics_differ_from_plain_ones_and_are_seeded(tiny_config,
     store = ArtifactStore(tiny_config.runtime.artifact_root)
     model, _ = load_teacher(store, stored_teacher, torch.device("cpu"))
     train = load_split(tiny_config.data, "train")
-    norm = Normalization(*normalization(tiny_config.data))
+    norm = normalization(tiny_config.data)
     run = lambda augment, seed: class_bn_stats(model, train, tiny_config.stats, augment=augment, norm=norm, seed=seed,  # noqa: E731
                                                device=torch.device("cpu"))
     shared = tiny_config.data.augment  # what the stats stage uses when stats.augment is unset

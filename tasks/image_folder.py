@@ -1,0 +1,160 @@
+"""ImageFolder trees (ImageNet, Tiny-ImageNet, your own folder): listing, checking and decoding.
+
+``root/train/<class>/*`` gives the classes (sorted folder names) and the train split; the test
+split is ``root/val/<class>/*`` with the same class names, or Tiny-ImageNet's
+``root/val/images/*`` with ``root/val/val_annotations.txt``. Listing a split opens no image
+(apart from one per class to tell grayscale from colour); images are decoded on each
+``images_at``, in DataLoader workers when read through :mod:`tasks.image_batches`.
+
+    python3 -c "from tasks.data import *; print(len(load_split(DataConfig(name='imagefolder', root='/data/tiny'), 'test')))"
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision.transforms.functional as TF
+from PIL import Image, UnidentifiedImageError
+
+from tasks.data_sources import IMAGEFOLDER_DEFAULT_SIZE, DataConfig, DataError, Split
+
+logger = logging.getLogger("distillery")
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp", ".tif", ".tiff"})
+
+
+@dataclass(frozen=True)
+class ImageFolderSource:
+    """A split of image files, decoded, resized and centre-cropped on each `images_at`.
+
+    Every image, whatever its size, has its shorter side resized to ``image_size`` and is then
+    centre-cropped to a square, so a folder of mixed sizes gives one size. The file names are
+    one numpy string array (no Python object per file), so forked decoding workers share them.
+    """
+
+    files: np.ndarray  # (N,) str: absolute paths
+    labels: torch.Tensor  # (N,) int64
+    class_names: tuple[str, ...]
+    image_size: int
+    channels: int = 3
+
+    @property
+    def paths(self) -> tuple[Path, ...]:
+        return tuple(Path(f) for f in self.files)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def images_at(self, index: torch.Tensor) -> torch.Tensor:
+        return torch.stack([_decode_image(Path(self.files[i]), self.image_size, self.channels)
+                            for i in index.tolist()])  # (B, C, S, S) uint8
+
+    def select(self, index: torch.Tensor) -> ImageFolderSource:
+        return replace(self, files=self.files[index.numpy()], labels=self.labels[index])
+
+
+def _decode_image(path: Path, size: int, channels: int) -> torch.Tensor:
+    try:
+        with Image.open(path) as image:
+            pixels = image.convert("L" if channels == 1 else "RGB")
+    except (OSError, UnidentifiedImageError, SyntaxError) as error:
+        raise DataError(f"cannot decode image {path} ({error}); replace or delete the file") from error
+    if min(pixels.size) != size:  # already the size: resizing would only copy it
+        pixels = TF.resize(pixels, size, interpolation=TF.InterpolationMode.BILINEAR)  # shorter side -> size
+    if pixels.size != (size, size):
+        pixels = TF.center_crop(pixels, size)
+    array = np.array(pixels).reshape(size, size, channels)  # (S, S, C) uint8, writable
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()  # (C, S, S)
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+_GRAYSCALE_MODES = frozenset({"1", "L", "LA", "I", "I;16", "F"})
+
+
+def _detect_channels(class_dirs: list[Path]) -> int:
+    """1 when the first image of every train class is grayscale, else 3 (one colour image decides)."""
+    for class_dir in class_dirs:
+        first = next(iter(_image_files(class_dir)), None)
+        if first is None:
+            continue
+        try:
+            with Image.open(first) as image:
+                mode = image.mode
+        except (OSError, UnidentifiedImageError, SyntaxError):
+            continue  # decoding it names the file, when it is read
+        if mode not in _GRAYSCALE_MODES:
+            return 3
+    return 1
+
+
+def _check_val_classes(found: set[str], class_names: tuple[str, ...], where: Path) -> None:
+    # A warning, not an error: a test split of some classes is legitimate, but the user should know.
+    missing = [name for name in class_names if name not in found]
+    if missing:
+        logger.warning("%s has no test images of %d of the %d train/ classes (e.g. %s): test top-1 scores the "
+                       "others only; add val/<class>/ images to score every class", where, len(missing),
+                       len(class_names), missing[:5])
+
+
+def load_imagefolder(config: DataConfig, split: Split) -> ImageFolderSource:
+    assert config.root is not None  # DataConfig requires it for imagefolder
+    root = Path(config.root)
+    expected = ("expected root/train/<class>/*.JPEG and root/val/<class>/*.JPEG, or Tiny-ImageNet's "
+                "root/val/images/*.JPEG with root/val/val_annotations.txt")
+    if not root.is_dir():
+        raise DataError(f"imagefolder root {root} is not a folder; set data.root to the folder holding train/ and val/")
+    train_dir = root / "train"
+    class_dirs = sorted(p for p in train_dir.iterdir() if p.is_dir()) if train_dir.is_dir() else []
+    if not class_dirs:
+        raise DataError(f"imagefolder root {root} has no train/ subfolder with one folder per "
+                        f"class; {expected}")
+    class_names = tuple(d.name for d in class_dirs)
+    label_of = {name: label for label, name in enumerate(class_names)}
+    val_dir, annotations = root / "val", root / "val" / "val_annotations.txt"
+    if split == "train":
+        samples = []
+        for class_dir in class_dirs:
+            files = _image_files(class_dir)
+            if not files:
+                raise DataError(f"class folder {class_dir} holds no images "
+                                f"({'/'.join(sorted(IMAGE_SUFFIXES))}); add some or remove it")
+            samples += [(path, label_of[class_dir.name]) for path in files]
+    elif annotations.is_file():  # Tiny-ImageNet: "filename<TAB>wnid<TAB>box..." per line
+        rows = [line.split("\t")[:2] for line in annotations.read_text().splitlines() if line.strip()]
+        bad = [row for row in rows if len(row) < 2 or row[1] not in label_of]
+        if bad:
+            raise DataError(f"{annotations} has {len(bad)} lines without a train/ class, e.g. {bad[0]}; "
+                            "expected 'filename<TAB>wnid' lines whose wnid is a folder in train/")
+        samples = [(val_dir / "images" / row[0], label_of[row[1]]) for row in rows]
+        absent = [str(path) for path, _ in samples if not path.is_file()]
+        if absent:
+            raise DataError(f"{annotations} names {len(absent)} files that do not exist, e.g. {absent[0]}; "
+                            "restore them or remove their lines")
+        _check_val_classes({row[1] for row in rows}, class_names, annotations)
+    elif val_dir.is_dir():
+        val_classes = sorted(p for p in val_dir.iterdir() if p.is_dir())
+        unknown = [d.name for d in val_classes if d.name not in label_of]
+        if unknown or not val_classes:
+            raise DataError(f"{val_dir} must hold class folders named as in train/; {len(unknown)} are not "
+                            f"(e.g. {unknown[:5]}): rename or remove them. {expected}")
+        samples = [(path, label_of[d.name]) for d in val_classes for path in _image_files(d)]
+        _check_val_classes({class_names[label] for _, label in samples}, class_names, val_dir)
+    else:
+        raise DataError(f"imagefolder root {root} has no val/ subfolder for the test split; {expected}")
+    if not samples:
+        raise DataError(f"imagefolder root {root} holds no {split} images; {expected}")
+    return ImageFolderSource(files=np.array([str(path) for path, _ in samples]),
+                             labels=torch.tensor([label for _, label in samples], dtype=torch.int64),
+                             class_names=class_names,
+                             image_size=config.image_size or IMAGEFOLDER_DEFAULT_SIZE,
+                             channels=config.channels or _detect_channels(class_dirs))
