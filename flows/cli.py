@@ -4,6 +4,7 @@
                    [--until STAGE] [--artifact-root URI] [--device auto|cpu|cuda] [--debug]
                    [--task-runner sequential|dask] [--dask-address tcp://HOST:8786]
     distillery sweep [config options] --grid section.field=V1,V2 ...  # the pipeline over a grid
+    distillery export [config options] --to DIR                      # the distilled set as PNGs, store, card
     distillery report [SPEC] [--out DIR] [--artifact-root URI]       # a report spec's sweep -> DIR/results.md
     distillery config [--config FILE | --preset NAME] [--set ...]   # print the resolved config
     distillery presets                                               # list preset names
@@ -95,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     _common_config_args(sweep)
     sweep.add_argument("--grid", action="append", default=[], metavar="SECTION.FIELD=V1,V2",
                        help="values to sweep for one field; repeatable (the grid is their product)")
+    export = commands.add_parser("export", help="run (or reuse) the pipeline, then write the distilled set to a "
+                                 "new folder: PNGs per class, the soft-label store, a card")
+    _common_config_args(export)
+    export.add_argument("--to", metavar="DIR", required=True, help="the folder to create (never overwritten)")
     report = commands.add_parser("report", help="run a report spec's sweep; write results.md, CSV, plot, grids")
     report.add_argument("spec", nargs="?", default="fashion_mnist",
                         help="a spec in deploy/reports or a YAML file (default fashion_mnist)")
@@ -190,7 +195,7 @@ def _serve() -> int:
     return serve(entries)
 
 
-LONG_RUNNING = ("run", "sweep", "report", "bench")  # SIGINT / SIGTERM stop these cleanly (flows/shutdown.py)
+LONG_RUNNING = ("run", "export", "sweep", "report", "bench")  # SIGINT / SIGTERM stop these cleanly (flows/shutdown.py)
 
 
 def _after_stop(args: argparse.Namespace, argv: Sequence[str] | None) -> str:
@@ -244,6 +249,7 @@ def _command(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
 
     from flows.distill import STAGES, distill
     from tasks.data import DataError, load_split
+    from tasks.export import ExportError
     from tasks.pretrained import WeightsError
     from tasks.teacher import teacher_request
 
@@ -259,6 +265,11 @@ def _command(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     try:
         teacher_request(data=config.data, teacher=config.teacher, seed=config.runtime.seed)  # a weights file that is no state dict
     except WeightsError as err:
+        print(f"distillery: {err}", file=sys.stderr)
+        return 2
+    try:
+        _check_imported_and_export(args, config)
+    except (DataError, ExportError) as err:
         print(f"distillery: {err}", file=sys.stderr)
         return 2
     try:
@@ -289,7 +300,12 @@ def _command(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
                            command=" ".join(["distillery", *(sys.argv[1:] if argv is None else argv)])))
             print("\n" + render_table(rows, SHOWN) + f"wall time {time.perf_counter() - started:.1f} s")
             return 0
-        outcomes = distill(config=config, until=until)
+        if args.command == "export":
+            from flows.export import export
+
+            outcomes, written = export(config, Path(args.to), command=_command_line(argv))
+        else:
+            outcomes = distill(config=config, until=until)
     except Exception as err:  # noqa: BLE001 - the CLI turns any failure into one message
         if args.debug:
             traceback.print_exc()
@@ -299,7 +315,26 @@ def _command(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
             print("distillery: rerun with --debug for the full traceback", file=sys.stderr)
         return 1
     _print_summary(outcomes, time.perf_counter() - started)
+    if args.command == "export":
+        print(f"exported to {written} (card: {written / 'card.md'})")
     return 0
+
+
+def _command_line(argv: Sequence[str] | None) -> str:
+    return shlex.join(["distillery", *(sys.argv[1:] if argv is None else argv)])
+
+
+def _check_imported_and_export(args: argparse.Namespace, config) -> None:  # config: DistilleryConfig
+    """Imported images that would be refused, and an export target that exists: found before Prefect starts."""
+    if config.synthesis.mode == "imported":
+        from tasks.imported import check_import
+
+        check_import(config.data, root=config.synthesis.import_root, ipc=config.synthesis.ipc,
+                     resize=config.synthesis.import_resize)
+    if args.command == "export":
+        from flows.export import check_export
+
+        check_export(config, Path(args.to))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from tasks.pretrained import pretrained_input
 from tasks.prune import PruneRequest, prune_task
 from tasks.relabel import relabel_request, relabel_task
 from tasks.stats import StatsRequest, stats_task
-from tasks.synthesize import SynthesizeRequest, synthesize_task
+from tasks.synthesize import synthesize_request, synthesize_task
 from tasks.teacher import teacher_request, teacher_task
 
 STAGES = ("teacher", "stats", "synthesize", "relabel", "prune", "evaluate")
@@ -56,7 +56,7 @@ def run_pipeline(config: DistilleryConfig, until: str, call: Callable[[Any, Stag
         outcomes.append(call(stats_task, request))
         inputs["stats"] = outcomes[-1].ref
     if "synthesize" in wanted:
-        request = SynthesizeRequest(data=config.data, synthesis=config.synthesis, seed=seed, inputs=inputs)
+        request = synthesize_request(data=config.data, synthesis=config.synthesis, seed=seed, inputs=inputs)
         outcomes.append(call(synthesize_task, request))
     soft_labels = not (until == "evaluate" and config.evaluate.labels == "hard")
     if "relabel" in wanted and soft_labels:

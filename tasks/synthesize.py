@@ -5,6 +5,8 @@
 * ``sre2l``       — the baseline: each batch holds one image of every class and matches the
                     teacher's global running statistics. Same loop, other batches and targets.
 * ``random_real`` — IPC real training images per class, drawn with a seeded permutation.
+* ``imported``    — images made elsewhere, read as they are from the class-folder tree at
+                    ``synthesis.import_root`` (:mod:`tasks.imported`) and named by their bytes.
 
 Per step: one random-resized-crop and flip shared by the batch, a random roll (jitter), then
 ``CE(teacher(x), y) + r_bn * sum_l w_l (||mu_l - mu*_l||_2 + ||var_l - var*_l||_2)`` with
@@ -25,7 +27,7 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from storage.artifacts import ArtifactRef, ArtifactStore, StageRequest
@@ -35,6 +37,7 @@ from tasks.augment import AugmentConfig, crop_resize, sample_boxes, sample_flips
 from tasks.data import DataConfig, ImageSource, load_split, normalization
 from tasks.diversity import label_agreement, within_class_similarities
 from tasks.image_batches import read_images
+from tasks.imported import ImportedImagesError, folder_digest, import_images, scan_class_folders
 from tasks.models import batchnorm_layers
 from tasks.normalization import Normalization
 from tasks.progress import StageProgress
@@ -51,11 +54,12 @@ GRID = "grid.png"
 class SynthesisConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    mode: Literal["lpld", "sre2l", "random_real"] = Field(
+    mode: Literal["lpld", "sre2l", "random_real", "imported"] = Field(
         "lpld", description="lpld: one class per batch, per-class BN statistics; sre2l: mixed "
-        "batches, global running statistics; random_real: a seeded real subset."
+        "batches, global running statistics; random_real: a seeded real subset; imported: the images "
+        "at import_root, made elsewhere."
     )
-    ipc: int = Field(10, ge=1, le=10000, description="Synthetic images per class.")
+    ipc: int = Field(10, ge=1, le=10000, description="Synthetic images per class (imported: the count found).")
     init: Literal["noise", "real"] = Field("noise", description="Start from randn or from real images of the class.")
     iterations: int = Field(500, ge=1, le=100000)
     lr: float = Field(0.1, gt=0, le=10, description="Adam learning rate (ImageNet 0.25, Tiny-ImageNet 0.1).")
@@ -66,6 +70,25 @@ class SynthesisConfig(BaseModel):
         None, gt=0, le=1, description="Batch-shared random-resized-crop scale; None: data.augment's."
     )
     batch_size: int = Field(100, ge=1, le=4096, description="Most images optimised together in one unit.")
+    import_root: str | None = Field(
+        None, description="mode=imported: a folder with one subfolder of images per class, named by the data "
+        "set's class names ('/' as '_'), the same number in each (= ipc); fingerprinted by the files' bytes."
+    )
+    import_resize: bool = Field(
+        False, description="mode=imported: resize images of another size to the data set's (shorter side, "
+        "centre crop); False refuses them."
+    )
+
+    @model_validator(mode="after")
+    def _import_fields_fit_mode(self) -> SynthesisConfig:
+        if self.mode == "imported" and self.import_root is None:
+            raise ValueError("synthesis.mode=imported reads synthesis.import_root: set it to the folder of class folders")
+        if self.mode == "imported" and self.init == "real":
+            raise ValueError("synthesis.init applies to lpld and sre2l; remove it for mode=imported")
+        if self.mode != "imported" and (self.import_root is not None or self.import_resize):
+            raise ValueError(f"synthesis.import_root and import_resize apply only to mode=imported (mode is "
+                             f"{self.mode}); remove them or set synthesis.mode=imported")
+        return self
 
 
 class SynthesizeRequest(StageRequest):
@@ -74,6 +97,26 @@ class SynthesizeRequest(StageRequest):
 
     data: DataConfig
     synthesis: SynthesisConfig
+    import_digest: str | None = None  # mode=imported: the content hash of the files (tasks.imported)
+
+    def fingerprint(self) -> str:
+        # Imported images are named by their bytes (import_digest), not by the folder they lie in.
+        if self.synthesis.import_root is None:
+            return super().fingerprint()
+        anywhere = self.synthesis.model_copy(update={"import_root": None})
+        return StageRequest.fingerprint(self.model_copy(update={"synthesis": anywhere}))
+
+
+def synthesize_request(
+    *, data: DataConfig, synthesis: SynthesisConfig, seed: int, inputs: dict[str, ArtifactRef]
+) -> SynthesizeRequest:
+    """The request for this config; imported images enter the fingerprint by content."""
+    digest = None
+    if synthesis.mode == "imported":
+        folders = scan_class_folders(synthesis.import_root, class_names=load_split(data, "train").class_names,
+                                     ipc=synthesis.ipc)
+        digest = folder_digest(folders)
+    return SynthesizeRequest(data=data, synthesis=synthesis, seed=seed, inputs=inputs, import_digest=digest)
 
 
 class SynthesisError(RuntimeError):
@@ -241,8 +284,8 @@ class SynthesisJob:
         self.class_stats = load_class_bn_stats(self.store, request.inputs["stats"]) if config.mode == "lpld" else None
         self.picks = (real_picks(self.train, ipc=config.ipc, seed=request.seed)
                       if config.mode == "random_real" or config.init == "real" else None)
-        self.units = plan_units(config.mode, num_classes=self.train.num_classes, ipc=config.ipc,
-                                batch_size=config.batch_size)
+        self.units = [] if config.mode == "imported" else plan_units(
+            config.mode, num_classes=self.train.num_classes, ipc=config.ipc, batch_size=config.batch_size)
 
     def pending(self) -> list[int]:
         return [unit.index for unit in self.units if not self.store.exists(self.ref, _unit_file(unit))]
@@ -273,6 +316,18 @@ class SynthesisJob:
         return torch.load(io.BytesIO(self.store.read_bytes(self.ref, _unit_file(unit))), weights_only=True)
 
 
+def imported_images(job: SynthesisJob) -> tuple[np.ndarray, np.ndarray]:
+    """The images at synthesis.import_root, checked to be the bytes the request was named by."""
+    config, train = job.request.synthesis, job.train
+    images, labels, digest = import_images(config.import_root, class_names=train.class_names, ipc=config.ipc,
+                                           channels=train.channels, image_size=train.image_size,
+                                           resize=config.import_resize)
+    if digest != job.request.import_digest:
+        raise ImportedImagesError(f"the images in {config.import_root} changed after this run named them "
+                                  f"({job.request.import_digest} -> {digest}); run again to use the new ones")
+    return images, labels
+
+
 def run_units(job: SynthesisJob) -> tuple[np.ndarray, np.ndarray, dict[int, dict[str, float]], np.ndarray | None]:
     """Every unit not already saved, then the assembled (N, C, H, W) images and labels, the final
     losses per unit and the (units, points, 3) loss curves (None for real images)."""
@@ -300,12 +355,16 @@ def synthesize_task(run: StageRun, runtime: RuntimeConfig) -> ArtifactRef:
     request = run.request
     job = SynthesisJob(request, runtime)
     store, ref, teacher_ref, device, model, norm = job.store, job.ref, request.inputs["teacher"], job.device, job.model, job.norm
-    images, labels, losses, curves = run_units(job)
+    if request.synthesis.mode == "imported":
+        (images, labels), losses, curves = imported_images(job), {}, None
+    else:
+        images, labels, losses, curves = run_units(job)
     write_image_store(
         store.url(ref, IMAGES), images, labels, images_per_chunk=request.synthesis.ipc,
         extra_arrays={} if curves is None else {"loss_curve": curves},
         attributes={"mode": request.synthesis.mode, "ipc": request.synthesis.ipc, "num_classes": int(labels.max()) + 1,
-                    "teacher": teacher_ref.fingerprint, "config": request.model_dump(mode="json", exclude={"inputs"})},
+                    "teacher": teacher_ref.fingerprint, "config": request.model_dump(mode="json", exclude={"inputs"}),
+                    **({"import_digest": request.import_digest} if request.import_digest else {})},
     )
     store.write_bytes(ref, GRID, grid_png(images, per_row=request.synthesis.ipc))
     images_t, labels_t = torch.from_numpy(images), torch.from_numpy(labels)
