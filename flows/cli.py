@@ -14,8 +14,8 @@
     distillery serve                                                # serve deploy/deployments.py from one process
 
 Exit codes: 0 done, 1 a stage failed or verify found damage (message printed), 2 bad config,
-arguments, data, artifact root or Prefect API, 130 / 143 stopped by SIGINT (Ctrl-C) / SIGTERM
-(run, sweep, report, bench: finished work is kept, the last line says how to resume).
+arguments, data, artifact root or Prefect API, 130 / 143 / 129 stopped by SIGINT (Ctrl-C) / SIGTERM /
+SIGHUP (run, export, sweep, report, bench: finished work is kept, the last line says how to resume).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""One way to stop: SIGINT (Ctrl-C) and SIGTERM end a long-running command cleanly.
+"""One way to stop: SIGINT (Ctrl-C), SIGTERM and SIGHUP end a long-running command cleanly.
 
-    distillery run --preset ci_tiny     # then Ctrl-C, or `kill <pid>`: exit 130, or 143
+    distillery run --preset ci_tiny     # then Ctrl-C, `kill <pid>`, or close the terminal: exit 130, 143, 129
 
 The first signal ends the running stage where it is: every finished unit and chunk is already
 saved whole (temporary name, then rename), so a rerun resumes from it. The command unwinds
@@ -20,11 +20,15 @@ here. Prefect code between two stages can catch that exception on its way (once 
 a SIGTERM right after a stage ended was lost and the sweep ran to the end), so the bridge
 Prefect installs is wrapped to note the signal too, and the flows check the note before each
 stage (:func:`stop_if_signalled`): a lost signal still stops the run at the next stage.
+A terminal's Ctrl-C signals the whole foreground process group; the temporary Prefect server
+is started in a session of its own (:func:`_server_in_own_session`) so that it is still up
+while the run marks itself Cancelled, and is stopped in step 2 like after any other signal.
 ``distillery serve`` is not wrapped: Prefect's runner stops it (and pauses its schedules).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import sys
@@ -34,7 +38,9 @@ from types import FrameType
 from typing import Callable, Iterator
 from uuid import UUID
 
-EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+# SIGHUP (the terminal closed) too: the temporary server is outside the terminal's group, so it
+# would not get the hang-up itself and must be stopped here.
+EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 129}
 _noticed: list[int] = []  # the signals Prefect's SIGTERM bridge received in this process
 GRACE_SECONDS = 5.0  # how long a child may take to end on SIGTERM before SIGKILL
 
@@ -81,8 +87,11 @@ class Shutdown:
         return EXIT_CODES[self.signum]
 
     def say(self) -> None:
-        print(f"distillery: stopped by {signal.Signals(self.signum).name} {where_stopped()}; {self.resume}",
-              file=sys.stderr, flush=True)
+        try:
+            print(f"distillery: stopped by {signal.Signals(self.signum).name} {where_stopped()}; {self.resume}",
+                  file=sys.stderr, flush=True)
+        except OSError:
+            pass  # after SIGHUP the terminal may be gone
 
 
 def where_stopped() -> str:
@@ -105,6 +114,7 @@ def run_stoppable(command: Callable[[], int], *, resume: str) -> int:
     """
     shutdown = Shutdown(resume)
     _notice_prefect_bridge()
+    _server_in_own_session()
     with _handlers(shutdown.handle) as restore:
         try:
             code = command()
@@ -131,6 +141,33 @@ def stop_if_signalled() -> None:
     before each stage. The flow run is noted for marking Cancelled."""
     if _noticed:
         raise Stopped(_noticed[0], _current_flow_run_id())
+
+
+def _server_in_own_session() -> None:
+    """Start Prefect's temporary server (when a client starts one) outside this process group,
+    so a terminal's Ctrl-C reaches the run and not the server it still has calls to make to."""
+    import subprocess
+
+    from prefect.settings import get_current_settings
+
+    if get_current_settings().api.url:
+        return  # a configured server: none is started
+    from prefect.server.api.server import SubprocessASGIServer  # imported by the client's start-up anyway
+
+    start = SubprocessASGIServer._run_uvicorn_command
+    if getattr(start, "in_own_session", False):
+        return
+
+    def in_own_session(self: SubprocessASGIServer) -> subprocess.Popen:
+        popen = subprocess.Popen
+        subprocess.Popen = functools.partial(popen, start_new_session=True)  # type: ignore[misc]
+        try:
+            return start(self)
+        finally:
+            subprocess.Popen = popen  # type: ignore[misc]
+
+    in_own_session.in_own_session = True  # type: ignore[attr-defined]
+    SubprocessASGIServer._run_uvicorn_command = in_own_session  # type: ignore[method-assign]
 
 
 def _notice_prefect_bridge() -> None:

@@ -169,6 +169,17 @@ def test_sigint_in_evaluate_stops_the_run_and_resumes_to_the_same_bytes(tmp_path
     rerun_matches(argv, tmp_path, env, clean)
 
 
+def test_ctrl_c_in_a_terminal_signals_the_whole_group_and_still_stops_in_seconds(tmp_path, env, home):
+    """A terminal's Ctrl-C reaches every process of the foreground group, the temporary server
+    too; it must not die before the run has marked itself Cancelled and sent its last calls."""
+    victim = Victim(["run", "--preset", "ci_tiny", "--artifact-root", str(tmp_path)], env)
+    victim.wait_for(r"synthesize 1/\d+")
+    victim.remember_tree()
+    os.killpg(victim.proc.pid, signal.SIGINT)
+    assert_stopped_cleanly(victim, signal.SIGINT, "synthesize")
+    assert flow_run_states(home)[0] == ("distill", "Cancelled")
+
+
 def test_a_second_signal_ends_the_shutdown_at_once_without_orphans(tmp_path, env):
     victim = Victim(["run", "--preset", "ci_tiny", "--artifact-root", str(tmp_path)], env)
     victim.wait_for(r"teacher 1/\d+")

@@ -7,6 +7,7 @@ bridge to note the signal, and the distill flow checks the note before each stag
 
 from __future__ import annotations
 
+import os
 import signal
 
 import pytest
@@ -57,3 +58,16 @@ def test_the_bridge_is_wrapped_once(noticing):
     wrapped = engine._prefect_sigterm_handler
     shutdown._notice_prefect_bridge()
     assert engine._prefect_sigterm_handler is wrapped
+
+
+def test_closing_the_terminal_stops_a_command_like_the_other_signals(noticing, monkeypatch, capsys):
+    """SIGHUP: the temporary server runs outside the terminal's group, so the run must stop it."""
+    monkeypatch.setattr(shutdown, "stop_temporary_server", lambda: None)
+    monkeypatch.setattr(shutdown, "end_children", lambda grace: None)
+
+    def command() -> int:
+        os.kill(os.getpid(), signal.SIGHUP)
+        return 0
+
+    assert shutdown.run_stoppable(command, resume="resume with: distillery run") == 129
+    assert "distillery: stopped by SIGHUP" in capsys.readouterr().err
