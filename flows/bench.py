@@ -12,7 +12,10 @@ bench root that starts empty, in this order:
 4. student steps reading the store against in-memory labels, goal >= 0.90;
 5. synthesis units on a local Dask cluster of 2 worker processes against 1 (each cluster
    started and warmed up first), goal >= 1.7;
-6. every label format's store: bytes per step and random-read MB/s against raw .npy rows.
+6. ImageFolder decoding: images/s of a pass over a JPEG folder written from the Fashion-MNIST
+   files (10,000 train images) by 1, 2 (and 4, 8 where the cores exist) DataLoader workers,
+   goal 2 workers >= 1.7x of 1;
+7. every label format's store: bytes per step and random-read MB/s against raw .npy rows.
 
 The table is printed, written to ``<root>/bench.md`` and published as the Prefect table artifact
 ``bench``.
@@ -35,10 +38,12 @@ from flows.scale_out import map_units, unit_runner
 from storage.artifacts import ArtifactRef, ArtifactStore
 from storage.image_store import read_image_store
 from tasks.data import normalization
+from tasks.image_batches import DECODE_PIECE
 from tasks.relabel import LABELS, relabel_request, relabel_task
 from tasks.runtime import resolve_device
 from tasks.synthesize import IMAGES, SynthesizeRequest
 from tasks.teacher import load_teacher
+from tasks.bench.imagefolder import decode_rates, worker_counts, write_fashion_jpeg_folder
 from tasks.bench.side_by_side import label_store_reads, relabel_vs_forward, student_store_vs_memory, timed
 from tasks.tables import render_table
 
@@ -76,6 +81,15 @@ def dask_synthesis_seconds(
         runner.client.run(_warm_up)
         seconds, _ = timed(lambda: map_units(runner, request, runtime))
     return seconds
+
+
+def decode_rows(folder: Path, *, passes: int, fashion_root: str | None) -> list[dict[str, object]]:
+    """ImageFolder images/s by DataLoader worker count, on a JPEG folder written from Fashion-MNIST."""
+    write_fashion_jpeg_folder(folder, train_per_class=1000, test_limit=100, fashion_root=fashion_root)
+    rates = decode_rates(folder, worker_counts(), passes=passes)
+    shown = ", ".join(f"{n}: {rate:,.0f}" for n, rate in rates.items())
+    return [row("ImageFolder decode 2 workers / 1 (images/s)", rates[2] / rates[1], ">=1.7",
+                f"images/s by workers {shown}; 10,000 28 px JPEGs, pieces of {DECODE_PIECE}")]
 
 
 def row(measure: str, figure: float, goal: str, detail: str) -> dict[str, object]:
@@ -121,6 +135,8 @@ def bench(config: DistilleryConfig, passes: int = 3) -> list[dict[str, object]]:
     one, two = (dask_synthesis_seconds(config, refs, root / "prefect", root / f"dask{n}", workers=n) for n in (1, 2))
     rows.append(row("synthesis 2 Dask workers / 1 (speed-up)", one / two, ">=1.7",
                     f"{two:.1f} s vs {one:.1f} s for the units (in-process, 2 torch threads: {synth:.1f} s stage)"))
+    rows += decode_rows(root / "jpeg-folder", passes=passes,
+                        fashion_root=config.data.root if config.data.name == "fashion_mnist" else None)
 
     formats_root = root / "formats"
     for fields in FORMATS.values():

@@ -10,6 +10,7 @@ weights' own mean/std (:func:`pretrained_input`). Every file is loaded with ``we
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
@@ -97,12 +98,18 @@ def weights_file(spec: str) -> Path:
 
 def read_state_dict(path: Path, *, origin: str) -> dict[str, torch.Tensor]:
     """The state dict in ``path`` (``weights_only``); WeightsError when it is not one."""
+    fix = "give a file saved with torch.save(model.state_dict(), path)"
+    with open(path, "rb") as file:
+        head = file.read(2)
+    if not zipfile.is_zipfile(path) and head[:1] != b"\x80":  # torch.save writes a zip; old torch a pickle
+        raise WeightsError(f"teacher.weights {origin} is not a PyTorch checkpoint (neither the zip archive "
+                           f"torch.save writes nor a pickle); {fix}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - pickle, zip and permission failures all surface differently
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise WeightsError(f"teacher.weights {origin} is not a PyTorch checkpoint torch.load can read safely "
-                           f"({reason}); give a file saved with torch.save(model.state_dict(), path)") from None
+                           f"({reason}); {fix}") from None
     if not isinstance(state, dict) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
         shown = sorted(state)[:5] if isinstance(state, dict) else type(state).__name__
         raise WeightsError(f"teacher.weights {origin} holds {shown}, not a state dict (names -> tensors); save "
