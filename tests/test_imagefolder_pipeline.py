@@ -4,7 +4,6 @@ normalised with figures measured from the train split."""
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 from pathlib import Path
