@@ -1,0 +1,139 @@
+"""The public student API (tasks/student_data.py) on real ci_tiny stores: the replayed batches are
+what the teacher labelled, epochs are drawn as evaluate draws them, an export replays like the
+artifact store, evaluate trains on exactly these steps, and the docs' student loop runs as written."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from flows.config import resolve_config
+from flows.without_prefect import run_plain
+from storage.artifacts import ArtifactStore
+from storage.image_store import read_image_store
+from storage.softlabels import SoftLabelReader, SoftLabelStoreError
+from tasks.data import normalization
+from tasks.evaluate import StudentSchedule, create_optimizer, soft_label_loss, train_student
+from tasks.export import write_export
+from tasks.models import create_model
+from tasks.relabel import LABELS
+from tasks.student_data import ReplayedSteps
+from tasks.synthesize import IMAGES
+from tasks.teacher import load_teacher
+from tests.conftest import needs_fashion_mnist
+
+pytestmark = needs_fashion_mnist
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "your-own-data.md"
+PRUNED = ["prune.ratio=0.5"]  # 12 stored steps (20 images, batch 8, 4 epochs), 6 kept
+
+
+class Run:
+    """A finished ci_tiny run: its config, artifact refs by stage, and the evaluate-path inputs."""
+
+    def __init__(self, root: Path, overrides: list[str]):
+        self.config = resolve_config(preset="ci_tiny", artifact_root=str(root), overrides=overrides)
+        self.refs = {o.ref.stage: o.ref for o in run_plain(self.config)}
+        self.store = ArtifactStore(root)
+        labels_ref = self.refs.get("prune") or self.refs["relabel"]
+        self.labels = SoftLabelReader(self.store.url(labels_ref, LABELS))
+        pixels, _, _ = read_image_store(self.store.url(self.refs["synthesize"], IMAGES))
+        self.images = normalization(self.config.data).to_input(torch.from_numpy(pixels))
+
+
+@pytest.fixture(scope="module")
+def pruned_run(tmp_path_factory) -> Run:
+    return Run(tmp_path_factory.mktemp("student") / "a", PRUNED)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, pruned_run) -> Path:
+    dest = tmp_path_factory.mktemp("export") / "distilled"
+    return write_export(store=pruned_run.store, refs=pruned_run.refs, config=pruned_run.config.model_dump(mode="json"),
+                        command="distillery export --preset ci_tiny --set prune.ratio=0.5 --to distilled",
+                        dest=dest)
+
+
+@pytest.mark.parametrize("storage", ["boxes", "seed"])
+def test_replayed_batches_are_the_images_the_teacher_labelled(tmp_path, storage):
+    run = Run(tmp_path / "a", [f"relabel.augmentation={storage}"])
+    teacher, _ = load_teacher(run.store, run.refs["teacher"], torch.device("cpu"))
+    steps = ReplayedSteps(run.images, run.labels, seed=3)
+    checked = 0
+    with torch.no_grad():
+        for step in steps:
+            assert step.images.shape == (len(step.teacher_logits), 1, 28, 28)
+            # The store holds fp16 logits of the teacher's float32 output on exactly these pixels.
+            torch.testing.assert_close(teacher(step.images).half().float(), step.teacher_logits, atol=2e-3, rtol=2e-3)
+            checked += 1
+    assert checked == len(steps) == 4 * 3
+
+
+def test_epochs_draw_the_stream_steps_with_replacement_from_the_kept_pool(pruned_run):
+    steps = ReplayedSteps(pruned_run.images, pruned_run.labels, seed=7)
+    assert pruned_run.labels.num_steps == 6 and steps.steps_per_epoch == 3
+    rows = [step.stored_step for step in steps]
+    assert len(rows) == len(steps) == 4 * 3  # E epochs of the stream's steps per epoch, though half were pruned
+    assert all(0 <= row < 6 for row in rows) and len(set(rows)) < len(rows)  # drawn with replacement
+    assert [step.epoch for step in steps] == [i // 3 for i in range(12)]
+    assert rows == steps.schedule() == ReplayedSteps(pruned_run.images, pruned_run.labels, seed=7).schedule()
+    assert rows != ReplayedSteps(pruned_run.images, pruned_run.labels, seed=8).schedule()
+    assert len(ReplayedSteps(pruned_run.images, pruned_run.labels, seed=7, epochs=2)) == 6
+    assert ReplayedSteps(pruned_run.images, pruned_run.labels, seed=7, steps=5).schedule() == rows[:5]
+
+
+def test_evaluate_trains_on_exactly_the_replayed_steps(pruned_run):
+    config = pruned_run.config.evaluate.for_stream(epochs=4, batch_size=8)
+    runtime = pruned_run.config.runtime
+    trained = train_student(pruned_run.images, pruned_run.labels, config, num_classes=10, seed=11, runtime=runtime)
+    torch.manual_seed(11)
+    student = create_model(config.model, channels=1, num_classes=10, image_size=28, width=config.width,
+                           depth=config.depth)
+    optimizer = create_optimizer(student, config)
+    steps = ReplayedSteps(pruned_run.images, pruned_run.labels, seed=11, epochs=config.epochs)  # ci_tiny: 3 of E=4
+    lr = StudentSchedule(optimizer, config, total=len(steps), steps_per_epoch=steps.steps_per_epoch)
+    student.train()
+    for step in steps:
+        lr.set(step.index)
+        loss = soft_label_loss(student(step.images), step.teacher_logits, config)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    for name, value in student.state_dict().items():
+        assert torch.equal(value, trained.state_dict()[name]), name
+
+
+def test_an_export_replays_the_same_steps_as_the_artifact_store(pruned_run, exported):
+    from_store = list(ReplayedSteps(pruned_run.images, pruned_run.labels, seed=5))
+    from_export = list(ReplayedSteps.from_export(exported, seed=5))
+    assert len(from_export) == len(from_store) == 12
+    for a, b in zip(from_store, from_export):
+        assert a.stored_step == b.stored_step
+        assert torch.equal(a.images, b.images) and torch.equal(a.teacher_logits, b.teacher_logits)
+
+
+def test_replay_refuses_images_the_store_was_not_made_from(pruned_run, tmp_path):
+    with pytest.raises(SoftLabelStoreError, match="labels 20 images of 28 px, got 19 of 28 px"):
+        ReplayedSteps(pruned_run.images[:19], pruned_run.labels, seed=0)
+    with pytest.raises(SoftLabelStoreError, match="is not a distillery export"):
+        ReplayedSteps.from_export(tmp_path, seed=0)
+
+
+def docs_student_loop() -> str:
+    """The first python block of the docs' "Training your own student from a store" section."""
+    section = DOCS.read_text().split("## Training your own student from a store", 1)[1]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+def test_the_docs_student_loop_runs_as_written_on_an_export(exported, monkeypatch, capsys):
+    monkeypatch.chdir(exported.parent)  # the docs export to ./distilled
+    namespace: dict = {}
+    exec(compile(docs_student_loop(), str(DOCS), "exec"), namespace)
+    steps, student = namespace["steps"], namespace["student"]
+    assert namespace["step"].index == len(steps) - 1 == 11 and math.isfinite(namespace["loss"].item())
+    assert capsys.readouterr().out.count("loss") == 4  # one line per epoch
+    saved = torch.load(exported.parent / "student.pt", weights_only=True)
+    assert set(saved) == set(student.state_dict())
