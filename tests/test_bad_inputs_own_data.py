@@ -83,7 +83,7 @@ def test_missing_train_folder_stops_the_run_before_anything_is_stored(tmp_path, 
 
 
 def test_corrupt_jpeg_decoded_in_a_worker_is_one_error_naming_the_file_and_nothing_is_stored(tmp_path):
-    root = _folder(tmp_path)
+    root = _folder(tmp_path, per_class=40)  # 80 images: 3 pieces, decoded by the 2 workers
     whole = (root / "train" / "dog" / "5.jpg").read_bytes()
     (root / "train" / "dog" / "5.jpg").write_bytes(whole[: len(whole) // 2])  # truncated mid-scan
     config = resolve_config(preset="ci_tiny", artifact_root=str(tmp_path / "a"), overrides=[

@@ -148,5 +148,6 @@ def test_worker_count_does_not_change_the_images(jpeg_folder):
     in_process = [images for _, images in image_batches(train, batches, workers=0, device=torch.device("cpu"))]
     in_workers = [images for _, images in image_batches(train, batches, workers=2, device=torch.device("cpu"))]
 
-    assert all(torch.equal(a, b) for a, b in zip(in_process, in_workers, strict=True))
-    assert in_process[0].shape == (70, 1, 20, 20)
+    direct = [train.images_at(index) for index in batches]  # (70, 1, 20, 20) each, decoded one by one
+    assert all(torch.equal(a, b) for a, b in zip(in_workers, direct, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(in_process, direct, strict=True))
