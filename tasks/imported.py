@@ -18,6 +18,7 @@ by store index, so an exported set imports back to the same bytes.
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -76,19 +77,22 @@ def scan_class_folders(root: str | Path, *, class_names: Sequence[str], ipc: int
     found = {p.name for p in entries if p.is_dir()}
     foreign, missing = sorted(found - set(wanted)), [name for name in wanted if name not in found]
     if foreign or missing:
+        listed = ", ".join(wanted[:12]) + (f", ... ({len(wanted)} in all)" if len(wanted) > 12 else "")
         raise ImportedImagesError(
             f"the class folders of {root} do not match the data set's classes (unknown: {foreign[:5]}, missing: "
-            f"{missing[:5]}); name one folder per class exactly: {', '.join(wanted)}")
+            f"{missing[:5]}); name one folder per class exactly: {listed}")
     files = tuple(_images_in(root / name) for name in wanted)
     for name, class_files in zip(wanted, files):
         if not class_files:
             raise ImportedImagesError(f"class folder {root / name} holds no images ({'/'.join(sorted(IMAGE_SUFFIXES))}); "
                                       "every class needs the same number of images")
-    counts = {name: len(class_files) for name, class_files in zip(wanted, files)}
-    if len(set(counts.values())) > 1:
-        listed = ", ".join(f"{name}: {count}" for name, count in counts.items())
-        raise ImportedImagesError(f"the class folders of {root} hold different numbers of images ({listed}); an image "
-                                  "set has one IPC, so give every class the same number of images")
+    counts = [len(class_files) for class_files in files]
+    usual = Counter(counts).most_common(1)[0][0]
+    odd = [f"{name}: {count}" for name, count in zip(wanted, counts) if count != usual]
+    if odd:
+        raise ImportedImagesError(f"the class folders of {root} hold different numbers of images (most hold {usual}; "
+                                  f"{', '.join(odd[:5])}{', ...' if len(odd) > 5 else ''}); an image set has one IPC, "
+                                  "so give every class the same number of images")
     folders = ClassFolders(root, files)
     if ipc is not None and ipc != folders.ipc:
         raise ImportedImagesError(f"synthesis.ipc={ipc}, but {root} holds {folders.ipc} images in every class; "

@@ -133,8 +133,8 @@ BAD_FOLDERS = {
     "image of another size": (_other_size, [], "1 of 30 images in {folder} are not 28x28 like the data set's, e.g. "
                               "{folder}/Sandal/00015.png (32x32); resize them, or set synthesis.import_resize=true"),
     "empty class": (_empty_class, [], "class folder {folder}/Dress holds no images"),
-    "unequal counts": (_unequal_counts, [], "hold different numbers of images (T-shirt_top: 3, Trouser: 3, "
-                       "Pullover: 3, Dress: 3, Coat: 3, Sandal: 3, Shirt: 2,"),
+    "unequal counts": (_unequal_counts, [], "hold different numbers of images (most hold 3; Shirt: 2); an image set "
+                       "has one IPC, so give every class the same number of images"),
     "ipc other than the count found": (lambda folder: None, ["--set", "synthesis.ipc=2"],
                                        "synthesis.ipc=2, but {folder} holds 3 images in every class; set synthesis.ipc=3"),
     "no such folder": (shutil.rmtree, [], "synthesis.import_root {folder} is not a folder"),
