@@ -180,3 +180,18 @@ def test_the_stage_refuses_a_folder_changed_after_the_run_named_it(tmp_path, fol
 def test_import_settings_that_do_not_fit_the_mode_are_config_errors(overrides, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         resolve_config(preset="ci_tiny", overrides=overrides)
+
+
+def test_imported_jpegs_enter_an_imagefolder_set_as_its_own_loader_reads_them(tmp_path):
+    from tasks.bench.imagefolder import write_fashion_jpeg_folder
+
+    data_root = write_fashion_jpeg_folder(tmp_path / "jpeg", train_per_class=20, test_limit=100)
+    config = resolve_config(preset="ci_tiny", artifact_root=str(tmp_path / "a"), overrides=[
+        "data.name=imagefolder", f"data.root={data_root}", "data.image_size=28", "data.train_per_class=null",
+        "data.test_limit=null", "runtime.workers=0", "synthesis.mode=imported",
+        f"synthesis.import_root={data_root / 'train'}", "synthesis.ipc=20"])  # the train JPEGs, imported as a set
+    refs = {o.ref.stage: o.ref for o in run_plain(config, until="synthesize")}
+    pixels, classes, _ = read_image_store(ArtifactStore(tmp_path / "a").url(refs["synthesize"], IMAGES))
+    train = load_split(config.data, "train")
+    assert pixels.shape == (200, train.channels, 28, 28)
+    assert np.array_equal(pixels, train.images_at(torch.arange(200)).numpy()) and np.array_equal(classes, train.labels)
