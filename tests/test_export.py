@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
+from PIL import Image
 
 from flows.cli import main
 from storage.artifacts import ArtifactRef, ArtifactStore
 from storage.image_store import read_image_store
-from tasks import export as export_module
-from tasks.export import ExportError, write_export
+from tasks.export import ExportError, check_export_target, write_export
 from tasks.synthesize import IMAGES
 from tests.conftest import needs_fashion_mnist
 
@@ -56,10 +56,8 @@ def test_export_writes_class_folders_of_pngs_the_store_and_a_card(round_trip):
     assert set(refs) == {"teacher", "stats", "synthesize", "relabel", "prune", "evaluate"}
     assert written["metrics"]["evaluate"] == store.read_manifest(refs["evaluate"])["metrics"]
     assert written["config"]["prune"]["ratio"] == 0.5 and written["data"]["mean"] == [0.286]
-    exported = {k: v for k, v in files(first / "labels.zarr").items()}
-    assert exported == files(Path(store.path(refs["prune"], "labels.zarr")))  # the pruned store, byte for byte
+    assert files(first / "labels.zarr") == files(Path(store.path(refs["prune"], "labels.zarr")))  # the pruned store, byte for byte
     pixels, _, _ = read_image_store(store.url(refs["synthesize"], IMAGES))
-    from PIL import Image
     with Image.open(first / "images" / "Bag" / "00016.png") as png:
         assert np.array_equal(np.asarray(png), pixels[16, 0])  # named by store index, pixels as stored
     assert f"{written['metrics']['evaluate']['test_top1']:.4f}" in (first / "card.md").read_text()
@@ -117,4 +115,4 @@ def test_a_failed_export_leaves_no_half_folder(round_trip, tmp_path, monkeypatch
                      dest=tmp_path / "out")
     assert list(tmp_path.iterdir()) == []  # neither the target nor a partial folder
     with pytest.raises(ExportError, match="already exists"):
-        export_module.check_export_target(round_trip["first"])
+        check_export_target(round_trip["first"])
