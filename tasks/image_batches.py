@@ -13,6 +13,7 @@ the same bytes whatever the worker count.
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -54,6 +55,8 @@ def image_batches(
     pieces = [piece for index in batches for piece in index.split(DECODE_PIECE)]
     counts = [len(index.split(DECODE_PIECE)) for index in batches]  # pieces per batch
     workers = min(workers, len(pieces)) if len(pieces) > 1 else 0  # one piece: no process to start
+    if multiprocessing.current_process().daemon:
+        workers = 0  # a Dask worker is a daemon process, and daemons may not start children
     loader = DataLoader(_Pieces(source, pieces), batch_size=None, shuffle=False, num_workers=workers,
                         pin_memory=device.type == "cuda", prefetch_factor=4 if workers else None)
     decoded = iter(loader)

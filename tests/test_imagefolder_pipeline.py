@@ -151,3 +151,19 @@ def test_worker_count_does_not_change_the_images(jpeg_folder):
     direct = [train.images_at(index) for index in batches]  # (70, 1, 20, 20) each, decoded one by one
     assert all(torch.equal(a, b) for a, b in zip(in_workers, direct, strict=True))
     assert all(torch.equal(a, b) for a, b in zip(in_process, direct, strict=True))
+
+
+def _decode_in_daemon(folder: str, results: multiprocessing.Queue) -> None:
+    train = load_split(DataConfig(name="imagefolder", root=folder, image_size=20), "train")
+    batches = torch.arange(len(train)).split(100)
+    results.put(sum(len(images) for _, images in image_batches(train, batches, workers=2, device=torch.device("cpu"))))
+
+
+def test_a_daemon_process_such_as_a_dask_worker_decodes_in_process(jpeg_folder):
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    daemon = context.Process(target=_decode_in_daemon, args=(str(jpeg_folder), results), daemon=True)
+    daemon.start()
+    daemon.join(timeout=120)
+
+    assert daemon.exitcode == 0 and results.get(timeout=5) == 300  # daemons may not start DataLoader workers
