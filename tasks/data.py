@@ -208,6 +208,10 @@ def _kept_indices(labels: torch.Tensor, limit_per_class: int) -> torch.Tensor:
 def load_split(config: DataConfig, split: Split) -> ImageSource:
     """The train or test split of `config`'s data set, cut to `train_per_class` / `test_limit`."""
     source = _DATA_SETS[config.name].load(config, split)
+    if config.mean is not None and len(config.mean) != source.channels:
+        also = f", or set data.channels={len(config.mean)}" if config.name == "imagefolder" else ""
+        raise DataError(f"data.mean/std give {len(config.mean)} values per pixel but the {config.name} images at "
+                        f"{config.root} have {source.channels} channel(s); give one value per channel{also}")
     if split == "train" and config.train_per_class is not None:
         return source.select(_kept_indices(source.labels, config.train_per_class))
     if split == "test" and config.test_limit is not None:

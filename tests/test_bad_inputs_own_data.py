@@ -120,3 +120,20 @@ def test_images_of_mixed_sizes_are_resized_and_centre_cropped_to_one_size(tmp_pa
 def test_normalisation_and_channel_fields_that_cannot_work_are_config_errors(overrides, message):
     with pytest.raises(ConfigError, match=message):
         resolve_config(preset="ci_tiny", overrides=overrides)
+
+
+def test_mean_and_std_for_another_channel_count_stop_the_run_naming_the_fix(tmp_path, capsys):
+    root = tmp_path / "gray"
+    for split in ("train", "val"):
+        for name in ("cat", "dog"):
+            (root / split / name).mkdir(parents=True)
+            Image.new("L", (16, 16), 100).save(root / split / name / "0.png")
+
+    code = main(["run", "--preset", "ci_tiny", "--artifact-root", str(tmp_path / "a"), "--set", "data.name=imagefolder",
+                 "--set", f"data.root={root}", "--set", "data.mean=[0.5,0.5,0.5]", "--set", "data.std=[0.2,0.2,0.2]"])
+
+    err = capsys.readouterr().err
+    assert code == 2
+    assert (f"data.mean/std give 3 values per pixel but the imagefolder images at {root} have 1 channel(s); give one "
+            "value per channel, or set data.channels=3") in err
+    assert not (tmp_path / "a").exists()
