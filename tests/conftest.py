@@ -1,4 +1,5 @@
-"""Shared fixtures: a private PREFECT_HOME, one Prefect test server per session, small real data.
+"""Shared fixtures: a private PREFECT_HOME, one Prefect test server per session, small real data,
+ci_tiny artifacts built once per session.
 
 The environment is set at import time, before any test imports Prefect, so no test touches
 the user's ~/.prefect or the network.
@@ -35,6 +36,15 @@ def prefect_server():
 
     with prefect_test_harness(server_startup_timeout=180):
         yield
+
+
+@pytest.fixture(scope="session")
+def tiny_artifacts(tmp_path_factory):
+    """ci_tiny artifacts built once per session: ``tiny_artifacts.copy_into(root, *overrides, until=STAGE)``
+    copies one config's artifact directories into a test's own root (see tests/tiny_artifacts.py)."""
+    from tests.tiny_artifacts import TinyArtifacts
+
+    return TinyArtifacts(tmp_path_factory.mktemp("tiny-artifacts"))
 
 
 @pytest.fixture

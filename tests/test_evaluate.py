@@ -16,9 +16,9 @@ from storage.softlabels import SoftLabelStoreError
 from tasks.evaluate import (EvaluateConfig, EvaluateRequest, StudentSchedule, create_optimizer, evaluate_task,
                             soft_label_loss)
 from tasks.models import create_model
-from tasks.relabel import relabel_request, relabel_task
-from tasks.synthesize import SynthesizeRequest, synthesize_task
-from tasks.teacher import teacher_request, teacher_task
+from tasks.relabel import relabel_request
+from tasks.synthesize import SynthesizeRequest
+from tasks.teacher import teacher_request
 from tests.conftest import needs_fashion_mnist
 
 pytestmark = needs_fashion_mnist
@@ -80,19 +80,19 @@ def _resolved(config) -> EvaluateConfig:
     return config.evaluate.for_stream(epochs=config.relabel.epochs, batch_size=config.relabel.batch_size)
 
 
-def _pipeline(root: Path, *extra: str):
+def _pipeline(tiny_artifacts, root: Path, *extra: str):
+    """Teacher, random-real images and their soft labels for this config: the session's, copied into ``root``."""
     config = resolve_config(preset="ci_tiny", artifact_root=str(root), overrides=[*OVERRIDES, *extra])
-    teacher = teacher_task.fn(teacher_request(data=config.data, teacher=config.teacher, seed=0), config.runtime)
-    images = synthesize_task.fn(
-        SynthesizeRequest(data=config.data, synthesis=config.synthesis, seed=0, inputs={"teacher": teacher}), config.runtime
-    )
-    labels = relabel_task.fn(relabel_request(data=config.data, relabel=config.relabel, prune_ratio=0.0, prune_rule="prefix",
-                                             seed=0, teacher=teacher, images=images), config.runtime)
+    teacher, images, labels = tiny_artifacts.copy_into(root, *OVERRIDES, *extra, until="relabel")
+    assert teacher == teacher_request(data=config.data, teacher=config.teacher, seed=0).ref()
+    assert images == SynthesizeRequest(data=config.data, synthesis=config.synthesis, seed=0, inputs={"teacher": teacher}).ref()
+    assert labels == relabel_request(data=config.data, relabel=config.relabel, prune_ratio=0.0, prune_rule="prefix",
+                                     seed=0, teacher=teacher, images=images).ref()
     return config, images, labels
 
 
-def test_students_learn_from_soft_labels_deterministically_and_resume_by_seed(tmp_path):
-    config, images, labels = _pipeline(tmp_path / "a")
+def test_students_learn_from_soft_labels_deterministically_and_resume_by_seed(tmp_path, tiny_artifacts):
+    config, images, labels = _pipeline(tiny_artifacts, tmp_path / "a")
     request = EvaluateRequest(data=config.data, evaluate=_resolved(config), seed=0, inputs={"images": images, "labels": labels})
     ref = evaluate_task.fn(request, config.runtime)
     store = ArtifactStore(config.runtime.artifact_root)
@@ -119,17 +119,17 @@ def test_students_learn_from_soft_labels_deterministically_and_resume_by_seed(tm
     assert json.loads((run_dir / "manifest.json").read_text())["test_top1_per_seed"] == per_seed
 
 
-def test_labels_made_for_other_images_are_refused_naming_both(tmp_path):
-    config, images, labels = _pipeline(tmp_path / "a")
-    other_config, other_images, _ = _pipeline(tmp_path / "a", "synthesis.ipc=11")
+def test_labels_made_for_other_images_are_refused_naming_both(tmp_path, tiny_artifacts):
+    config, images, labels = _pipeline(tiny_artifacts, tmp_path / "a")
+    other_config, other_images, _ = _pipeline(tiny_artifacts, tmp_path / "a", "synthesis.ipc=11")
     request = EvaluateRequest(data=config.data, evaluate=_resolved(config), seed=0,
                               inputs={"images": other_images, "labels": labels})
     with pytest.raises(SoftLabelStoreError, match=f"made from images {images.fingerprint}, but this run uses images {other_images.fingerprint}"):
         evaluate_task.fn(request, config.runtime)
 
 
-def test_the_hard_label_baseline_trains_on_class_labels_alone(tmp_path):
-    config, images, labels = _pipeline(tmp_path / "a", "evaluate.labels=hard")
+def test_the_hard_label_baseline_trains_on_class_labels_alone(tmp_path, tiny_artifacts):
+    config, images, labels = _pipeline(tiny_artifacts, tmp_path / "a", "evaluate.labels=hard")
     request = EvaluateRequest(data=config.data, evaluate=_resolved(config), seed=0, inputs={"images": images})
     manifest = ArtifactStore(config.runtime.artifact_root).read_manifest(evaluate_task.fn(request, config.runtime))
     assert manifest["metrics"]["label_steps"] == 0 and manifest["metrics"]["labels_store_bytes"] == 0
@@ -138,8 +138,8 @@ def test_the_hard_label_baseline_trains_on_class_labels_alone(tmp_path):
         evaluate_task.fn(request.model_copy(update={"inputs": {"images": images, "labels": labels}}), config.runtime)
 
 
-def test_a_step_budget_fixes_student_compute_whatever_the_set_size(tmp_path):
-    config, images, labels = _pipeline(tmp_path / "a", "evaluate.steps=7", "evaluate.seeds=1")
+def test_a_step_budget_fixes_student_compute_whatever_the_set_size(tmp_path, tiny_artifacts):
+    config, images, labels = _pipeline(tiny_artifacts, tmp_path / "a", "evaluate.steps=7", "evaluate.seeds=1")
     store = ArtifactStore(config.runtime.artifact_root)
     soft = EvaluateRequest(data=config.data, evaluate=_resolved(config), seed=0, inputs={"images": images, "labels": labels})
     assert store.read_manifest(evaluate_task.fn(soft, config.runtime))["metrics"]["student_steps"] == 7

@@ -16,21 +16,23 @@ from flows.config import resolve_config
 from storage.artifacts import ArtifactStore
 from storage.image_store import read_image_store
 from tasks.data import load_split, normalization
-from tasks.stats import StatsRequest, stats_task
+from tasks.stats import StatsRequest
 from tasks.synthesize import (
     IMAGES, SynthesisError, SynthesizeRequest, bn_targets_for, optimise_unit, plan_units, real_picks, synthesize_task,
 )
-from tasks.teacher import load_teacher, teacher_request, teacher_task
+from tasks.teacher import load_teacher, teacher_request
 from tests.conftest import kill_when, needs_fashion_mnist
 
 pytestmark = needs_fashion_mnist
 SMALL = ["synthesis.ipc=3", "synthesis.iterations=40", "synthesis.batch_size=2"]
 
 
-def _upstream(config):
-    """Teacher and stats artifacts for ``config`` (plain functions, no Prefect)."""
-    teacher = teacher_task.fn(teacher_request(data=config.data, teacher=config.teacher, seed=0), config.runtime)
-    stats = stats_task.fn(StatsRequest(data=config.data, stats=config.stats, seed=0, inputs={"teacher": teacher}), config.runtime)
+def _upstream(tiny_artifacts, config):
+    """Teacher and stats artifacts for ``config``: the session's ci_tiny ones (synthesis settings do not
+    enter them), copied into its artifact root."""
+    teacher, stats = tiny_artifacts.copy_into(config.runtime.artifact_root, until="stats")
+    assert teacher == teacher_request(data=config.data, teacher=config.teacher, seed=0).ref()
+    assert stats == StatsRequest(data=config.data, stats=config.stats, seed=0, inputs={"teacher": teacher}).ref()
     return {"teacher": teacher, "stats": stats}
 
 
@@ -64,9 +66,9 @@ def test_ipc_larger_than_a_class_names_the_class_and_fix(tiny_config):
 
 
 @pytest.mark.parametrize("mode", ["lpld", "sre2l", "random_real"])
-def test_each_mode_writes_a_store_grid_and_metrics(tmp_path, mode):
+def test_each_mode_writes_a_store_grid_and_metrics(tmp_path, mode, tiny_artifacts):
     config = resolve_config(preset="ci_tiny", artifact_root=str(tmp_path / "a"), overrides=[*SMALL, f"synthesis.mode={mode}"])
-    inputs = _upstream(config)
+    inputs = _upstream(tiny_artifacts, config)
     store = ArtifactStore(config.runtime.artifact_root)
     ref = synthesize_task.fn(_request(config, inputs), config.runtime)
     images, labels, attributes = read_image_store(store.url(ref, IMAGES))
@@ -93,9 +95,9 @@ def test_each_mode_writes_a_store_grid_and_metrics(tmp_path, mode):
         assert manifest["metrics"]["loss_last_fifth_drop"] == summary["last_fifth_drop"]
 
 
-def test_synthesis_lowers_the_teachers_loss_on_its_images(tmp_path):
+def test_synthesis_lowers_the_teachers_loss_on_its_images(tmp_path, tiny_artifacts):
     config = resolve_config(preset="ci_tiny", artifact_root=str(tmp_path / "a"), overrides=[*SMALL, "synthesis.iterations=60"])
-    inputs = _upstream(config)
+    inputs = _upstream(tiny_artifacts, config)
     store = ArtifactStore(config.runtime.artifact_root)
     model, _ = load_teacher(store, inputs["teacher"], torch.device("cpu"))
     norm = normalization(config.data)
@@ -111,8 +113,8 @@ def test_synthesis_lowers_the_teachers_loss_on_its_images(tmp_path):
     assert curve[:, 0] == pytest.approx(curve[:, 1] + config.synthesis.r_bn * curve[:, 2], rel=1e-4)
 
 
-def test_a_nan_during_synthesis_stops_with_the_fix(tiny_config):
-    inputs = _upstream(tiny_config)
+def test_a_nan_during_synthesis_stops_with_the_fix(tiny_config, tiny_artifacts):
+    inputs = _upstream(tiny_artifacts, tiny_config)
     store = ArtifactStore(tiny_config.runtime.artifact_root)
     model, _ = load_teacher(store, inputs["teacher"], torch.device("cpu"))
     with torch.no_grad():
@@ -136,11 +138,11 @@ synthesize_task.fn(request, config.runtime)
 """
 
 
-def test_a_killed_synthesis_resumes_to_the_same_bytes(tmp_path):
+def test_a_killed_synthesis_resumes_to_the_same_bytes(tmp_path, tiny_artifacts):
     overrides = ["synthesis.ipc=4", "synthesis.iterations=150", "synthesis.batch_size=2"]
     killed_root, clean_root = tmp_path / "killed", tmp_path / "clean"
     config = resolve_config(preset="ci_tiny", artifact_root=str(killed_root), overrides=overrides)
-    inputs = _upstream(config)
+    inputs = _upstream(tiny_artifacts, config)
     shutil.copytree(killed_root, clean_root)
 
     proc = subprocess.Popen(
@@ -164,12 +166,12 @@ def test_a_killed_synthesis_resumes_to_the_same_bytes(tmp_path):
     assert not any(".partial-" in name for name in killed_files)
 
 
-def test_one_image_per_class_is_built_without_a_similarity(tmp_path):
+def test_one_image_per_class_is_built_without_a_similarity(tmp_path, tiny_artifacts):
     """IPC 1 is a standard setting; the within-class similarity has no pairs there and is left out."""
     config = resolve_config(preset="ci_tiny", artifact_root=str(tmp_path / "a"),
                             overrides=["synthesis.ipc=1", "synthesis.iterations=10"])
     store = ArtifactStore(config.runtime.artifact_root)
-    ref = synthesize_task.fn(_request(config, _upstream(config)), config.runtime)
+    ref = synthesize_task.fn(_request(config, _upstream(tiny_artifacts, config)), config.runtime)
     images, labels, _ = read_image_store(store.url(ref, IMAGES))
     assert images.shape == (10, 1, 28, 28) and labels.tolist() == list(range(10))
     metrics = store.read_manifest(ref)["metrics"]

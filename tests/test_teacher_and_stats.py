@@ -17,9 +17,12 @@ pytestmark = needs_fashion_mnist
 
 
 @pytest.fixture
-def stored_teacher(tiny_config):
-    request = teacher_request(data=tiny_config.data, teacher=tiny_config.teacher, seed=tiny_config.runtime.seed)
-    return teacher_task.fn(request, tiny_config.runtime)
+def stored_teacher(tiny_config, tiny_artifacts):
+    """The ci_tiny teacher (trained once per session by its stage entry), copied into this test's root."""
+    [teacher] = tiny_artifacts.copy_into(tiny_config.runtime.artifact_root, until="teacher")
+    assert teacher == teacher_request(data=tiny_config.data, teacher=tiny_config.teacher,
+                                      seed=tiny_config.runtime.seed).ref()
+    return teacher
 
 
 def test_lr_warms_up_linearly_then_decays_to_zero():
