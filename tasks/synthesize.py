@@ -1,4 +1,4 @@
-"""Stage `synthesize` (recover): IPC images per class, from one of three sources.
+"""Stage `synthesize` (recover): IPC images per class, from one of four sources.
 
 * ``lpld``        — class-wise: each batch holds images of ONE class and matches that class's
                     BN statistics (from the `stats` stage). Within-class diversity rises.
