@@ -6,7 +6,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -16,31 +15,39 @@ from tasks.stats import StatsRequest
 from tasks.teacher import teacher_request
 
 FINGERPRINT_SCRIPT = """
+import json
 import sys
 from flows.config import resolve_config
 from tasks.teacher import teacher_request
-config = resolve_config(preset="ci_tiny", overrides=sys.argv[1:])
-print(teacher_request(data=config.data, teacher=config.teacher, seed=config.runtime.seed).fingerprint())
+for overrides in json.loads(sys.argv[1]):
+    config = resolve_config(preset="ci_tiny", overrides=overrides)
+    print(teacher_request(data=config.data, teacher=config.teacher, seed=config.runtime.seed).fingerprint())
 """
+OVERRIDE_SETS = ((), ("runtime.seed=0",), ("runtime.device=cpu", "runtime.artifact_root=/elsewhere"))
 
 
-def _teacher_fingerprint_in_new_process(*overrides: str) -> str:
-    out = subprocess.run(
-        [sys.executable, "-c", FINGERPRINT_SCRIPT, *overrides], capture_output=True, text=True, check=True
-    )
-    return out.stdout.strip()
+@pytest.fixture(scope="module")
+def fingerprints_in_a_new_process() -> dict[tuple[str, ...], str]:
+    """The ci_tiny teacher fingerprint under each of OVERRIDE_SETS, computed by one other Python process."""
+    out = subprocess.run([sys.executable, "-c", FINGERPRINT_SCRIPT, json.dumps(OVERRIDE_SETS)],
+                         capture_output=True, text=True, check=True)
+    lines = out.stdout.split()
+    assert len(lines) == len(OVERRIDE_SETS), out.stdout
+    return dict(zip(OVERRIDE_SETS, lines))
 
 
-def test_same_config_gives_same_fingerprint_across_processes():
+@pytest.mark.slow
+def test_same_config_gives_same_fingerprint_across_processes(fingerprints_in_a_new_process):
     config = resolve_config(preset="ci_tiny")
     here = teacher_request(data=config.data, teacher=config.teacher, seed=0).fingerprint()
-    assert _teacher_fingerprint_in_new_process() == here
-    assert _teacher_fingerprint_in_new_process("runtime.seed=0") == here
+    assert fingerprints_in_a_new_process[()] == here
+    assert fingerprints_in_a_new_process[("runtime.seed=0",)] == here
 
 
-def test_device_and_root_do_not_change_the_fingerprint():
-    assert _teacher_fingerprint_in_new_process("runtime.device=cpu", "runtime.artifact_root=/elsewhere") == (
-        _teacher_fingerprint_in_new_process()
+@pytest.mark.slow
+def test_device_and_root_do_not_change_the_fingerprint(fingerprints_in_a_new_process):
+    assert fingerprints_in_a_new_process[("runtime.device=cpu", "runtime.artifact_root=/elsewhere")] == (
+        fingerprints_in_a_new_process[()]
     )
 
 
@@ -109,28 +116,56 @@ def test_missing_file_error_names_artifact_and_fix(tmp_path):
 
 
 KILL_SCRIPT = """
+import logging
 import sys
 from flows.config import resolve_config
 from tasks.teacher import teacher_request, teacher_task
-config = resolve_config(preset="ci_tiny", overrides=["teacher.epochs=50"], artifact_root=sys.argv[1])
-request = teacher_request(data=config.data, teacher=config.teacher, seed=config.runtime.seed)
-print(request.ref().fingerprint, flush=True)
-teacher_task.fn(request, config.runtime)
+logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout, force=True)
+config = resolve_config(preset="ci_tiny", overrides=sys.argv[2:], artifact_root=sys.argv[1])
+teacher_task.fn(teacher_request(data=config.data, teacher=config.teacher, seed=config.runtime.seed), config.runtime)
 """
+# Four short epochs (500 images, four steps each): the kill lands with three still to train.
+TRAINING = ["teacher.epochs=4", "data.train_per_class=50"]
 
 
-def test_a_killed_stage_leaves_no_manifest_and_reruns_to_completion(tmp_path):
-    root = tmp_path / "artifacts"
-    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(root)], stdout=subprocess.PIPE, text=True)
-    fingerprint = proc.stdout.readline().strip()
-    time.sleep(3)  # well inside 50 epochs of training
+def _kill_after_first_epoch(root) -> str:
+    """Run the teacher stage in a child process; SIGKILL it when it reports its first epoch; its output."""
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(root), *TRAINING],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("teacher 1/4 "):
+            break
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    store, ref = ArtifactStore(root), ArtifactRef(stage="teacher", fingerprint=fingerprint)
-    assert not store.is_complete(ref)
-    config = resolve_config(preset="ci_tiny", artifact_root=str(root))
+    return "".join(lines)
+
+
+def _artifact_files(root, ref: ArtifactRef) -> dict[str, bytes]:
+    """The artifact's files; its manifest without the wall-clock seconds."""
+    folder = root / ref.stage / ref.fingerprint
+    files = {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    manifest = json.loads(files.pop("manifest.json"))
+    manifest.pop("seconds")
+    return {**files, "manifest.json": json.dumps(manifest, sort_keys=True).encode()}
+
+
+@pytest.mark.slow
+def test_a_teacher_killed_mid_training_reruns_to_the_bytes_of_an_uninterrupted_run(tmp_path):
+    killed, clean = tmp_path / "killed", tmp_path / "clean"
+    output = _kill_after_first_epoch(killed)
+    assert "teacher 1/4 train loss" in output, output[-3000:]
+    config = resolve_config(preset="ci_tiny", overrides=TRAINING, artifact_root=str(killed))
+    request = teacher_request(data=config.data, teacher=config.teacher, seed=config.runtime.seed)
+    store, ref = ArtifactStore(killed), request.ref()
+    assert f"building {ref}" in output  # the child built this very request
+    assert not store.is_complete(ref) and not store.exists(ref, "model.pt"), "the kill should land mid-training"
+
     from tasks.teacher import teacher_task
 
-    short = teacher_request(data=config.data, teacher=config.teacher, seed=0)
-    assert teacher_task.fn(short, config.runtime) == short.ref()
-    assert store.is_complete(short.ref()) and not store.is_complete(ref)
+    assert teacher_task.fn(request, config.runtime) == ref  # the same request, run again on the killed root
+    assert store.is_complete(ref)
+    uninterrupted = config.runtime.model_copy(update={"artifact_root": str(clean)})
+    assert teacher_task.fn(request, uninterrupted) == ref
+    assert _artifact_files(killed, ref) == _artifact_files(clean, ref)
