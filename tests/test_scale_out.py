@@ -1,8 +1,9 @@
 """Scale-out: a real 2-worker local Dask cluster and a non-local fsspec artifact root, each
 giving the same artifacts as the sequential run on a local folder, byte for byte.
 
-The ci_tiny pipeline runs once sequentially on a local root (the reference), once with
-``runtime.task_runner=dask`` and once on ``memory://``; every file of every artifact must be
+The ci_tiny pipeline runs once sequentially on a local root (the reference: the session's build,
+the stage entries called one after another), once through the flow with
+``runtime.task_runner=dask`` and once through the flow on ``memory://``; every file of every artifact must be
 identical (manifests aside from their timings). The Dask unit task runs must be recorded by
 this run's Prefect API, not by temporary servers of the workers.
 """
@@ -13,12 +14,13 @@ import json
 
 import fsspec
 import pytest
+import torch
 
 from flows.config import with_overrides
 from flows.distill import distill
 from tests.conftest import needs_fashion_mnist
 
-pytestmark = [needs_fashion_mnist, pytest.mark.slow]
+pytestmark = needs_fashion_mnist
 
 
 def _tree(root: str) -> tuple[dict[str, bytes], dict[str, dict]]:
@@ -39,18 +41,19 @@ def _tree(root: str) -> tuple[dict[str, bytes], dict[str, dict]]:
 
 
 @pytest.fixture(scope="module")
-def sequential(prefect_server, tmp_path_factory):
-    """The reference: the ci_tiny pipeline, sequential, on a local folder."""
-    from flows.config import resolve_config
-
-    config = resolve_config(preset="ci_tiny", artifact_root=str(tmp_path_factory.mktemp("sequential")))
-    distill(config=config)
+def sequential(tiny_artifacts, tmp_path_factory):
+    """The reference: the ci_tiny pipeline, sequential (the session's, built by the stage entries one after
+    another), on a local folder."""
+    root = tmp_path_factory.mktemp("sequential")
+    tiny_artifacts.copy_into(root)
+    config = tiny_artifacts.config(artifact_root=root)
     files, manifests = _tree(config.runtime.artifact_root)
     assert any("/units/" in name for name in files) and any("labels.zarr" in name for name in files)
     return config, files, manifests
 
 
-def test_dask_run_is_byte_identical_to_sequential(sequential, tmp_path):
+@pytest.mark.slow
+def test_dask_run_is_byte_identical_to_sequential(prefect_server, sequential, tmp_path):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
@@ -67,9 +70,12 @@ def test_dask_run_is_byte_identical_to_sequential(sequential, tmp_path):
     assert len([u for u in units if u.startswith("synthesize-unit-")]) == 10
     assert {u.split("-unit-")[0] for u in units} == {"synthesize", "relabel", "evaluate"}
     assert all(r.state.is_completed() for r in runs)
+    # runtime.device is auto here: the gpu tag follows whether this machine has CUDA
+    assert {"gpu" in r.tags for r in runs} == {torch.cuda.is_available()}
 
 
-def test_memory_fsspec_root_gives_the_same_artifacts(sequential):
+@pytest.mark.slow
+def test_memory_fsspec_root_gives_the_same_artifacts(prefect_server, sequential):
     from storage.verify import verify_tree
 
     reference, files, manifests = sequential
@@ -82,8 +88,12 @@ def test_memory_fsspec_root_gives_the_same_artifacts(sequential):
     fsspec.filesystem("memory").rm("/distillery-scale-out-test", recursive=True)
 
 
-def test_gpu_tag_marks_cuda_runs_only():
-    from tasks.runtime import RuntimeConfig, device_tags
+def test_gpu_tag_marks_cuda_runs_only(monkeypatch):
+    from tasks.runtime import RuntimeConfig, device_tags, resolve_device
 
-    assert device_tags(RuntimeConfig(device="cuda")) == {"gpu"}
-    assert device_tags(RuntimeConfig(device="cpu")) == frozenset()
+    for visible in (True, False):  # whatever this machine has: auto follows what CUDA reports
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: visible)
+        assert device_tags(RuntimeConfig(device="auto")) == ({"gpu"} if visible else frozenset())
+        assert resolve_device(RuntimeConfig(device="auto")).type == ("cuda" if visible else "cpu")
+        assert device_tags(RuntimeConfig(device="cuda")) == {"gpu"}
+        assert device_tags(RuntimeConfig(device="cpu")) == frozenset()
