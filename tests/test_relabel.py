@@ -139,6 +139,7 @@ relabel_task.fn(request, config.runtime)
 """
 
 
+@pytest.mark.slow
 def test_a_killed_relabel_resumes_to_the_same_bytes(upstream, tmp_path):
     overrides = [*BASE, "relabel.epochs=300", "relabel.chunk_steps=13"]  # 300 chunks of one epoch
     killed_root, clean_root = _root(upstream, tmp_path, "killed"), _root(upstream, tmp_path, "clean")

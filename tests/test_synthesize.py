@@ -138,6 +138,7 @@ synthesize_task.fn(request, config.runtime)
 """
 
 
+@pytest.mark.slow
 def test_a_killed_synthesis_resumes_to_the_same_bytes(tmp_path, tiny_artifacts):
     overrides = ["synthesis.ipc=4", "synthesis.iterations=150", "synthesis.batch_size=2"]
     killed_root, clean_root = tmp_path / "killed", tmp_path / "clean"
