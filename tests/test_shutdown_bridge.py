@@ -71,3 +71,12 @@ def test_closing_the_terminal_stops_a_command_like_the_other_signals(noticing, m
 
     assert shutdown.run_stoppable(command, resume="resume with: distillery run") == 129
     assert "distillery: stopped by SIGHUP" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("stage, says", [("synthesize", "at unit 3 of 10 (2 done and kept)"),
+                                          ("teacher", "at unit 3 of 10 (this stage restarts on resume)")])
+def test_the_stop_line_says_kept_only_for_stages_that_keep_units(monkeypatch, stage, says):
+    from tasks import progress
+
+    monkeypatch.setattr(progress, "_latest", progress.Reached(stage, 2, 10))
+    assert shutdown.where_stopped() == f"in {stage} {says}"
