@@ -31,11 +31,13 @@ needs_fashion_mnist = pytest.mark.skipif(
 
 @pytest.fixture(scope="session")
 def prefect_server():
-    """One temporary Prefect server (SQLite) for every test that runs flows."""
+    """One temporary Prefect server (SQLite) for every test that runs flows; its API URL, for subprocesses
+    (``PREFECT_API_URL``) that should use it rather than start a server of their own."""
+    from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=180):
-        yield
+        yield PREFECT_API_URL.value()
 
 
 @pytest.fixture(scope="session")

@@ -104,11 +104,19 @@ def test_an_unreachable_prefect_api_is_named_before_any_work(tmp_path, capfd, mo
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory, prefect_server) -> Path:
-    """A finished ci_tiny pipeline, built once; each case works on a copy."""
+def built(tmp_path_factory, tiny_artifacts) -> Path:
+    """A finished ci_tiny pipeline (the session's); each case works on a copy."""
     root = tmp_path_factory.mktemp("built") / "a"
-    assert main(["run", *TINY, "--artifact-root", str(root)]) == 0
+    tiny_artifacts.copy_into(root)
     return root
+
+
+@pytest.mark.slow
+def test_the_built_pipeline_is_what_run_finds(built, tmp_path, capfd, prefect_server):
+    root = _copy(built, tmp_path)
+    before = digest(root)
+    assert run_cli(capfd, "run", *TINY, "--artifact-root", str(root))[0] == 0
+    assert digest(root) == before  # every stage found on disk, nothing added or rebuilt
 
 
 def _copy(built: Path, tmp_path: Path) -> Path:
@@ -127,7 +135,8 @@ def _unchanged_except(before: dict[str, str], after: dict[str, str], *damaged: P
         {k: v for k, v in after.items() if k in before and not any(k.startswith(s) for s in skip)}
 
 
-def test_a_corrupt_manifest_names_the_artifact_and_the_fix(built, tmp_path, capfd):
+@pytest.mark.slow
+def test_a_corrupt_manifest_names_the_artifact_and_the_fix(built, tmp_path, capfd, prefect_server):
     root = _copy(built, tmp_path)
     manifest = _only(root, "teacher") / "manifest.json"
     manifest.write_text("{ not json")
@@ -137,7 +146,8 @@ def test_a_corrupt_manifest_names_the_artifact_and_the_fix(built, tmp_path, capf
     assert digest(root) == before
 
 
-def test_flipped_bytes_are_found_by_verify_and_stop_a_run_that_reads_them(built, tmp_path, capfd):
+@pytest.mark.slow
+def test_flipped_bytes_are_found_by_verify_and_stop_a_run_that_reads_them(built, tmp_path, capfd, prefect_server):
     root = _copy(built, tmp_path)
     labels = _only(root, "relabel")
     chunk = next(p for p in sorted((labels / "labels.zarr" / "logits").rglob("*")) if p.is_file() and p.name != "zarr.json")
@@ -163,11 +173,11 @@ def test_a_truncated_chunk_is_found_by_verify(built, tmp_path, capfd):
     assert out.count("damaged    ") == 1
 
 
-def test_labels_from_another_run_are_refused_naming_both_image_sets(built, tmp_path, capfd):
+@pytest.mark.slow
+def test_labels_from_another_run_are_refused_naming_both_image_sets(built, tmp_path, capfd, tiny_artifacts, prefect_server):
     root = _copy(built, tmp_path)
     other = tmp_path / "other"
-    assert main(["run", *TINY, "--artifact-root", str(other), "--set", "runtime.seed=1", "--until", "relabel"]) == 0
-    capfd.readouterr()
+    tiny_artifacts.copy_into(other, "runtime.seed=1", until="relabel")  # another run: seed 1
     mine = _only(root, "relabel")
     shutil.rmtree(mine / "labels.zarr")
     shutil.copytree(_only(other, "relabel") / "labels.zarr", mine / "labels.zarr")
@@ -179,7 +189,8 @@ def test_labels_from_another_run_are_refused_naming_both_image_sets(built, tmp_p
     _unchanged_except(before, digest(root), root / "evaluate", root=root)
 
 
-def test_a_full_disk_mid_run_names_the_root_and_keeps_finished_stages(built, tmp_path, capfd, monkeypatch):
+@pytest.mark.slow
+def test_a_full_disk_mid_run_names_the_root_and_keeps_finished_stages(built, tmp_path, capfd, monkeypatch, prefect_server):
     root = _copy(built, tmp_path)
     shutil.rmtree(_only(root, "synthesize"))
     before = digest(root)
@@ -197,7 +208,8 @@ def test_a_full_disk_mid_run_names_the_root_and_keeps_finished_stages(built, tmp
     assert not any((root / "synthesize").rglob("manifest.json"))
 
 
-def test_ipc_larger_than_a_class_stops_naming_the_field(built, tmp_path, capfd):
+@pytest.mark.slow
+def test_ipc_larger_than_a_class_stops_naming_the_field(built, tmp_path, capfd, prefect_server):
     root = _copy(built, tmp_path)
     before = digest(root)
     code, err = run_cli(capfd, "run", *TINY, "--artifact-root", str(root), "--set", "synthesis.mode=random_real",
@@ -206,7 +218,8 @@ def test_ipc_larger_than_a_class_stops_naming_the_field(built, tmp_path, capfd):
     _unchanged_except(before, digest(root), root=root)
 
 
-def test_a_nan_during_synthesis_stops_with_the_fix(built, tmp_path, capfd, monkeypatch):
+@pytest.mark.slow
+def test_a_nan_during_synthesis_stops_with_the_fix(built, tmp_path, capfd, monkeypatch, prefect_server):
     import torch
 
     import tasks.synthesize as synthesize

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -12,8 +13,6 @@ import pytest
 
 from flows.distill import distill
 from storage.artifacts import ArtifactStore
-from tasks.stats import StatsRequest, stats_task
-from tasks.teacher import teacher_request, teacher_task
 from tests.conftest import needs_fashion_mnist
 
 pytestmark = [needs_fashion_mnist, pytest.mark.slow]
@@ -41,19 +40,19 @@ def test_until_teacher_stops_after_the_teacher(prefect_server, tiny_config):
     assert [o.ref.stage for o in distill(config=tiny_config, until="teacher")] == ["teacher"]
 
 
-def test_deleted_artifact_is_recomputed_despite_a_prefect_cache_record(prefect_server, tiny_config):
-    first = distill(config=tiny_config, until="stats")
+def test_deleted_artifact_is_recomputed_despite_a_prefect_cache_record(prefect_server, tiny_config, tiny_artifacts):
+    tiny_artifacts.copy_into(tiny_config.runtime.artifact_root, until="stats")
+    first = distill(config=tiny_config, until="stats")  # found on disk; the task runs leave cache records
     shutil.rmtree(first[1].path)
     second = distill(config=tiny_config, until="stats")
     assert _states(second) == {"teacher": "Cached", "stats": "Completed"}
     assert ArtifactStore(tiny_config.runtime.artifact_root).is_complete(second[1].ref)
 
 
-def test_manifest_on_disk_counts_as_done_without_a_prefect_cache_record(prefect_server, tiny_config):
-    # Artifacts made without Prefect (as on another machine sharing the root): no cache record.
-    seed, runtime = tiny_config.runtime.seed, tiny_config.runtime
-    teacher = teacher_task.fn(teacher_request(data=tiny_config.data, teacher=tiny_config.teacher, seed=seed), runtime)
-    stats = stats_task.fn(StatsRequest(data=tiny_config.data, stats=tiny_config.stats, seed=seed, inputs={"teacher": teacher}), runtime)
+def test_manifest_on_disk_counts_as_done_without_a_prefect_cache_record(prefect_server, tiny_config, tiny_artifacts):
+    # Artifacts made without Prefect elsewhere and copied in (as on another machine sharing the root).
+    runtime = tiny_config.runtime
+    teacher, stats = tiny_artifacts.copy_into(runtime.artifact_root, until="stats")
     model = Path(ArtifactStore(runtime.artifact_root).path(teacher, "model.pt"))
     written = model.stat().st_mtime_ns
     outcomes = distill(config=tiny_config, until="stats")
@@ -83,10 +82,11 @@ def test_a_new_prune_ratio_reuses_teacher_images_and_labels(prefect_server, tiny
     assert second[-1].metrics["steps"] < first[-1].metrics["steps"] < first[-2].metrics["steps"]
 
 
-def test_cli_runs_the_pipeline_then_reports_it_cached(tmp_path):
+def test_cli_runs_the_pipeline_then_reports_it_cached(tmp_path, prefect_server):
     command = [sys.executable, "-m", "flows.cli", "run", "--preset", "ci_tiny", "--artifact-root", str(tmp_path / "a"),
                "--set", "prune.ratio=0.75", "--set", "evaluate.also_unpruned=true"]
-    first = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    env = {**os.environ, "PREFECT_API_URL": prefect_server}  # the session's server: no temporary one per run
+    first = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert first.returncode == 0, first.stderr[-3000:]
     for stage in ("teacher", "stats", "synthesize", "relabel", "prune", "evaluate"):
         assert re.search(rf"^{stage} +Completed ", first.stdout, re.M), first.stdout[-3000:]
@@ -94,7 +94,7 @@ def test_cli_runs_the_pipeline_then_reports_it_cached(tmp_path):
     students = first.stdout.split("students (test top-1, mean ± std over seeds):\n")[1].splitlines()[:2]
     assert students[0].startswith("  soft labels 1x: 12 stored steps, ") and " ± " in students[0]
     assert students[1].startswith("  soft labels 4x: 3 stored steps, ")
-    second = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    second = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert second.returncode == 0, second.stderr[-3000:]
     for stage in ("teacher", "stats", "synthesize", "relabel", "prune", "evaluate"):
         assert re.search(rf"^{stage} +Cached ", second.stdout, re.M), second.stdout[-3000:]

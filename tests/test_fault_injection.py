@@ -1,17 +1,24 @@
-"""Kills at seeded random points across the whole pipeline, and two runs of one config at once.
+"""Kills at chosen points in every stage of the pipeline, and two runs of one config at once.
 
 The pipeline is the ci_tiny preset run by :mod:`flows.without_prefect` in a child process (the stage
-entries the Prefect flow calls, without a server, so one trial takes seconds). Each kill trial
-SIGKILLs it a seeded moment after it starts building a chosen stage (the trials cycle through
-all six), checks that no artifact directory carries a manifest unless it
-verifies whole, reruns to completion and compares every file with a clean run's: data files
-byte for byte, manifests with their wall-clock ``seconds`` left out.
+entries the Prefect flow calls, without a server, so one run takes seconds). One artifact root
+takes a SIGKILL (a real kill, no clean-up) in each of the six stages in turn: every run resumes
+what the previous kill left and is killed in the next stage. The points are where a stage has
+left work behind that a rerun must finish or discard: seconds into the teacher's training and
+the statistics pass (a seeded delay), with three of ten synthesis units stored, with one of three
+relabel chunks stored, with the pruned store's data written but no manifest, and with one of two
+student seeds stored. Relabel and prune last milliseconds on ci_tiny, too short to aim a kill
+from outside, so the child kills itself there. After each kill exactly the stages before the
+victim carry a manifest and nothing verifies as damaged; a last run finishes, and every file is
+compared with a clean run's (the session's build of the same config): data files byte for byte,
+manifests with their wall-clock ``seconds`` left out.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -23,12 +30,37 @@ from storage.verify import verify_tree
 from tests.conftest import needs_fashion_mnist
 
 pytestmark = [needs_fashion_mnist, pytest.mark.slow]
-TRIALS = 10
+STAGES = ("teacher", "stats", "synthesize", "relabel", "prune", "evaluate")
+# Prune half the steps (so the prune stage runs); twelve relabel steps in three chunks of four.
+OVERRIDES = ("prune.ratio=0.5", "relabel.chunk_steps=4")
+# Run flows.without_prefect; with a stage named, SIGKILL this process once that stage's store has
+# its first chunk written (chunk 0 of relabel's three, the only one of prune's).
+CHILD = """
+import os
+import signal
+import sys
+from storage.softlabels import SoftLabelWriter
+victim, argv = sys.argv[1], sys.argv[2:]
+write_chunk = SoftLabelWriter.write_chunk
+
+def write_chunk_then_die(self, chunk, arrays):
+    write_chunk(self, chunk, arrays)
+    if victim and f"/{victim}/" in self.url:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+SoftLabelWriter.write_chunk = write_chunk_then_die
+from flows.without_prefect import main
+sys.exit(main(argv))
+"""
+
+
+def arguments(root: Path) -> list[str]:
+    """The command line of flows.without_prefect for this test's config on ``root``."""
+    return ["--preset", "ci_tiny", "--artifact-root", str(root), *(a for o in OVERRIDES for a in ("--set", o))]
 
 
 def pipeline(root: Path) -> list[str]:
-    return [sys.executable, "-m", "flows.without_prefect", "--preset", "ci_tiny", "--artifact-root", str(root),
-            "--set", "prune.ratio=0.5"]
+    return [sys.executable, "-m", "flows.without_prefect", *arguments(root)]
 
 
 def contents(root: Path) -> dict[str, bytes]:
@@ -46,41 +78,52 @@ def contents(root: Path) -> dict[str, bytes]:
     return files
 
 
-def kill_during(command: list[str], stage: str, delay: float) -> str:
-    """Start ``command``; SIGKILL it ``delay`` seconds after it starts building ``stage``; its output."""
-    victim = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def kill_in(root: Path, stage: str, after: str | None, delay: float) -> str:
+    """Run the pipeline on ``root`` until it is SIGKILLed in ``stage``: ``delay`` seconds after a line
+    holding ``after``, or, with ``after`` None, by itself once the stage's store has a chunk; its output."""
+    victim = subprocess.Popen([sys.executable, "-c", CHILD, stage if after is None else "", *arguments(root)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = []
     for line in victim.stdout:
         lines.append(line)
-        if f" building {stage}/" in line:
+        if after is not None and after in line:
             time.sleep(delay)
+            victim.kill()
             break
-    victim.kill()
-    lines += victim.communicate()[0].splitlines(keepends=True)
+    lines += victim.communicate(timeout=600)[0].splitlines(keepends=True)
+    assert victim.returncode == -signal.SIGKILL, f"not killed in {stage}: {''.join(lines)[-3000:]}"
     return "".join(lines)
 
 
-def test_ten_kills_at_random_points_all_resume_to_the_clean_bytes(tmp_path):
-    subprocess.run(pipeline(tmp_path / "clean"), check=True, capture_output=True, timeout=600)
+def finished_stages(root: Path) -> set[str]:
+    return {path.parts[-3] for path in root.glob("*/*/manifest.json")}
+
+
+def test_a_kill_in_each_stage_resumes_to_the_clean_bytes(tmp_path, tiny_artifacts):
+    tiny_artifacts.copy_into(tmp_path / "clean", *OVERRIDES)
     clean = contents(tmp_path / "clean")
-    stages = ("teacher", "stats", "synthesize", "relabel", "prune", "evaluate")
-    assert {name.split("/")[0] for name in clean} == set(stages)
+    assert {name.split("/")[0] for name in clean} == set(STAGES)
 
     draw = random.Random(20261128)
-    for trial in range(TRIALS):
-        root = tmp_path / f"trial-{trial}"
-        # Every stage is hit at least once; the moment inside it is seeded (stages last 0.1-10 s).
-        stage, delay = stages[trial % len(stages)], draw.uniform(0.0, 1.5)
-        output = kill_during(pipeline(root), stage, delay)
-        assert f"building {stage}/" in output, f"trial {trial} never reached {stage}: {output[-2000:]}"
+    root = tmp_path / "killed"
+    kills = [("teacher", "building teacher/", draw.uniform(0.2, 1.0)),  # mid-training
+             ("stats", "building stats/", draw.uniform(0.2, 1.0)),  # mid-pass
+             ("synthesize", "synthesize 3/10", 0.0),  # three units stored, the fourth under way
+             ("relabel", None, 0.0),  # one of three chunks stored
+             ("prune", None, 0.0),  # the pruned store written, no manifest
+             ("evaluate", "evaluate 1/2", 0.0)]  # seed 0 stored, seed 1 training
+    for index, (stage, after, delay) in enumerate(kills):
+        output = kill_in(root, stage, after, delay)
+        assert finished_stages(root) == set(STAGES[:index]), f"killed {delay:.2f} s after {after!r}: {output[-3000:]}"
         damaged = [f for f in verify_tree(str(root)) if f.status == "damaged"]
-        assert not damaged, f"trial {trial} (killed {delay:.2f} s into {stage}): {damaged}"
+        assert not damaged, f"killed in {stage}: {damaged}"
 
-        subprocess.run(pipeline(root), check=True, capture_output=True, timeout=600)
-        again = contents(root)
-        assert again.keys() == clean.keys(), f"trial {trial}: {sorted(again.keys() ^ clean.keys())[:5]}"
-        different = [name for name in clean if again[name] != clean[name]]
-        assert not different, f"trial {trial} (killed {delay:.2f} s into {stage}) differs in {different[:5]}"
+    subprocess.run(pipeline(root), check=True, capture_output=True, timeout=600)
+    again = contents(root)
+    assert again.keys() == clean.keys(), sorted(again.keys() ^ clean.keys())[:5]
+    different = [name for name in clean if again[name] != clean[name]]
+    assert not different, f"differs from the clean run in {different[:5]}"
+    assert {f.status for f in verify_tree(str(root))} == {"ok"}
 
 
 def test_two_concurrent_runs_build_each_stage_once_and_agree(tmp_path):
