@@ -91,6 +91,7 @@ def _pipeline(tiny_artifacts, root: Path, *extra: str):
     return config, images, labels
 
 
+@pytest.mark.slow  # five students of 300 steps: the suite's longest in-process test
 def test_students_learn_from_soft_labels_deterministically_and_resume_by_seed(tmp_path, tiny_artifacts):
     config, images, labels = _pipeline(tiny_artifacts, tmp_path / "a")
     request = EvaluateRequest(data=config.data, evaluate=_resolved(config), seed=0, inputs={"images": images, "labels": labels})
