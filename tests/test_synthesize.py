@@ -140,7 +140,7 @@ synthesize_task.fn(request, config.runtime)
 
 @pytest.mark.slow
 def test_a_killed_synthesis_resumes_to_the_same_bytes(tmp_path, tiny_artifacts):
-    overrides = ["synthesis.ipc=4", "synthesis.iterations=150", "synthesis.batch_size=2"]
+    overrides = ["synthesis.ipc=4", "synthesis.iterations=50", "synthesis.batch_size=2"]
     killed_root, clean_root = tmp_path / "killed", tmp_path / "clean"
     config = resolve_config(preset="ci_tiny", artifact_root=str(killed_root), overrides=overrides)
     inputs = _upstream(tiny_artifacts, config)
