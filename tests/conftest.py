@@ -40,6 +40,24 @@ def prefect_server():
         yield PREFECT_API_URL.value()
 
 
+# Dask's nanny writes these into this process's environment when it starts workers (OMP_NUM_THREADS=1, ...).
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MALLOC_TRIM_THRESHOLD_")
+
+
+@pytest.fixture(autouse=True)
+def _thread_settings_outlive_no_test():
+    """Put the thread variables back after each test, so child processes started later compute with the
+    threads this process computes with: float results (fp16 soft labels) can differ between thread counts,
+    and a test comparing a child's bytes with the session's build would fail only after a Dask test."""
+    before = {name: os.environ.get(name) for name in THREAD_VARIABLES}
+    yield
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 @pytest.fixture(scope="session")
 def tiny_artifacts(tmp_path_factory):
     """ci_tiny artifacts built once per session: ``tiny_artifacts.copy_into(root, *overrides, until=STAGE)``

@@ -4,24 +4,22 @@ The pipeline is the ci_tiny preset run by :mod:`flows.without_prefect` in a chil
 entries the Prefect flow calls, without a server, so one run takes seconds). One artifact root
 takes a SIGKILL (a real kill, no clean-up) in each of the six stages in turn: every run resumes
 what the previous kill left and is killed in the next stage. The points are where a stage has
-left work behind that a rerun must finish or discard: seconds into the teacher's training and
-the statistics pass (a seeded delay), with three of ten synthesis units stored, with one of three
-relabel chunks stored, with the pruned store's data written but no manifest, and with one of two
-student seeds stored. Relabel and prune last milliseconds on ci_tiny, too short to aim a kill
-from outside, so the child kills itself there. After each kill exactly the stages before the
-victim carry a manifest and nothing verifies as damaged; a last run finishes, and every file is
-compared with a clean run's (the session's build of the same config): data files byte for byte,
-manifests with their wall-clock ``seconds`` left out.
+left work behind that a rerun must finish or discard: half-way through the teacher's training
+steps and through the statistics pass, with three of ten synthesis units stored, with one of
+three relabel chunks stored, with the pruned store's data written but no manifest, and with one
+of two student seeds stored. On an idle machine most stages last well under a second, too short
+to aim a kill from outside, so the child SIGKILLs itself at that point (patched in by CHILD).
+After each kill exactly the stages before the victim carry a manifest and nothing verifies as
+damaged; a last run finishes, and every file is compared with a clean run's (the session's build
+of the same config): data files byte for byte, manifests with their wall-clock ``seconds`` left out.
 """
 
 from __future__ import annotations
 
 import json
-import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -33,22 +31,38 @@ pytestmark = [needs_fashion_mnist, pytest.mark.slow]
 STAGES = ("teacher", "stats", "synthesize", "relabel", "prune", "evaluate")
 # Prune half the steps (so the prune stage runs); twelve relabel steps in three chunks of four.
 OVERRIDES = ("prune.ratio=0.5", "relabel.chunk_steps=4")
-# Run flows.without_prefect; with a stage named, SIGKILL this process once that stage's store has
-# its first chunk written (chunk 0 of relabel's three, the only one of prune's).
+# Run flows.without_prefect; with a stage named, SIGKILL this process at a chosen point inside it.
 CHILD = """
 import os
 import signal
 import sys
+import tasks.stats
+import tasks.teacher
+from storage.artifacts import ArtifactStore
 from storage.softlabels import SoftLabelWriter
 victim, argv = sys.argv[1], sys.argv[2:]
-write_chunk = SoftLabelWriter.write_chunk
 
-def write_chunk_then_die(self, chunk, arrays):
-    write_chunk(self, chunk, arrays)
-    if victim and f"/{victim}/" in self.url:
-        os.kill(os.getpid(), signal.SIGKILL)
+def die_after_call(owner, name, call, when=lambda *args: True):
+    real, calls = getattr(owner, name), []
+    def wrapper(*args, **kwargs):
+        result = real(*args, **kwargs)
+        if when(*args):
+            calls.append(name)
+            if len(calls) == call:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return result
+    setattr(owner, name, wrapper)
 
-SoftLabelWriter.write_chunk = write_chunk_then_die
+if victim == "teacher":  # 8 of the 16 training steps taken
+    die_after_call(tasks.teacher, "augment_batch", 8)
+if victim == "stats":  # 2 of the 4 batches of the pass
+    die_after_call(tasks.stats, "augment_batch", 2)
+if victim == "synthesize":  # 3 of the 10 units stored
+    die_after_call(ArtifactStore, "write_bytes", 3, when=lambda store, ref, name, *rest: name.startswith("units/"))
+if victim in ("relabel", "prune"):  # the stage's first chunk stored
+    die_after_call(SoftLabelWriter, "write_chunk", 1, when=lambda writer, *rest: f"/{victim}/" in writer.url)
+if victim == "evaluate":  # 1 of the 2 seeds stored
+    die_after_call(ArtifactStore, "write_bytes", 1, when=lambda store, ref, name, *rest: name.startswith("seeds/"))
 from flows.without_prefect import main
 sys.exit(main(argv))
 """
@@ -78,21 +92,12 @@ def contents(root: Path) -> dict[str, bytes]:
     return files
 
 
-def kill_in(root: Path, stage: str, after: str | None, delay: float) -> str:
-    """Run the pipeline on ``root`` until it is SIGKILLed in ``stage``: ``delay`` seconds after a line
-    holding ``after``, or, with ``after`` None, by itself once the stage's store has a chunk; its output."""
-    victim = subprocess.Popen([sys.executable, "-c", CHILD, stage if after is None else "", *arguments(root)],
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines = []
-    for line in victim.stdout:
-        lines.append(line)
-        if after is not None and after in line:
-            time.sleep(delay)
-            victim.kill()
-            break
-    lines += victim.communicate(timeout=600)[0].splitlines(keepends=True)
-    assert victim.returncode == -signal.SIGKILL, f"not killed in {stage}: {''.join(lines)[-3000:]}"
-    return "".join(lines)
+def kill_in(root: Path, stage: str) -> str:
+    """Run the pipeline on ``root`` until it SIGKILLs itself at CHILD's point in ``stage``; its output."""
+    victim = subprocess.run([sys.executable, "-c", CHILD, stage, *arguments(root)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600)
+    assert victim.returncode == -signal.SIGKILL, f"not killed in {stage}: {victim.stdout[-3000:]}"
+    return victim.stdout
 
 
 def finished_stages(root: Path) -> set[str]:
@@ -104,17 +109,10 @@ def test_a_kill_in_each_stage_resumes_to_the_clean_bytes(tmp_path, tiny_artifact
     clean = contents(tmp_path / "clean")
     assert {name.split("/")[0] for name in clean} == set(STAGES)
 
-    draw = random.Random(20261128)
     root = tmp_path / "killed"
-    kills = [("teacher", "building teacher/", draw.uniform(0.2, 1.0)),  # mid-training
-             ("stats", "building stats/", draw.uniform(0.2, 1.0)),  # mid-pass
-             ("synthesize", "synthesize 3/10", 0.0),  # three units stored, the fourth under way
-             ("relabel", None, 0.0),  # one of three chunks stored
-             ("prune", None, 0.0),  # the pruned store written, no manifest
-             ("evaluate", "evaluate 1/2", 0.0)]  # seed 0 stored, seed 1 training
-    for index, (stage, after, delay) in enumerate(kills):
-        output = kill_in(root, stage, after, delay)
-        assert finished_stages(root) == set(STAGES[:index]), f"killed {delay:.2f} s after {after!r}: {output[-3000:]}"
+    for index, stage in enumerate(STAGES):
+        output = kill_in(root, stage)
+        assert finished_stages(root) == set(STAGES[:index]), f"killed in {stage}: {output[-3000:]}"
         damaged = [f for f in verify_tree(str(root)) if f.status == "damaged"]
         assert not damaged, f"killed in {stage}: {damaged}"
 
