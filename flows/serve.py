@@ -160,34 +160,50 @@ def refuse_pooled(entries: list[DeploymentEntry]) -> None:
 
 def serve(entries: list[DeploymentEntry]) -> int:
     """Serve ``entries`` until SIGINT or SIGTERM; then cancel runs in flight, pause the
-    schedules (Prefect's runner does both) and return 130 or 143."""
+    schedules and return 130 or 143."""
     from prefect.runner import Runner
+
+    stopped_by: list[int] = []
 
     class _Runner(Runner):
         """Prefect's runner, remembering that SIGTERM (which it handles itself) stopped it."""
 
-        stopped_by: int | None = None
-
         def handle_sigterm(self, *args: Any, **kwargs: Any) -> None:
-            type(self).stopped_by = signal.SIGTERM
-            super().handle_sigterm(*args, **kwargs)
+            stopped_by.append(signal.SIGTERM)
+            super().handle_sigterm(*args, **kwargs)  # exits at once (code 0) when the runner is still starting
+
+    def before_the_runner(signum: int, frame: object) -> None:  # SIGTERM until the runner installs its own
+        stopped_by.append(signum)
+        raise KeyboardInterrupt
 
     # A process started with `&` from a script inherits SIGINT ignored, and Python keeps it
     # so: `kill -INT` and Ctrl-C would do nothing. Serving must stop when asked.
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, before_the_runner)
     os.chdir(PROJECT_ROOT)
-    runner = _Runner(pause_on_shutdown=True)
-    for deployment in runner_deployments(entries):
-        runner.add_deployment(deployment)
-    print(f"distillery: serving {', '.join(e.name for e in entries)}; Ctrl-C or SIGTERM stops", flush=True)
+    runner, served = _Runner(pause_on_shutdown=True), []
     try:
+        served = [runner.add_deployment(deployment) for deployment in runner_deployments(entries)]
+        print(f"distillery: serving {', '.join(e.name for e in entries)}; Ctrl-C or SIGTERM stops", flush=True)
         asyncio.run(runner.start())
     except KeyboardInterrupt:
-        _Runner.stopped_by = signal.SIGINT
-    if _Runner.stopped_by is None:
+        stopped_by.append(signal.SIGINT)
+    except SystemExit:
+        if not stopped_by:
+            raise
+    if not stopped_by:
         return 0
-    name = signal.Signals(_Runner.stopped_by).name
+    _pause(served)  # the runner pauses them on a clean stop, not when a signal cuts its start-up short
+    name = signal.Signals(stopped_by[0]).name
     print(f"distillery: serve stopped by {name}; runs in flight were cancelled and the schedules paused; "
           "`distillery serve` serves them again", flush=True)
-    return EXIT_CODES[_Runner.stopped_by]
+    return EXIT_CODES[stopped_by[0]]
+
+
+def _pause(deployment_ids: list[Any]) -> None:
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        for deployment_id in deployment_ids:
+            client.pause_deployment(deployment_id)

@@ -15,13 +15,11 @@ damaged chunk is an error naming the array and the step, never silent garbage.
     for chunk in writer.pending_chunks(): writer.write_chunk(chunk, arrays)
     reader = SoftLabelReader(url, expect={"teacher": fp, "images": fp})
     step = reader.step(17)        # StoredStep: image_index, logits (float32, decoded), ...
-    consolidate(url)              # when finished: one metadata read opens the whole group
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -317,14 +315,6 @@ def encode_prob8(logits: np.ndarray, temperature: float) -> np.ndarray:
 def decode_prob8(probs: np.ndarray, temperature: float) -> np.ndarray:
     """Logits whose softmax at T gives the stored probabilities (zeros floored at half a level)."""
     return (temperature * np.log(np.maximum(probs.astype(np.float32), 0.5) / 255.0)).astype(np.float32)
-
-
-def consolidate(url: str) -> None:
-    """Gather every array's metadata into the group's zarr.json, so opening a finished store
-    is one read (many fewer requests on object storage). Called once a store is complete."""
-    with warnings.catch_warnings():  # zarr notes that v3 consolidation is outside the spec; we read it ourselves
-        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
-        zarr.consolidate_metadata(url)
 
 
 def array_bytes(url: str) -> dict[str, int]:

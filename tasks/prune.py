@@ -19,7 +19,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from storage.artifacts import ArtifactRef, StageRequest
-from storage.softlabels import SoftLabelReader, SoftLabelWriter, StoreLayout, consolidate
+from storage.softlabels import SoftLabelReader, SoftLabelWriter, StoreLayout
 from storage.stage_cache import StageRun, stage_task
 from tasks.label_stream import StreamGeometry, kept_step_count
 from tasks.progress import StageProgress
@@ -112,7 +112,6 @@ def prune_task(run: StageRun, runtime: RuntimeConfig) -> ArtifactRef:
         {"pruned_from": source_ref.fingerprint, "prune_ratio": request.prune.ratio, "prune_rule": request.prune.rule},
         layout=layout, on_chunk=StageProgress("prune", layout.num_chunks),
     )
-    consolidate(store.url(ref, LABELS))
     metrics, sizes = store_metrics(store.url(ref, LABELS), layout, geometry, len(kept) * layout.batch_size)
     metrics["kept_fraction"] = len(kept) / geometry.total_steps
     metrics["compression"] = geometry.total_steps / len(kept)

@@ -20,7 +20,7 @@ from torch import nn
 
 from storage.artifacts import ArtifactRef, ArtifactStore, StageRequest
 from storage.image_store import read_image_store
-from storage.softlabels import SoftLabelWriter, StoreLayout, array_bytes, consolidate, encode_prob8, encode_topk
+from storage.softlabels import SoftLabelWriter, StoreLayout, array_bytes, encode_prob8, encode_topk
 from storage.stage_cache import StageRun, stage_task
 from tasks.data import DataConfig, normalization
 from tasks.label_stream import (
@@ -200,7 +200,6 @@ def relabel_task(run: StageRun, runtime: RuntimeConfig) -> ArtifactRef:
         job.build(chunk)
         start, stop = layout.chunk_bounds(chunk)
         progress(chunk + 1, f"chunk {chunk} steps {start}-{stop - 1}")
-    consolidate(job.url)
     metrics, sizes = store_metrics(job.url, layout, job.geometry, layout.steps * request.relabel.batch_size)
     return run.finish(metrics=metrics, extra={"device": job.device.type, "labels": LABELS, "array_bytes": sizes,
                                               "stream_steps": job.geometry.total_steps})
