@@ -278,6 +278,9 @@ def _command(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     except PreflightError as err:
         print(f"distillery: {err}", file=sys.stderr)
         return 2
+    from flows.shutdown import temporary_server_in_own_session
+
+    temporary_server_in_own_session()
     if not args.debug:
         quiet_tracebacks()
     started = time.perf_counter()

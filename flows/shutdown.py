@@ -21,7 +21,7 @@ a SIGTERM right after a stage ended was lost and the sweep ran to the end), so t
 Prefect installs is wrapped to note the signal too, and the flows check the note before each
 stage (:func:`stop_if_signalled`): a lost signal still stops the run at the next stage.
 A terminal's Ctrl-C signals the whole foreground process group; the temporary Prefect server
-is started in a session of its own (:func:`_server_in_own_session`) so that it is still up
+is started in a session of its own (:func:`temporary_server_in_own_session`) so that it is still up
 while the run marks itself Cancelled, and is stopped in step 2 like after any other signal.
 ``distillery serve`` is not wrapped: Prefect's runner stops it (and pauses its schedules).
 """
@@ -117,7 +117,6 @@ def run_stoppable(command: Callable[[], int], *, resume: str) -> int:
     """
     shutdown = Shutdown(resume)
     _notice_prefect_bridge()
-    _server_in_own_session()
     with _handlers(shutdown.handle) as restore:
         try:
             code = command()
@@ -146,9 +145,11 @@ def stop_if_signalled() -> None:
         raise Stopped(_noticed[0], _current_flow_run_id())
 
 
-def _server_in_own_session() -> None:
+def temporary_server_in_own_session() -> None:
     """Start Prefect's temporary server (when a client starts one) outside this process group,
-    so a terminal's Ctrl-C reaches the run and not the server it still has calls to make to."""
+    so a terminal's Ctrl-C reaches the run and not the server it still has calls to make to.
+    The CLI calls it once a command has passed its checks: the import costs about 2 s, which a
+    refused command should not pay."""
     import subprocess
 
     from prefect.settings import get_current_settings
