@@ -22,6 +22,13 @@ from pathlib import Path  # noqa: E402
 from typing import Callable  # noqa: E402
 
 import pytest  # noqa: E402
+from prefect.logging.configuration import ensure_logging_setup  # noqa: E402
+
+# Prefect binds its console log handler to the sys.stderr of the moment its logging is set up. Set
+# up here, that is pytest's session-long capture stream. Set up first inside a test using capfd (a
+# CLI test importing Prefect lazily), it would be that test's stream, closed when the test ends:
+# every later log line a "Logging error", and the next CLI test failing on its traceback.
+ensure_logging_setup()
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 needs_fashion_mnist = pytest.mark.skipif(
