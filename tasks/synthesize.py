@@ -228,6 +228,7 @@ def run_units(job: SynthesisJob) -> tuple[np.ndarray, np.ndarray, dict[int, dict
     config, train = job.request.synthesis, job.train
     pending = set(job.pending())
     progress = StageProgress("synthesize", len(job.units))
+    progress.info("synthesize: %d units, %d to do", len(job.units), len(pending))
     losses: dict[int, dict[str, float]] = {}
     curves = []
     images = np.zeros((train.num_classes * config.ipc, train.channels, train.image_size, train.image_size), np.uint8)
