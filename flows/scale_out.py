@@ -55,11 +55,13 @@ def shared_cluster(runtime: RuntimeConfig) -> Iterator[RuntimeConfig]:
 
 
 def _local_cluster_kwargs(runtime: RuntimeConfig) -> dict[str, object]:
-    # One thread per worker process: torch in each process then uses one core, and the
-    # dashboard stays off (no bokeh, and no port opened that nobody asked for). The workers
-    # report to this run's API; without it each would start a temporary server of its own.
-    return {"n_workers": runtime.dask_workers, "threads_per_worker": 1, "processes": True,
-            "host": "127.0.0.1", "dashboard_address": None, "env": {"PREFECT_API_URL": _api_url()}}
+    # One thread per worker process: torch in each process then uses one core. The dashboard
+    # stays off (no bokeh); the scheduler still serves its health routes over HTTP, which would
+    # take port 8787 (and warn when another run has it), so they get a free local port instead.
+    # The workers report to this run's API; without it each would start a temporary server of its own.
+    return {"n_workers": runtime.dask_workers, "threads_per_worker": 1, "processes": True, "host": "127.0.0.1",
+            "dashboard_address": None, "scheduler_kwargs": {"dashboard_address": "127.0.0.1:0"},
+            "env": {"PREFECT_API_URL": _api_url()}}
 
 
 def _api_url() -> str:

@@ -97,3 +97,24 @@ def test_gpu_tag_marks_cuda_runs_only(monkeypatch):
         assert resolve_device(RuntimeConfig(device="auto")).type == ("cuda" if visible else "cpu")
         assert device_tags(RuntimeConfig(device="cuda")) == {"gpu"}
         assert device_tags(RuntimeConfig(device="cpu")) == frozenset()
+
+
+@pytest.mark.slow
+def test_two_local_clusters_at_once_take_no_fixed_port(prefect_server, tiny_config):
+    """Dask's scheduler serves health routes over HTTP even with the dashboard off; on the default
+    port 8787 a second run's cluster warned that the port was taken (and a user's own dashboard
+    would find it held by ours)."""
+    import warnings
+
+    import psutil
+
+    from flows.scale_out import shared_cluster
+
+    runtime = tiny_config.runtime.model_copy(update={"task_runner": "dask", "dask_workers": 1})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with shared_cluster(runtime) as first, shared_cluster(runtime) as second:
+            listening = {c.laddr.port for c in psutil.Process().net_connections() if c.status == psutil.CONN_LISTEN}
+    assert first.dask_address != second.dask_address
+    assert 8787 not in listening
+    assert not [str(w.message) for w in caught if "already in use" in str(w.message)]
