@@ -223,8 +223,7 @@ def _command(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
     if args.command == "serve":  # before the config imports below: a refusal comes in a second
         return _serve()
     from flows.config import HOME_ENV, ConfigError, dump_yaml, preset_names
-    from flows.preflight import (PreflightError, check_artifact_root, check_prefect_api, describe_os_error,
-                                 quiet_tracebacks)
+    from flows.preflight import describe_os_error, quiet_tracebacks, refusal
 
     if args.command == "presets":
         print("\n".join(preset_names()))
@@ -248,35 +247,13 @@ def _command(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
         return 0
 
     from flows.distill import STAGES, distill
-    from tasks.data import DataError, load_split
-    from tasks.export import ExportError
-    from tasks.pretrained import WeightsError
-    from tasks.teacher import teacher_request
 
     until = getattr(args, "until", None) or STAGES[-1]
     if until not in STAGES:
         print(f"distillery: --until {args.until!r} is not a stage; choose one of: {', '.join(STAGES)}", file=sys.stderr)
         return 2
-    try:
-        load_split(config.data, "test")  # fail before the Prefect server starts, not minutes in
-    except DataError as err:
-        print(f"distillery: data: {err}", file=sys.stderr)
-        return 2
-    try:
-        teacher_request(data=config.data, teacher=config.teacher, seed=config.runtime.seed)  # a weights file that is no state dict
-    except WeightsError as err:
-        print(f"distillery: {err}", file=sys.stderr)
-        return 2
-    try:
-        _check_imported_and_export(args, config)
-    except (DataError, ExportError) as err:
-        print(f"distillery: {err}", file=sys.stderr)
-        return 2
-    try:
-        check_artifact_root(config.runtime.artifact_root)
-        check_prefect_api()
-    except PreflightError as err:
-        print(f"distillery: {err}", file=sys.stderr)
+    if why := refusal(config, export_to=Path(args.to) if args.command == "export" else None):
+        print(f"distillery: {why}", file=sys.stderr)
         return 2
     from flows.shutdown import temporary_server_in_own_session
 
@@ -325,19 +302,6 @@ def _command(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
 
 def _command_line(argv: Sequence[str] | None) -> str:
     return shlex.join(["distillery", *(sys.argv[1:] if argv is None else argv)])
-
-
-def _check_imported_and_export(args: argparse.Namespace, config) -> None:  # config: DistilleryConfig
-    """Imported images that would be refused, and an export target that exists: found before Prefect starts."""
-    if config.synthesis.mode == "imported":
-        from tasks.imported import check_import
-
-        check_import(config.data, root=config.synthesis.import_root, ipc=config.synthesis.ipc,
-                     resize=config.synthesis.import_resize)
-    if args.command == "export":
-        from flows.export import check_export
-
-        check_export(config, Path(args.to))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """What the CLI checks before a run starts, and how it words failures of the machine.
 
-A run that will fail should fail in a second with one message, not minutes in: the artifact
-root must be writable and a configured Prefect API must answer. Disk-level failures met mid-run
+A run that will fail should fail in a second with one message, not minutes in
+(:func:`refusal`): the data set must load, a teacher weights file must be a state dict, imported
+images must fit the data set, an export target must not exist, the artifact root must be
+writable and a configured Prefect API must answer. Disk-level failures met mid-run
 (full, read-only) are reworded to name the root and the fix; finished stages are untouched,
 since every file is written to a temporary name and renamed into place.
 """
@@ -12,6 +14,11 @@ import errno
 import logging
 import os
 import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from flows.config import DistilleryConfig
 
 DISK_ERRORS = {errno.ENOSPC: "is full", errno.EDQUOT: "is over its quota", errno.EROFS: "is read-only",
                errno.EACCES: "is not writable by this user", errno.EPERM: "is not writable by this user"}
@@ -19,6 +26,34 @@ DISK_ERRORS = {errno.ENOSPC: "is full", errno.EDQUOT: "is over its quota", errno
 
 class PreflightError(RuntimeError):
     """The run cannot start; the message names the problem and the fix."""
+
+
+def refusal(config: DistilleryConfig, *, export_to: Path | None = None) -> str | None:
+    """Why a run of ``config`` (an export to ``export_to``) would fail at once, as one message;
+    None when it may start. Checked before the Prefect server starts, not minutes in."""
+    from flows.export import check_export
+    from tasks.data import DataError, load_split
+    from tasks.export import ExportError
+    from tasks.imported import check_import
+    from tasks.pretrained import WeightsError
+    from tasks.teacher import teacher_request
+
+    try:
+        load_split(config.data, "test")
+    except DataError as err:
+        return f"data: {err}"
+    try:
+        teacher_request(data=config.data, teacher=config.teacher, seed=config.runtime.seed)  # a weights file that is no state dict
+        if config.synthesis.mode == "imported":
+            check_import(config.data, root=config.synthesis.import_root, ipc=config.synthesis.ipc,
+                         resize=config.synthesis.import_resize)
+        if export_to is not None:
+            check_export(config, export_to)
+        check_artifact_root(config.runtime.artifact_root)
+        check_prefect_api()
+    except (WeightsError, DataError, ExportError, PreflightError) as err:
+        return str(err)
+    return None
 
 
 def check_artifact_root(root: str) -> None:
