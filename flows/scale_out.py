@@ -10,8 +10,9 @@ workers; the units are files under the artifact root, which every worker must re
 
 from __future__ import annotations
 
+import logging
 from contextlib import contextmanager
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from prefect.client.orchestration import get_client
 from prefect.futures import PrefectFutureList, as_completed
@@ -23,6 +24,11 @@ from storage.artifacts import ArtifactStore, StageRequest
 from tasks.progress import record_progress
 from tasks.runtime import RuntimeConfig, device_tags
 from tasks.unit_task import open_job, unit_task
+
+if TYPE_CHECKING:
+    from distributed import Worker
+
+HEARTBEAT_RACE = "Failed to communicate with scheduler during heartbeat"
 
 
 @contextmanager
@@ -59,9 +65,31 @@ def _local_cluster_kwargs(runtime: RuntimeConfig) -> dict[str, object]:
     # stays off (no bokeh); the scheduler still serves its health routes over HTTP, which would
     # take port 8787 (and warn when another run has it), so they get a free local port instead.
     # The workers report to this run's API; without it each would start a temporary server of its own.
+    # Each worker process imports this module at start-up and runs its dask_setup.
     return {"n_workers": runtime.dask_workers, "threads_per_worker": 1, "processes": True, "host": "127.0.0.1",
             "dashboard_address": None, "scheduler_kwargs": {"dashboard_address": "127.0.0.1:0"},
-            "env": {"PREFECT_API_URL": _api_url()}}
+            "env": {"PREFECT_API_URL": _api_url()}, "preload": [__name__]}
+
+
+def dask_setup(worker: Worker) -> None:
+    """Dask's preload hook, run in each worker process of a local cluster as it starts."""
+    logging.getLogger("distributed.worker").addFilter(QuietShutdownRace(worker))
+
+
+class QuietShutdownRace(logging.Filter):
+    """Drops the traceback Dask logs when a heartbeat was in flight as its worker closed: a race
+    inside Dask (the worker closes its connections, the heartbeat finds them gone). It put a
+    traceback under a run stopped by a signal, which promises none; the closing is no news."""
+
+    def __init__(self, worker: Worker) -> None:
+        super().__init__()
+        self.worker = worker
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from distributed.core import Status
+
+        closing = self.worker.status in (Status.closing, Status.closing_gracefully, Status.closed)
+        return not (closing and record.getMessage().startswith(HEARTBEAT_RACE))
 
 
 def _api_url() -> str:

@@ -118,3 +118,35 @@ def test_two_local_clusters_at_once_take_no_fixed_port(prefect_server, tiny_conf
     assert first.dask_address != second.dask_address
     assert 8787 not in listening
     assert not [str(w.message) for w in caught if "already in use" in str(w.message)]
+
+
+@pytest.mark.slow
+def test_local_workers_drop_only_the_heartbeat_race_of_their_own_shutdown(prefect_server, tiny_config):
+    """A stopped Dask run once printed Dask's "Failed to communicate with scheduler during heartbeat"
+    traceback: a heartbeat in flight as the worker closed its connections. Each local worker now
+    drops that record while it closes, and nothing else."""
+    import logging
+
+    from distributed import Client
+    from distributed.core import Status
+
+    from flows.scale_out import HEARTBEAT_RACE, QuietShutdownRace, shared_cluster
+
+    def verdicts(dask_worker) -> list[bool]:
+        [quiet] = [f for f in logging.getLogger("distributed.worker").filters if type(f).__name__ == "QuietShutdownRace"]
+        record = logging.LogRecord("distributed.worker", logging.ERROR, __file__, 1, HEARTBEAT_RACE + ".", (), None)
+        return [quiet.filter(record), quiet.worker is dask_worker]
+
+    runtime = tiny_config.runtime.model_copy(update={"task_runner": "dask", "dask_workers": 1})
+    with shared_cluster(runtime) as scaled, Client(scaled.dask_address) as client:
+        assert list(client.run(verdicts).values()) == [[True, True]]  # installed, and a running worker keeps it
+
+    class Closing:
+        status = Status.closing
+
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord("distributed.worker", logging.ERROR, __file__, 1, message, (), None)
+
+    quiet = QuietShutdownRace(Closing())
+    assert not quiet.filter(record(HEARTBEAT_RACE + "."))
+    assert quiet.filter(record("Unexpected exception during heartbeat. Closing worker."))
