@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import zarr
 
-
 FORMAT_VERSION = 1
 COMPRESSOR = zarr.codecs.ZstdCodec(level=3, checksum=True)
 

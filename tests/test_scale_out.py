@@ -132,10 +132,12 @@ def test_local_workers_drop_only_the_heartbeat_race_of_their_own_shutdown(prefec
 
     from flows.scale_out import HEARTBEAT_RACE, QuietShutdownRace, shared_cluster
 
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord("distributed.worker", logging.ERROR, __file__, 1, message, (), None)
+
     def verdicts(dask_worker) -> list[bool]:
         [quiet] = [f for f in logging.getLogger("distributed.worker").filters if type(f).__name__ == "QuietShutdownRace"]
-        record = logging.LogRecord("distributed.worker", logging.ERROR, __file__, 1, HEARTBEAT_RACE + ".", (), None)
-        return [quiet.filter(record), quiet.worker is dask_worker]
+        return [quiet.filter(record(HEARTBEAT_RACE + ".")), quiet.worker is dask_worker]
 
     runtime = tiny_config.runtime.model_copy(update={"task_runner": "dask", "dask_workers": 1})
     with shared_cluster(runtime) as scaled, Client(scaled.dask_address) as client:
@@ -143,9 +145,6 @@ def test_local_workers_drop_only_the_heartbeat_race_of_their_own_shutdown(prefec
 
     class Closing:
         status = Status.closing
-
-    def record(message: str) -> logging.LogRecord:
-        return logging.LogRecord("distributed.worker", logging.ERROR, __file__, 1, message, (), None)
 
     quiet = QuietShutdownRace(Closing())
     assert not quiet.filter(record(HEARTBEAT_RACE + "."))
