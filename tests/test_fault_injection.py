@@ -128,7 +128,12 @@ def test_two_concurrent_runs_build_each_stage_once_and_agree(tmp_path):
     root = tmp_path / "shared"
     runs = [subprocess.Popen(pipeline(root), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             for _ in range(2)]
-    outputs = [run.communicate(timeout=600)[0] for run in runs]
+    try:
+        outputs = [run.communicate(timeout=600)[0] for run in runs]
+    finally:  # a timeout must not leave either run going
+        for run in runs:
+            run.kill()
+            run.wait()
     assert [run.returncode for run in runs] == [0, 0], outputs
     built = [line.split()[-1] for out in outputs for line in out.splitlines() if " building " in line]
     assert sorted(built) == sorted(set(built)) and len(built) == 6, built  # six stages, each built once

@@ -17,6 +17,7 @@ stop per command.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -43,7 +44,10 @@ class Victim:
     """A `distillery` command in its own session; its output collected line by line, and every
     process ever seen under it remembered (the server and workers start and end as it runs)."""
 
+    started: list[Victim] = []  # every one of this test's, ended by the autouse fixture below
+
     def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        Victim.started.append(self)
         self.proc = subprocess.Popen([sys.executable, "-m", "flows.cli", *argv], cwd=PROJECT_ROOT, env=env,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                      start_new_session=True)
@@ -91,6 +95,24 @@ class Victim:
             raise AssertionError(f"no exit {timeout} s after the signal:\n{self.output[-3000:]}") from None
         self.reader.join(timeout=10)
         return code, time.monotonic() - started
+
+
+@pytest.fixture(autouse=True)
+def _no_victim_outlives_its_test():
+    """SIGKILL whatever a test's commands left running (a failed assertion stops a test before its
+    command has exited): their process groups and every process seen under them, the temporary
+    Prefect server (in a session of its own) included."""
+    yield
+    while Victim.started:
+        victim = Victim.started.pop()
+        victim.remember_tree()
+        for process in victim.seen.values():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                if process.is_running():  # compares start times: never a newcomer with a reused pid
+                    process.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(victim.proc.pid, signal.SIGKILL)  # the command itself leads its group
+        victim.proc.wait()
 
 
 def left_over(victim: Victim) -> list[str]:
