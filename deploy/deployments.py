@@ -1,14 +1,8 @@
-"""Distillery's deployments, declared once: names, flows, presets, schedules, limits.
+"""Writes deploy/prefect.yaml (for `prefect deploy` and a process work pool) from the one list of
+deployments, deploy/deployments.yaml, which `distillery serve` reads too (tests fail when the
+written file and the list differ):
 
-Parameters name a preset (deploy/presets) plus overrides, never its values: the flow resolves
-the preset when it starts (``flows.config.PresetRef``), so a preset edit reaches the next
-scheduled run and nothing can drift. Two ways to run them, from this one list:
-
-* ``distillery serve`` builds them with ``flow.to_deployment`` and serves them from one process;
-* ``prefect deploy`` reads deploy/prefect.yaml, which is written from this list for a process
-  work pool (tests fail when the file and the list differ):
-
-      .venv/bin/python -m deploy.deployments            # rewrite deploy/prefect.yaml
+    .venv/bin/python -m deploy.deployments            # rewrite deploy/prefect.yaml
 """
 
 from __future__ import annotations
@@ -19,45 +13,16 @@ from typing import Any
 
 import yaml
 
+from flows.serve import deployment_list
+
 PREFECT_YAML = Path(__file__).with_name("prefect.yaml")
 POOL = {"name": "distillery", "work_queue_name": "default", "job_variables": {}}
 PREFECT_VERSION = "3.9.1"
 
-DEPLOYMENTS: list[dict[str, Any]] = [
-    {
-        "name": "fashion-mnist",
-        "description": "The fashion_mnist preset through evaluate; re-run nightly (cached stages are reused).",
-        "entrypoint": "flows/distill.py:distill",
-        "tags": ["distillery"],
-        "parameters": {"until": "evaluate", "config": {"preset": "fashion_mnist", "overrides": []}},
-        "schedules": [{"cron": "0 3 * * *", "timezone": "UTC", "slug": "nightly", "active": True}],
-        "concurrency_limit": 1,
-    },
-    {
-        "name": "ci-tiny",
-        "description": "The ci_tiny preset (slices, one-epoch teacher), a smoke run of every stage in seconds.",
-        "entrypoint": "flows/distill.py:distill",
-        "tags": ["distillery", "smoke"],
-        "parameters": {"until": "evaluate", "config": {"preset": "ci_tiny", "overrides": []}},
-        "schedules": [],
-        "concurrency_limit": 1,
-    },
-    {
-        "name": "modes",
-        "description": "lpld, sre2l and random_real, unpruned and at 40x, on the fashion_mnist preset; weekly.",
-        "entrypoint": "flows/sweep.py:sweep",
-        "tags": ["distillery"],
-        "parameters": {
-            "base": {"preset": "fashion_mnist", "overrides": []},
-            "grids": [{"synthesis.mode": ["lpld", "sre2l", "random_real"], "prune.ratio": ["0", "0.975"]}],
-        },
-        "schedules": [{"cron": "0 4 * * 0", "timezone": "UTC", "slug": "weekly", "active": True}],
-        "concurrency_limit": 1,
-    },
-]
+DEPLOYMENTS: list[dict[str, Any]] = deployment_list()
 
 HEADER = """\
-# Written by `python -m deploy.deployments` from deploy/deployments.py; edit that list, not this.
+# Written by `python -m deploy.deployments` from deploy/deployments.yaml; edit that list, not this.
 # For `prefect deploy` (a process work pool and its workers); `distillery serve` builds the same
 # deployments from the list itself. Deploy from the repository root:
 #

@@ -35,17 +35,18 @@ from flows.config import DistilleryConfig
 from flows.distill import distill
 from flows.without_prefect import run_plain
 from flows.scale_out import map_units, unit_runner
+from flows.tables import render_table
 from storage.artifacts import ArtifactRef, ArtifactStore
+from storage.file_names import IMAGES, LABELS
 from storage.image_store import read_image_store
-from tasks.data import normalization
-from tasks.image_batches import DECODE_PIECE
-from tasks.relabel import LABELS, relabel_request, relabel_task
-from tasks.runtime import resolve_device
-from tasks.synthesize import IMAGES, SynthesizeRequest
-from tasks.teacher import load_teacher
 from tasks.bench.imagefolder import decode_rates, worker_counts, write_fashion_jpeg_folder
 from tasks.bench.side_by_side import label_store_reads, relabel_vs_forward, student_store_vs_memory, timed
-from tasks.tables import render_table
+from tasks.data import normalization
+from tasks.data.batches import DECODE_PIECE
+from tasks.models import load_teacher
+from tasks.runtime import resolve_device
+from tasks.stages.relabel import relabel_request, relabel_task
+from tasks.stages.synthesize import SynthesizeRequest
 
 FORMATS = {"fp16+boxes": {}, "fp16+seed": {"augmentation": "seed"},
            "top3+seed": {"label_format": "topk", "topk": 3, "augmentation": "seed"},
@@ -65,7 +66,7 @@ def _link_inputs(refs: dict[str, ArtifactRef], stages: tuple[str, ...], source: 
 
 
 def _warm_up() -> None:
-    import tasks.unit_task  # noqa: F401 - torch and the stage code, imported before the clock starts
+    import tasks.stages.units  # noqa: F401 - torch and the stage code, imported before the clock starts
 
 
 def dask_synthesis_seconds(
@@ -118,12 +119,12 @@ def bench(config: DistilleryConfig, passes: int = 3) -> list[dict[str, object]]:
     store, runtime = ArtifactStore(str(root / "prefect")), prefect_config.runtime
     refs = {o.ref.stage: o.ref for o in outcomes}
     device = resolve_device(runtime)
-    model, _ = load_teacher(store, refs["teacher"], device)
+    model = load_teacher(store, refs["teacher"], device)
     images_u8, _, attrs = read_image_store(store.url(refs["synthesize"], IMAGES))
     images = normalization(config.data).to_input(torch.from_numpy(images_u8).to(device))
     classes = int(attrs["num_classes"])
     relabel = relabel_vs_forward(model, images, config.relabel, num_classes=classes, steps=200, seed=config.runtime.seed,
-                                 crop_scale_min=config.relabel.crop_scale_min or config.data.augment.crop_scale_min,
+                                 crop_scale_min=config.data.crop_scale_min_with(config.relabel.crop_scale_min),
                                  passes=passes)
     rows.append(row("relabel / bare teacher forward (samples/s)", relabel["ratio"], ">=0.90",
                     f"{relabel['relabel samples/s']:.0f} vs {relabel['forward samples/s']:.0f} samples/s, {device.type}"))

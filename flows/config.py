@@ -20,13 +20,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from flows.strict_yaml import DuplicateKeyError, load_yaml
 from tasks.data import DataConfig
-from tasks.evaluate import EvaluateConfig
-from tasks.prune import PruneConfig
-from tasks.relabel import RelabelConfig
 from tasks.runtime import RuntimeConfig
-from tasks.stats import StatsConfig
-from tasks.synthesize import SynthesisConfig
-from tasks.teacher import TeacherConfig
+from tasks.stages.evaluate import EvaluateConfig
+from tasks.stages.prune import PruneConfig
+from tasks.stages.relabel import RelabelConfig
+from tasks.stages.stats import StatsConfig
+from tasks.stages.synthesize import SynthesisConfig
+from tasks.stages.teacher import TeacherConfig
 
 DEFAULT_PRESET = "fashion_mnist"  # what `distillery run` uses when given no --config or --preset
 HOME_ENV = "DISTILLERY_HOME"

@@ -21,10 +21,10 @@ from flows.pipeline import STAGES, Stage, run_pipeline
 from flows.scale_out import map_units, unit_runner
 from flows.shutdown import stop_if_signalled
 from storage.artifacts import ArtifactRef, ArtifactStore, StageRequest
+from storage.file_names import GRID
 from storage.image_store import png_data_uri
-from storage.stage_cache import run_stage
 from tasks.runtime import device_tags
-from tasks.synthesize import GRID
+from tasks.stages.stage_task import run_stage
 
 __all__ = ["STAGES", "StageOutcome", "distill"]
 

@@ -12,14 +12,14 @@ from typing import Any, Callable, Literal, TypeVar
 from flows.config import DistilleryConfig
 from storage.artifacts import ArtifactStore, StageRequest
 from tasks.data import needs_measured_normalization
-from tasks.data_normalization import NormalizationRequest, normalization_task, with_measured_normalization
-from tasks.evaluate import EvaluateRequest, evaluate_task
 from tasks.pretrained import pretrained_input
-from tasks.prune import PruneRequest, prune_task
-from tasks.relabel import relabel_request, relabel_task
-from tasks.stats import StatsRequest, stats_task
-from tasks.synthesize import synthesize_request, synthesize_task
-from tasks.teacher import teacher_request, teacher_task
+from tasks.stages.evaluate import EvaluateRequest, evaluate_task
+from tasks.stages.normalization import NormalizationRequest, normalization_task, with_measured_normalization
+from tasks.stages.prune import PruneRequest, prune_task
+from tasks.stages.relabel import relabel_request, relabel_task
+from tasks.stages.stats import StatsRequest, stats_task
+from tasks.stages.synthesize import synthesize_request, synthesize_task
+from tasks.stages.teacher import teacher_request, teacher_task
 
 STAGES = ("teacher", "stats", "synthesize", "relabel", "prune", "evaluate")
 Stage = Literal["teacher", "stats", "synthesize", "relabel", "prune", "evaluate"]

@@ -33,10 +33,10 @@ def refusal(config: DistilleryConfig, *, export_to: Path | None = None) -> str |
     None when it may start. Checked before the Prefect server starts, not minutes in."""
     from flows.export import check_export
     from tasks.data import DataError, load_split
+    from tasks.data.class_folders import check_import
     from tasks.export import ExportError
-    from tasks.imported import check_import
     from tasks.pretrained import WeightsError
-    from tasks.teacher import teacher_request
+    from tasks.stages.teacher import teacher_request
 
     try:
         load_split(config.data, "test")

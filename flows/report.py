@@ -25,11 +25,11 @@ from flows.config import ConfigError, DistilleryConfig, format_validation_error,
 from flows.strict_yaml import DuplicateKeyError, load_yaml
 from flows.sweep import Grid, sweep, sweep_runs
 from storage.artifacts import ArtifactRef, ArtifactStore
+from storage.file_names import GRID
 from storage.image_store import png_data_uri
 from tasks.report.claims import DECIDED, answers, ranking_rows
 from tasks.report.rows import Row, plot_accuracy_vs_label_bytes, to_csv
-from tasks.tables import render_table
-from tasks.synthesize import GRID
+from flows.tables import render_table
 
 DEFAULT_REPORT = "fashion_mnist"
 REPORT_MD, REPORT_CSV, PLOT = "results.md", "results.csv", "results-accuracy-vs-label-bytes.png"

@@ -2,7 +2,7 @@
 
 With ``runtime.task_runner=dask`` the distill flow opens a :class:`prefect_dask.DaskTaskRunner`
 (a local cluster of ``runtime.dask_workers`` one-thread processes, or the scheduler at
-``runtime.dask_address``) and, before each splittable stage, maps :func:`tasks.unit_task.unit_task`
+``runtime.dask_address``) and, before each splittable stage, maps :func:`tasks.stages.units.unit_task`
 over the units still missing. The stage entry then finds them saved and only assembles, so the
 artifact is the same bytes as a sequential run's. Only references and configs travel to the
 workers; the units are files under the artifact root, which every worker must reach.
@@ -23,7 +23,7 @@ from prefect.utilities.annotations import unmapped
 from storage.artifacts import ArtifactStore, StageRequest
 from tasks.progress import record_progress
 from tasks.runtime import RuntimeConfig, device_tags
-from tasks.unit_task import open_job, unit_task
+from tasks.stages.units import open_job, unit_task
 
 if TYPE_CHECKING:
     from distributed import Worker

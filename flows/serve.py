@@ -1,16 +1,16 @@
-"""`distillery serve`: the deployments of deploy/deployments.py, served from this one process.
+"""`distillery serve`: the deployments of deploy/deployments.yaml, served from this one process.
 
-deploy/deployments.py is the only definition: this module builds each entry with Prefect's
-``flow.to_deployment`` (name, parameters, schedules, concurrency limit, tags, description) and
-serves them with a Prefect ``Runner``; `prefect deploy` reads deploy/prefect.yaml, written from
-the same list, for a process work pool. Served runs are child processes of this one, started in
+deploy/deployments.yaml is the only definition (data, read like the presets): this module builds
+each entry with Prefect's ``flow.to_deployment`` (name, parameters, schedules, concurrency limit,
+tags, description) and serves them with a Prefect ``Runner``; `prefect deploy` reads
+deploy/prefect.yaml, written from the same list, for a process work pool. Served runs are child processes of this one, started in
 the repository root, where the pull step puts a worker's runs too. Use one of the two per
 server: serving is refused while the same deployments are on a work pool.
 
 SIGINT (Ctrl-C) and SIGTERM stop it the same way: runs in flight are cancelled, the schedules
 paused, and the command exits 130 or 143 with one line saying how to serve again.
 
-    distillery serve                          # every deployment in deploy/deployments.py
+    distillery serve                          # every deployment in deploy/deployments.yaml
 """
 
 from __future__ import annotations
@@ -19,13 +19,15 @@ import asyncio
 import importlib
 import os
 import signal
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
 
-from deploy.deployments import DEPLOYMENTS
 from flows.preflight import api_answers
+from flows.strict_yaml import load_yaml
 from flows.shutdown import EXIT_CODES
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -70,16 +72,31 @@ class DeploymentEntry(BaseModel):
     tags: list[str] = Field(default_factory=list)
 
 
-def deployment_entries(entries: list[dict[str, Any]] = DEPLOYMENTS) -> list[DeploymentEntry]:
-    """The validated entries of deploy/deployments.py; ServeError naming the first bad one."""
+DEPLOYMENTS_FILE = "deployments.yaml"  # in the deploy package, beside presets/
+
+
+def deployment_list() -> list[dict[str, Any]]:
+    """The ``deployments:`` list of deploy/deployments.yaml, as written; ServeError when it cannot be read."""
+    try:
+        tree = load_yaml((resources.files("deploy") / DEPLOYMENTS_FILE).read_text())
+    except (OSError, yaml.YAMLError) as err:  # DuplicateKeyError is one
+        raise ServeError(f"deploy/{DEPLOYMENTS_FILE} cannot be read ({err}); restore it from the repository") from None
+    if not isinstance(tree, dict) or not isinstance(tree.get("deployments"), list):
+        raise ServeError(f"deploy/{DEPLOYMENTS_FILE} must hold a `deployments:` list")
+    return tree["deployments"]
+
+
+def deployment_entries(entries: list[dict[str, Any]] | None = None) -> list[DeploymentEntry]:
+    """The validated entries of deploy/deployments.yaml (or ``entries``); ServeError naming the first bad one."""
     deployments = []
+    entries = deployment_list() if entries is None else entries
     for number, entry in enumerate(entries, 1):
         try:
             deployments.append(DeploymentEntry.model_validate(entry))
         except ValidationError as err:
             where = entry.get("name", f"#{number}")
             problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'entry'}: {e['msg']}" for e in err.errors())
-            raise ServeError(f"deploy/deployments.py: deployment {where}: {problems}") from None
+            raise ServeError(f"deploy/{DEPLOYMENTS_FILE}: deployment {where}: {problems}") from None
     return deployments
 
 

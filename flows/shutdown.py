@@ -42,7 +42,6 @@ from uuid import UUID
 # would not get the hang-up itself and must be stopped here.
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 129}
 _noticed: list[int] = []  # the signals Prefect's SIGTERM bridge received in this process
-RESUMED_BY_UNIT = {"synthesize", "relabel", "evaluate"}  # stages that save each finished unit (a teacher epoch is not)
 GRACE_SECONDS = 5.0  # how long a child may take to end on SIGTERM before SIGKILL
 
 
@@ -98,13 +97,14 @@ class Shutdown:
 def where_stopped() -> str:
     """The stage and unit the latest progress of this process names, as words."""
     from tasks.progress import latest_progress
+    from tasks.stages import SAVED_BY_UNIT
 
     reached = latest_progress()
     if reached is None:
         return "before any stage reported progress"
     if reached.done >= reached.total:
         return f"after {reached.stage} finished its {reached.total} units"
-    if reached.stage in RESUMED_BY_UNIT:
+    if reached.stage in SAVED_BY_UNIT:
         return f"in {reached.stage} at unit {reached.done + 1} of {reached.total} ({reached.done} done and kept)"
     return f"in {reached.stage} at unit {reached.done + 1} of {reached.total} (this stage restarts on resume)"
 

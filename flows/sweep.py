@@ -24,7 +24,7 @@ from flows.distill import StageOutcome, distill
 from flows.scale_out import shared_cluster
 from storage.artifacts import ArtifactRef, ArtifactStore, canonical_json
 from tasks.report.rows import Row, result_row, to_csv
-from tasks.tables import render_table
+from flows.tables import render_table
 
 RESULTS_CSV, RESULTS_MD, RUNS = "results.csv", "results.md", "runs.jsonl"
 SHOWN = ("mode", "ipc", "labels", "real_compression", "prune_rule", "label_format", "test_top1", "test_top1_std",

@@ -1,10 +1,10 @@
-"""The soft-label store (DESIGN §4): one Zarr v3 group per relabel or prune output.
+"""The soft-label store: one Zarr v3 group per relabel or prune output.
 
 The step axis is the first axis of every array. A *step* is one batch of B images as the
 student will see it: which images (``image_index``, -1 pads a short last batch), how they
 were augmented (``crop``/``flip``/``mix_*``, or only ``aug_seed`` to regenerate them), what the
-teacher said (``logits``; or ``topk_*``; or ``probs`` as 8-bit probabilities), and the
-position of the step in the seeded stream (``step_id``). ``complete`` marks finished chunks.
+teacher said (the arrays of the label format, :mod:`storage.label_codec`), and the position of
+the step in the seeded stream (``step_id``). ``complete`` marks finished chunks.
 
 Writers write whole chunks (one writer per chunk) and mark them complete afterwards, so a
 killed writer resumes at the first unmarked chunk. Readers decode whole chunks once, keep them
@@ -19,7 +19,7 @@ damaged chunk is an error naming the array and the step, never silent garbage.
 
 from __future__ import annotations
 
-import math
+import json
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -27,9 +27,10 @@ from typing import Any, Literal
 import numpy as np
 import zarr
 
+from storage.label_codec import ArraySpecs, LabelFormat, decode_labels, label_arrays, step_bytes
+
 FORMAT_VERSION = 1
 CHUNK_TARGET_BYTES = 1 << 20
-LabelFormat = Literal["fp16", "topk", "prob8"]
 AugmentationStorage = Literal["boxes", "seed"]
 
 
@@ -50,30 +51,24 @@ class StoreLayout:
     cutmix: bool = True
     steps_per_chunk: int | None = None
 
-    def arrays(self) -> dict[str, tuple[tuple[int, ...], str]]:
+    def arrays(self) -> ArraySpecs:
         """name -> (shape after the step axis, dtype)."""
-        b, c, k = self.batch_size, self.num_classes, self.topk
-        specs: dict[str, tuple[tuple[int, ...], str]] = {"step_id": ((), "int32"), "image_index": ((b,), "int32")}
+        b = self.batch_size
+        specs: ArraySpecs = {"step_id": ((), "int32"), "image_index": ((b,), "int32")}
         if self.augmentation == "seed":
             specs["aug_seed"] = ((), "int64")
         else:
             specs.update(crop=((b, 4), "float16"), flip=((b,), "bool"))
             if self.cutmix:
                 specs.update(mix_perm=((b,), "int32"), mix_lambda=((), "float32"), mix_box=((4,), "int16"))
-        if self.label_format == "fp16":
-            specs["logits"] = ((b, c), "float16")
-        elif self.label_format == "topk":
-            specs.update(topk_values=((b, k), "float16"), topk_indices=((b, k), "int16"), topk_rest=((b,), "float16"))
-        else:
-            specs["probs"] = ((b, c), "uint8")
+        specs.update(label_arrays(self.label_format, batch_size=b, num_classes=self.num_classes, topk=self.topk))
         return specs
 
     def chunk_steps(self) -> int:
         """Steps per chunk: as set, or the fewest whole steps holding at least CHUNK_TARGET_BYTES."""
         if self.steps_per_chunk is not None:
             return max(1, min(self.steps_per_chunk, self.steps))
-        step_bytes = sum(np.dtype(dtype).itemsize * math.prod(tail) for tail, dtype in self.arrays().values())
-        return max(1, min(self.steps, -(-CHUNK_TARGET_BYTES // max(step_bytes, 1))))
+        return max(1, min(self.steps, -(-CHUNK_TARGET_BYTES // max(step_bytes(self.arrays()), 1))))
 
     def chunk_bounds(self, chunk: int) -> tuple[int, int]:
         size = self.chunk_steps()
@@ -156,8 +151,6 @@ def compressors(dtype: str) -> tuple[zarr.abc.codec.BytesBytesCodec, ...]:
 
 
 def _json_roundtrip(value: dict[str, Any]) -> dict[str, Any]:
-    import json
-
     return json.loads(json.dumps(value))
 
 
@@ -202,8 +195,7 @@ class SoftLabelReader:
         self.arrays = {name: self.group[name] for name in self.layout.arrays()}
         # Decoded spans: the whole store in one read per array when it fits the cache (zarr costs
         # ~3 ms per read call), else one chunk at a time.
-        step_bytes = sum(np.dtype(d).itemsize * math.prod(t) for t, d in self.layout.arrays().values())
-        fits = step_bytes * self.layout.steps <= cache_bytes // 2
+        fits = step_bytes(self.layout.arrays()) * self.layout.steps <= cache_bytes // 2
         self._span = self.layout.steps if fits else self.layout.chunk_steps()
         self._cache: OrderedDict[int, dict[str, np.ndarray]] = OrderedDict()
         self._cache_bytes, self._cache_limit = 0, cache_bytes
@@ -274,57 +266,6 @@ class SoftLabelReader:
             fields.update(mix_box=rows["mix_box"], mix_lambda=float(rows["mix_lambda"]))
         if "aug_seed" in rows:
             fields["aug_seed"] = int(rows["aug_seed"])
-        return StoredStep(step_id=int(rows["step_id"]), image_index=image_index[:n], logits=self._logits(rows)[:n], **fields)
-
-    def _logits(self, rows: dict[str, np.ndarray]) -> np.ndarray:
-        """Teacher logits as float32 (B, C), decoded from whatever format is stored."""
-        fmt = self.layout.label_format
-        if fmt == "fp16":
-            return rows["logits"].astype(np.float32)
-        if fmt == "topk":
-            return decode_topk(rows["topk_values"], rows["topk_indices"], rows["topk_rest"], self.layout.num_classes)
-        return decode_prob8(rows["probs"], float(self.attrs["label_temperature"]))
-
-
-def encode_topk(logits: np.ndarray, k: int) -> dict[str, np.ndarray]:
-    """Top-k values and indices per row, plus the mean of the other logits (one value)."""
-    order = np.argsort(-logits, axis=-1, kind="stable")[..., :k]
-    values = np.take_along_axis(logits, order, axis=-1)
-    others = logits.shape[-1] - k
-    rest = (logits.sum(-1) - values.sum(-1)) / others if others else np.zeros(logits.shape[:-1], logits.dtype)
-    return {"topk_values": values.astype(np.float16), "topk_indices": order.astype(np.int16),
-            "topk_rest": rest.astype(np.float16)}
-
-
-def decode_topk(values: np.ndarray, indices: np.ndarray, rest: np.ndarray, num_classes: int) -> np.ndarray:
-    """Full logits: the stored top-k where they were, the mean of the others everywhere else."""
-    out = np.repeat(rest.astype(np.float32)[..., None], num_classes, axis=-1)
-    np.put_along_axis(out, indices.astype(np.int64), values.astype(np.float32), axis=-1)
-    return out
-
-
-def encode_prob8(logits: np.ndarray, temperature: float) -> np.ndarray:
-    """softmax(logits / T) quantised to uint8 (the student trains at the same T)."""
-    z = logits.astype(np.float64) / temperature
-    z -= z.max(-1, keepdims=True)
-    p = np.exp(z)
-    p /= p.sum(-1, keepdims=True)
-    return np.rint(p * 255).astype(np.uint8)
-
-
-def decode_prob8(probs: np.ndarray, temperature: float) -> np.ndarray:
-    """Logits whose softmax at T gives the stored probabilities (zeros floored at half a level)."""
-    return (temperature * np.log(np.maximum(probs.astype(np.float32), 0.5) / 255.0)).astype(np.float32)
-
-
-def array_bytes(url: str) -> dict[str, int]:
-    """Bytes on disk per array (chunks plus its metadata), and the group's own metadata as ``_group``."""
-    import fsspec
-
-    fs, root = fsspec.core.url_to_fs(url)
-    sizes: dict[str, int] = {}
-    for path, size in fs.du(root, total=False, withdirs=False).items():
-        relative = path[len(root.rstrip("/")) + 1 :]
-        name = relative.split("/", 1)[0] if "/" in relative else "_group"
-        sizes[name] = sizes.get(name, 0) + int(size)
-    return sizes
+        logits = decode_labels(rows, self.layout.label_format, num_classes=self.layout.num_classes,
+                               temperature=float(self.attrs["label_temperature"]))
+        return StoredStep(step_id=int(rows["step_id"]), image_index=image_index[:n], logits=logits[:n], **fields)

@@ -1,7 +1,7 @@
 """Taking a distilled set away: the folder `distillery export --to DIR` writes, in plain formats.
 
     DIR/images/<class>/<index>.png   the images, one folder per class, named by store index
-                                     (the class-folder format of :mod:`tasks.imported`)
+                                     (the class-folder format of :mod:`tasks.data.class_folders`)
     DIR/labels.zarr/                 the soft-label store the students read (the pruned one when
                                      pruning is on), copied byte for byte
     DIR/card.json, DIR/card.md       the config, fingerprints, metrics, normalisation and the command
@@ -9,7 +9,7 @@
 Nothing is computed here: the pipeline's artifacts are read and copied. The folder is built
 under a temporary name beside DIR and renamed into place last, so a failed export leaves no
 half folder, and an existing DIR is refused, never overwritten. Train your own student on it
-with :meth:`tasks.student_data.ReplayedSteps.from_export`; import the images back with
+with :meth:`tasks.labels.replay.ReplayedSteps.from_export`; import the images back with
 ``synthesis.mode=imported synthesis.import_root=DIR/images``.
 
     distillery export --preset ci_tiny --to distilled
@@ -24,14 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from storage.artifacts import ArtifactRef, ArtifactStore
+from storage.file_names import CARD_JSON, CARD_MD, EXPORT_IMAGES, EXPORT_LABELS, IMAGES, LABELS
 from storage.image_store import read_image_store
 from tasks.data import DataConfig, load_split, normalization
-from tasks.imported import class_folder, write_class_folders
-from tasks.relabel import LABELS
-from tasks.student_data import CARD_JSON, EXPORT_IMAGES, EXPORT_LABELS
-from tasks.synthesize import IMAGES
-
-CARD_MD = "card.md"
+from tasks.data.class_folders import class_folder, write_class_folders
 CARD_FORMAT_VERSION = 1
 
 

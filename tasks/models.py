@@ -8,6 +8,7 @@
 
     model = create_model("convnet", channels=1, num_classes=10, image_size=28, width=64, depth=3)
     feats = penultimate_features(model, x)   # (B, D): the classifier's input
+    teacher = load_teacher(store, teacher_ref, device)   # the `teacher` stage's model, in eval mode
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ from typing import Callable
 import torch
 import torchvision
 from torch import nn
+
+from storage.artifacts import ArtifactError, ArtifactRef, ArtifactStore
+from storage.file_names import MODEL
+from storage.tensor_files import read_tensors
 
 
 class ModelError(ValueError):
@@ -131,3 +136,17 @@ def batchnorm_layers(model: nn.Module) -> dict[str, nn.modules.batchnorm._BatchN
         for name, module in model.named_modules()
         if isinstance(module, nn.modules.batchnorm._BatchNorm)
     }
+
+
+def load_teacher(store: ArtifactStore, ref: ArtifactRef, device: torch.device) -> nn.Module:
+    """The teacher stored by the `teacher` stage at ``ref``, on ``device``, in eval mode."""
+    manifest = store.read_manifest(ref)
+    teacher, shape = manifest["config"]["teacher"], manifest["model_input"]
+    model = create_model(teacher["model"], channels=shape["channels"], num_classes=shape["num_classes"],
+                         image_size=shape["image_size"], width=teacher["width"], depth=teacher["depth"])
+    try:
+        model.load_state_dict(read_tensors(store, ref, MODEL))
+    except RuntimeError as err:
+        raise ArtifactError(f"{store.path(ref, MODEL)} does not fit the teacher its manifest describes ({err}); "
+                            f"delete {store.path(ref)} and rerun to rebuild it") from None
+    return model.to(device).eval()

@@ -19,7 +19,7 @@ import torch
 import torchvision
 from torch import nn
 
-from tasks.data_sources import DataConfig
+from tasks.data.config import DataConfig
 
 TORCHVISION = "torchvision:"
 

@@ -11,15 +11,15 @@ import pytest
 
 from flows.config import resolve_config
 from storage.artifacts import ArtifactError, ArtifactRef, ArtifactStore
-from tasks.stats import StatsRequest
-from tasks.teacher import teacher_request
+from tasks.stages.stats import StatsRequest
+from tasks.stages.teacher import teacher_request
 from tests.test_fault_injection import contents
 
 FINGERPRINT_SCRIPT = """
 import json
 import sys
 from flows.config import resolve_config
-from tasks.teacher import teacher_request
+from tasks.stages.teacher import teacher_request
 for overrides in json.loads(sys.argv[1]):
     config = resolve_config(preset="ci_tiny", overrides=overrides)
     print(teacher_request(data=config.data, teacher=config.teacher, seed=config.runtime.seed).fingerprint())
@@ -120,7 +120,7 @@ KILL_SCRIPT = """
 import logging
 import sys
 from flows.config import resolve_config
-from tasks.teacher import teacher_request, teacher_task
+from tasks.stages.teacher import teacher_request, teacher_task
 logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout, force=True)
 config = resolve_config(preset="ci_tiny", overrides=sys.argv[2:], artifact_root=sys.argv[1])
 teacher_task.fn(teacher_request(data=config.data, teacher=config.teacher, seed=config.runtime.seed), config.runtime)
@@ -154,7 +154,7 @@ def test_a_teacher_killed_mid_training_reruns_to_the_bytes_of_an_uninterrupted_r
     assert f"building {ref}" in output  # the child built this very request
     assert not store.is_complete(ref) and not store.exists(ref, "model.pt"), "the kill should land mid-training"
 
-    from tasks.teacher import teacher_task
+    from tasks.stages.teacher import teacher_task
 
     assert teacher_task.fn(request, config.runtime) == ref  # the same request, run again on the killed root
     assert store.is_complete(ref)

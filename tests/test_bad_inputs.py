@@ -222,16 +222,16 @@ def test_ipc_larger_than_a_class_stops_naming_the_field(built, tmp_path, capfd, 
 def test_a_nan_during_synthesis_stops_with_the_fix(built, tmp_path, capfd, monkeypatch, prefect_server):
     import torch
 
-    import tasks.synthesize as synthesize
+    import tasks.stages.synthesize.stage as synthesize
 
     root = _copy(built, tmp_path)
     real_load = synthesize.load_teacher
 
     def nan_teacher(store, ref, device):
-        model, request = real_load(store, ref, device)
+        model = real_load(store, ref, device)
         with torch.no_grad():
             model.classifier.weight.fill_(float("nan"))
-        return model, request
+        return model
 
     monkeypatch.setattr(synthesize, "load_teacher", nan_teacher)
     before = digest(root)

@@ -9,7 +9,7 @@ import pytest
 from tasks.report.claims import (against_random_real, answers, pruned_vs_full_answer, pruning_cost_answer, ranking_rows,
                             verdict)
 from tasks.report.rows import paired_difference
-from tasks.tables import render_table
+from flows.tables import render_table
 
 
 def row(mode, ipc, labels, compression, seeds, similarity=(0.6, 0.6, 0.6), label_format="fp16"):

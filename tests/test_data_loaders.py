@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tasks import data
+from tasks.data import datasets as data
 from tasks.data import DataConfig, DataError, load_split, normalization
 from tasks.normalization import Normalization
 

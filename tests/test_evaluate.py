@@ -13,12 +13,12 @@ import torch.nn.functional as F
 from flows.config import ConfigError, resolve_config
 from storage.artifacts import ArtifactStore
 from storage.softlabels import SoftLabelStoreError
-from tasks.evaluate import (EvaluateConfig, EvaluateRequest, StudentSchedule, create_optimizer, evaluate_task,
-                            soft_label_loss)
+from tasks.stages.evaluate import (EvaluateConfig, EvaluateRequest, create_optimizer, evaluate_task,
+                                   soft_label_loss, student_lr)
 from tasks.models import create_model
-from tasks.relabel import relabel_request
-from tasks.synthesize import SynthesizeRequest
-from tasks.teacher import teacher_request
+from tasks.stages.relabel import relabel_request
+from tasks.stages.synthesize import SynthesizeRequest
+from tasks.stages.teacher import teacher_request
 from tests.conftest import needs_fashion_mnist
 
 pytestmark = needs_fashion_mnist
@@ -65,10 +65,10 @@ def test_students_train_the_streams_epochs_by_default_and_the_small_image_recipe
     model = create_model("convnet", channels=1, num_classes=10, image_size=28, width=8, depth=2)
     reference = student.model_copy(update={"recipe": "small_image", "lr": None})  # the recipe's own lr, 0.2
     optimizer = create_optimizer(model, reference)
-    schedule = StudentSchedule(optimizer, reference, total=1200, steps_per_epoch=4)
+    schedule = student_lr(reference, total=1200, steps_per_epoch=4)
     rates = []
     for step in range(1200):
-        schedule.set(step)
+        schedule.set(optimizer, step)
         rates.append(optimizer.param_groups[0]["lr"])
     assert rates[0] == pytest.approx(0.2 / 20) and rates[19] == pytest.approx(0.2)  # 5 epochs x 4 steps of warm-up
     assert all(a >= b for a, b in zip(rates[19:], rates[20:])) and rates[-1] < 1e-5

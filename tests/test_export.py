@@ -17,7 +17,7 @@ from flows.cli import main
 from storage.artifacts import ArtifactRef, ArtifactStore
 from storage.image_store import read_image_store
 from tasks.export import ExportError, check_export_target, write_export
-from tasks.synthesize import IMAGES
+from storage.file_names import IMAGES
 from tests.conftest import needs_fashion_mnist
 
 pytestmark = [needs_fashion_mnist, pytest.mark.slow]

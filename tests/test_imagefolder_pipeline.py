@@ -16,8 +16,8 @@ from flows.without_prefect import run_plain
 from storage.artifacts import ArtifactStore
 from tasks.bench.imagefolder import class_folder_names, write_fashion_jpeg_folder
 from tasks.data import DataConfig, load_split, normalization
-from tasks.data_normalization import measure_normalization
-from tasks.image_batches import image_batches
+from tasks.stages.normalization import measure_normalization
+from tasks.data.batches import image_batches
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 pytestmark = pytest.mark.skipif(not FASHION_MNIST.is_dir(), reason="needs the Debian package dataset-fashion-mnist")

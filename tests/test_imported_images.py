@@ -17,14 +17,14 @@ from flows.cli import main
 from flows.config import ConfigError, resolve_config
 from flows.without_prefect import run_plain
 from storage.artifacts import ArtifactStore
+from storage.file_names import IMAGES, LABELS
 from storage.image_store import read_image_store
 from storage.softlabels import SoftLabelReader
 from tasks.data import load_split
-from tasks.imported import ImportedImagesError, write_class_folders
-from tasks.relabel import LABELS
+from tasks.data.class_folders import ImportedImagesError, write_class_folders
 from tasks.report.claims import ranking_rows
 from tasks.report.rows import result_row
-from tasks.synthesize import IMAGES, synthesize_request, synthesize_task
+from tasks.stages.synthesize import synthesize_request, synthesize_task
 from tests.conftest import needs_fashion_mnist
 
 pytestmark = needs_fashion_mnist

@@ -13,14 +13,17 @@ import torch
 
 from flows.config import resolve_config
 from storage.artifacts import ArtifactRef, ArtifactStore
+from storage.file_names import IMAGES, LABELS
 from storage.image_store import read_image_store
 from storage.softlabels import SoftLabelReader, SoftLabelStoreError
 from tasks.data import normalization
-from tasks.label_stream import StreamGeometry, apply_augmentation, kept_step_count, stored_augmentation
-from tasks.prune import PruneError, PruneRequest, prune_task, training_schedule
-from tasks.relabel import LABELS, RelabelError, relabel_request, relabel_task
-from tasks.synthesize import IMAGES, SynthesizeRequest, synthesize_task
-from tasks.teacher import load_teacher, teacher_request, teacher_task
+from tasks.labels.stream import StreamGeometry, apply_augmentation, kept_step_count, stored_augmentation
+from tasks.labels.replay import training_schedule
+from tasks.stages.prune import PruneError, PruneRequest, prune_task
+from tasks.stages.relabel import RelabelError, relabel_request, relabel_task
+from tasks.stages.synthesize import SynthesizeRequest, synthesize_task
+from tasks.models import load_teacher
+from tasks.stages.teacher import teacher_request, teacher_task
 from tests.conftest import kill_when, needs_fashion_mnist
 
 pytestmark = needs_fashion_mnist
@@ -78,7 +81,7 @@ def test_replaying_stored_augmentation_reproduces_the_stored_logits(upstream, tm
     config = _config(_root(upstream, tmp_path), f"relabel.augmentation={augmentation}")
     store = ArtifactStore(config.runtime.artifact_root)
     reader = SoftLabelReader(store.url(_relabel(config, upstream), LABELS))
-    model, _ = load_teacher(store, upstream[1], torch.device("cpu"))
+    model = load_teacher(store, upstream[1], torch.device("cpu"))
     images_u8, _, _ = read_image_store(store.url(upstream[2], IMAGES))
     images = normalization(config.data).to_input(torch.from_numpy(images_u8))
     for step_index in np.random.default_rng(0).choice(reader.num_steps, 6, replace=False):
@@ -129,7 +132,7 @@ KILL_SCRIPT = """
 import sys
 from flows.config import resolve_config
 from storage.artifacts import ArtifactRef
-from tasks.relabel import relabel_request, relabel_task
+from tasks.stages.relabel import relabel_request, relabel_task
 config = resolve_config(preset="ci_tiny", artifact_root=sys.argv[1], overrides=sys.argv[4:])
 request = relabel_request(data=config.data, relabel=config.relabel, prune_ratio=0.0, prune_rule="prefix", seed=0,
                           teacher=ArtifactRef(stage="teacher", fingerprint=sys.argv[2]),

@@ -1,5 +1,5 @@
 """Operating Distillery on a real Prefect server: deploy/prefect.yaml, a process worker, the
-dashboard in a browser, and `distillery serve` (deploy/deployments.py is their one definition).
+dashboard in a browser, and `distillery serve` (deploy/deployments.yaml is their one definition).
 
 The slow tests share one `prefect server start` (127.0.0.1, a free port, a temporary
 PREFECT_HOME, the scheduler service off so no nightly run can start mid-test) and run in file

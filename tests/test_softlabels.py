@@ -6,10 +6,8 @@ import numpy as np
 import pytest
 import zarr
 
-from storage.softlabels import (
-    SoftLabelReader, SoftLabelStoreError, SoftLabelWriter, StoreLayout, array_bytes, decode_prob8, decode_topk,
-    encode_prob8, encode_topk,
-)
+from storage.label_codec import array_bytes, decode_prob8, decode_topk, encode_prob8, encode_topk
+from storage.softlabels import SoftLabelReader, SoftLabelStoreError, SoftLabelWriter, StoreLayout
 
 ATTRS = {"teacher": "t1", "images": "i1", "seed": 0, "label_temperature": 20.0}
 

@@ -14,16 +14,15 @@ import torch
 from flows.config import resolve_config
 from flows.without_prefect import run_plain
 from storage.artifacts import ArtifactStore
+from storage.file_names import IMAGES, LABELS
 from storage.image_store import read_image_store
 from storage.softlabels import SoftLabelReader, SoftLabelStoreError
 from tasks.data import normalization
-from tasks.evaluate import StudentSchedule, create_optimizer, soft_label_loss, train_student
+from tasks.stages.evaluate import create_optimizer, soft_label_loss, student_lr, train_student
 from tasks.export import write_export
 from tasks.models import create_model
-from tasks.relabel import LABELS
-from tasks.student_data import ReplayedSteps
-from tasks.synthesize import IMAGES
-from tasks.teacher import load_teacher
+from tasks.labels import ReplayedSteps
+from tasks.models import load_teacher
 from tests.conftest import needs_fashion_mnist
 
 pytestmark = needs_fashion_mnist
@@ -60,7 +59,7 @@ def exported(tmp_path_factory, pruned_run) -> Path:
 @pytest.mark.parametrize("storage", ["boxes", "seed"])
 def test_replayed_batches_are_the_images_the_teacher_labelled(tmp_path, storage):
     run = Run(tmp_path / "a", [f"relabel.augmentation={storage}"])
-    teacher, _ = load_teacher(run.store, run.refs["teacher"], torch.device("cpu"))
+    teacher = load_teacher(run.store, run.refs["teacher"], torch.device("cpu"))
     steps = ReplayedSteps(run.images, run.labels, seed=3)
     checked = 0
     with torch.no_grad():
@@ -94,10 +93,10 @@ def test_evaluate_trains_on_exactly_the_replayed_steps(pruned_run):
                            depth=config.depth)
     optimizer = create_optimizer(student, config)
     steps = ReplayedSteps(pruned_run.images, pruned_run.labels, seed=11, epochs=config.epochs)  # ci_tiny: 3 of E=4
-    lr = StudentSchedule(optimizer, config, total=len(steps), steps_per_epoch=steps.steps_per_epoch)
+    lr = student_lr(config, total=len(steps), steps_per_epoch=steps.steps_per_epoch)
     student.train()
     for step in steps:
-        lr.set(step.index)
+        lr.set(optimizer, step.index)
         loss = soft_label_loss(student(step.images), step.teacher_logits, config)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

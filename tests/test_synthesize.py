@@ -14,13 +14,16 @@ import zarr
 
 from flows.config import resolve_config
 from storage.artifacts import ArtifactStore
+from storage.file_names import CLASS_BN_STATS, IMAGES
+from storage.tensor_files import read_tensors
 from storage.image_store import read_image_store
 from tasks.data import load_split, normalization
-from tasks.stats import StatsRequest
-from tasks.synthesize import (
-    IMAGES, SynthesisError, SynthesizeRequest, bn_targets_for, optimise_unit, plan_units, real_picks, synthesize_task,
-)
-from tasks.teacher import load_teacher, teacher_request
+from tasks.stages.stats import StatsRequest
+from tasks.stages.synthesize import SynthesisError, SynthesizeRequest, synthesize_task
+from tasks.stages.synthesize.recovery import bn_targets_for, optimise_unit
+from tasks.stages.synthesize.stage import plan_units, real_picks
+from tasks.models import load_teacher
+from tasks.stages.teacher import teacher_request
 from tests.conftest import kill_when, needs_fashion_mnist
 
 pytestmark = needs_fashion_mnist
@@ -99,13 +102,13 @@ def test_synthesis_lowers_the_teachers_loss_on_its_images(tmp_path, tiny_artifac
     config = resolve_config(preset="ci_tiny", artifact_root=str(tmp_path / "a"), overrides=[*SMALL, "synthesis.iterations=60"])
     inputs = _upstream(tiny_artifacts, config)
     store = ArtifactStore(config.runtime.artifact_root)
-    model, _ = load_teacher(store, inputs["teacher"], torch.device("cpu"))
+    model = load_teacher(store, inputs["teacher"], torch.device("cpu"))
     norm = normalization(config.data)
-    targets = bn_targets_for("lpld", model, __import__("tasks.stats", fromlist=["x"]).load_class_bn_stats(store, inputs["stats"]), 3, torch.device("cpu"))
+    targets = bn_targets_for("lpld", model, read_tensors(store, inputs["stats"], CLASS_BN_STATS), 3, torch.device("cpu"))
     start = torch.randn(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     labels = torch.full((4,), 3)
     before = torch.nn.functional.cross_entropy(model(start), labels).item()
-    images, losses, curve = optimise_unit(model, start, labels, targets, config.synthesis, augment=config.data.augment,
+    images, losses, curve = optimise_unit(model, start, labels, targets, config.synthesis, crop_scale_min=0.5, flip=True,
                                           norm=norm, gen=torch.Generator().manual_seed(1), runtime=config.runtime)
     after = torch.nn.functional.cross_entropy(model(norm.to_input(images)), labels).item()
     assert after < before and losses["ce"] < before
@@ -116,19 +119,19 @@ def test_synthesis_lowers_the_teachers_loss_on_its_images(tmp_path, tiny_artifac
 def test_a_nan_during_synthesis_stops_with_the_fix(tiny_config, tiny_artifacts):
     inputs = _upstream(tiny_artifacts, tiny_config)
     store = ArtifactStore(tiny_config.runtime.artifact_root)
-    model, _ = load_teacher(store, inputs["teacher"], torch.device("cpu"))
+    model = load_teacher(store, inputs["teacher"], torch.device("cpu"))
     with torch.no_grad():
         model.classifier.weight.fill_(float("nan"))
     targets = bn_targets_for("sre2l", model, None, 0, torch.device("cpu"))
     with pytest.raises(SynthesisError, match="iteration 0 .*lower synthesis.lr"):
         optimise_unit(model, torch.zeros(2, 1, 28, 28), torch.tensor([0, 1]), targets, tiny_config.synthesis,
-                      augment=tiny_config.data.augment, norm=normalization(tiny_config.data), gen=torch.Generator(), runtime=tiny_config.runtime)
+                      crop_scale_min=0.5, flip=True, norm=normalization(tiny_config.data), gen=torch.Generator(), runtime=tiny_config.runtime)
 
 
 KILL_SCRIPT = """
 import sys
 from flows.config import resolve_config
-from tasks.synthesize import SynthesizeRequest, synthesize_task
+from tasks.stages.synthesize import SynthesizeRequest, synthesize_task
 from storage.artifacts import ArtifactRef
 config = resolve_config(preset="ci_tiny", artifact_root=sys.argv[1], overrides=sys.argv[4:])
 inputs = {"teacher": ArtifactRef(stage="teacher", fingerprint=sys.argv[2]), "stats": ArtifactRef(stage="stats", fingerprint=sys.argv[3])}

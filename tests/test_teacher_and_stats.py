@@ -6,11 +6,14 @@ import pytest
 import torch
 
 from storage.artifacts import ArtifactStore
+from storage.file_names import CLASS_BN_STATS
+from storage.tensor_files import read_tensors
 from tasks.data import load_split, normalization
 from tasks.models import batchnorm_layers
-from tasks.stats import StatsRequest, class_bn_stats, load_class_bn_stats, stats_task
-from tasks.schedule import warmup_cosine
-from tasks.teacher import load_teacher, teacher_request, teacher_task, top1_accuracy
+from tasks.stages.stats import StatsRequest, class_bn_stats, stats_task
+from tasks.models import load_teacher
+from tasks.stages.teacher import teacher_request, teacher_task
+from tasks.training import top1_accuracy, warmup_cosine
 from tests.conftest import needs_fashion_mnist
 
 pytestmark = needs_fashion_mnist
@@ -35,7 +38,7 @@ def test_lr_warms_up_linearly_then_decays_to_zero():
 def test_teacher_learns_above_chance_and_reports_its_test_accuracy(tiny_config, stored_teacher):
     store = ArtifactStore(tiny_config.runtime.artifact_root)
     manifest = store.read_manifest(stored_teacher)
-    model, _ = load_teacher(store, stored_teacher, torch.device("cpu"))
+    model = load_teacher(store, stored_teacher, torch.device("cpu"))
     test = load_split(tiny_config.data, "test")
     measured = top1_accuracy(model, test, norm=normalization(tiny_config.data), device=torch.device("cpu"))
     assert manifest["metrics"]["test_top1"] == measured
@@ -89,9 +92,9 @@ def test_stored_class_statistics_equal_the_direct_statistic_of_each_class(tiny_c
     store = ArtifactStore(tiny_config.runtime.artifact_root)
     stats_config = tiny_config.stats.model_copy(update={"augment": tiny_config.data.augment.model_copy(update={"enabled": False}), "batch_size": 333})
     request = StatsRequest(data=tiny_config.data, stats=stats_config, seed=0, inputs={"teacher": stored_teacher})
-    stored = load_class_bn_stats(store, stats_task.fn(request, tiny_config.runtime))
+    stored = read_tensors(store, stats_task.fn(request, tiny_config.runtime), CLASS_BN_STATS)
 
-    model, _ = load_teacher(store, stored_teacher, torch.device("cpu"))
+    model = load_teacher(store, stored_teacher, torch.device("cpu"))
     train = load_split(tiny_config.data, "train")
     norm = normalization(tiny_config.data)
     layers = batchnorm_layers(model)
@@ -106,7 +109,7 @@ def test_stored_class_statistics_equal_the_direct_statistic_of_each_class(tiny_c
 
 def test_class_statistics_do_not_depend_on_batch_size(tiny_config, stored_teacher):
     store = ArtifactStore(tiny_config.runtime.artifact_root)
-    model, _ = load_teacher(store, stored_teacher, torch.device("cpu"))
+    model = load_teacher(store, stored_teacher, torch.device("cpu"))
     train = load_split(tiny_config.data, "train")
     norm = normalization(tiny_config.data)
     no_aug = tiny_config.data.augment.model_copy(update={"enabled": False})
@@ -122,7 +125,7 @@ def test_class_statistics_do_not_depend_on_batch_size(tiny_config, stored_teache
 
 def test_augmented_statistics_differ_from_plain_ones_and_are_seeded(tiny_config, stored_teacher):
     store = ArtifactStore(tiny_config.runtime.artifact_root)
-    model, _ = load_teacher(store, stored_teacher, torch.device("cpu"))
+    model = load_teacher(store, stored_teacher, torch.device("cpu"))
     train = load_split(tiny_config.data, "train")
     norm = normalization(tiny_config.data)
     run = lambda augment, seed: class_bn_stats(model, train, tiny_config.stats, augment=augment, norm=norm, seed=seed,  # noqa: E731

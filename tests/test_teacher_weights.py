@@ -15,7 +15,7 @@ from flows.config import ConfigError, resolve_config
 from flows.without_prefect import run_plain
 from storage.artifacts import ArtifactStore
 from tasks.pretrained import torchvision_weights
-from tasks.teacher import MODEL_FILE
+from storage.file_names import MODEL as MODEL_FILE
 
 RESNET18 = "torchvision:ResNet18_Weights.IMAGENET1K_V1"
 

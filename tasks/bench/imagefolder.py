@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 from tasks.data import DataConfig, ImageSource, load_split
-from tasks.image_batches import image_batches
+from tasks.data.batches import image_batches
 
 
 def class_folder_names(class_names: tuple[str, ...]) -> list[str]:
@@ -115,7 +115,7 @@ def stats_pass_peak_memory(folder: Path, *, workers: int, image_size: int = 28) 
     """Peak memory (MB) of a class-statistics pass, as the stage runs it, over the folder's train split."""
     from tasks.models import create_model
     from tasks.normalization import Normalization
-    from tasks.stats import StatsConfig, class_bn_stats
+    from tasks.stages.stats import StatsConfig, class_bn_stats
 
     data = DataConfig(name="imagefolder", root=str(folder), image_size=image_size)
     with PeakMemory() as memory:

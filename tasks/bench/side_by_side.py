@@ -1,8 +1,8 @@
 """Side-by-side rates for the benchmark: each stage against its own limit, same process, same data.
 
-* relabel: :func:`tasks.relabel.label_steps` (sampling, augmentation, forward, encoding) against
+* relabel: :func:`tasks.stages.relabel.label_steps` (sampling, augmentation, forward, encoding) against
   the bare teacher forward over the identical, already-augmented batches;
-* student: :func:`tasks.evaluate.train_student` reading labels from the Zarr store against the
+* student: :func:`tasks.stages.evaluate.train_student` reading labels from the Zarr store against the
   same training over the store's arrays already in memory;
 * label stores: random-order step reads through the reader against in-memory arrays and
   against raw ``.npy`` rows.
@@ -22,10 +22,10 @@ import torch
 from torch import nn
 
 from storage.softlabels import SoftLabelReader
-from tasks.evaluate import EvaluateConfig, train_student
-from tasks.label_stream import StreamGeometry, apply_augmentation, sample_augmentation, step_images, step_seed
-from tasks.relabel import RelabelConfig, label_steps, store_layout
+from tasks.labels.stream import StreamGeometry, apply_augmentation, sample_augmentation, step_images, step_seed
 from tasks.runtime import RuntimeConfig
+from tasks.stages.evaluate import EvaluateConfig, train_student
+from tasks.stages.relabel import RelabelConfig, label_steps, store_layout
 
 T = TypeVar("T")
 

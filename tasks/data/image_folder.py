@@ -4,7 +4,8 @@
 split is ``root/val/<class>/*`` with the same class names, or Tiny-ImageNet's
 ``root/val/images/*`` with ``root/val/val_annotations.txt``. Listing a split opens no image
 (apart from one per class to tell grayscale from colour); images are decoded on each
-``images_at``, in DataLoader workers when read through :mod:`tasks.image_batches`.
+``images_at`` (:mod:`tasks.data.decode`), in DataLoader workers when read through
+:mod:`tasks.data.batches`.
 
     python3 -c "from tasks.data import *; print(len(load_split(DataConfig(name='imagefolder', root='/data/tiny'), 'test')))"
 """
@@ -17,13 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torchvision.transforms.functional as TF
 from PIL import Image, UnidentifiedImageError
 
-from tasks.data_sources import IMAGEFOLDER_DEFAULT_SIZE, DataConfig, DataError, Split
+from tasks.data.config import IMAGEFOLDER_DEFAULT_SIZE, DataConfig, DataError, Split
+from tasks.data.decode import IMAGE_SUFFIXES, decode_image, is_image_file
 
 logger = logging.getLogger("distillery")
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp", ".tif", ".tiff"})
 
 
 @dataclass(frozen=True)
@@ -53,29 +53,16 @@ class ImageFolderSource:
         return len(self.files)
 
     def images_at(self, index: torch.Tensor) -> torch.Tensor:
-        return torch.stack([_decode_image(Path(self.files[i]), self.image_size, self.channels)
+        return torch.stack([torch.from_numpy(decode_image(Path(self.files[i]), size=self.image_size,
+                                                          channels=self.channels))
                             for i in index.tolist()])  # (B, C, S, S) uint8
 
     def select(self, index: torch.Tensor) -> ImageFolderSource:
         return replace(self, files=self.files[index.numpy()], labels=self.labels[index])
 
 
-def _decode_image(path: Path, size: int, channels: int) -> torch.Tensor:
-    try:
-        with Image.open(path) as image:
-            pixels = image.convert("L" if channels == 1 else "RGB")
-    except (OSError, UnidentifiedImageError, SyntaxError) as error:
-        raise DataError(f"cannot decode image {path} ({error}); replace or delete the file") from error
-    if min(pixels.size) != size:  # already the size: resizing would only copy it
-        pixels = TF.resize(pixels, size, interpolation=TF.InterpolationMode.BILINEAR)  # shorter side -> size
-    if pixels.size != (size, size):
-        pixels = TF.center_crop(pixels, size)
-    array = np.array(pixels).reshape(size, size, channels)  # (S, S, C) uint8, writable
-    return torch.from_numpy(array).permute(2, 0, 1).contiguous()  # (C, S, S)
-
-
 def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    return sorted(p for p in folder.rglob("*") if is_image_file(p))
 
 
 _GRAYSCALE_MODES = frozenset({"1", "L", "LA", "I", "I;16", "F"})

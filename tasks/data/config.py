@@ -1,7 +1,8 @@
 """What a data set is to the pipeline: the `data` config section, the error every loader
 raises, and the split types the loaders return (`ImageSource`, and `ImageSet` for splits held
-in memory). The loaders themselves and the per-data-set normalisation are in :mod:`tasks.data`;
-reading a split in batches (decoded in worker processes) is :mod:`tasks.image_batches`.
+in memory). The loaders themselves and the per-data-set normalisation are in
+:mod:`tasks.data.datasets`; reading a split in batches (decoded in worker processes) is
+:mod:`tasks.data.batches`.
 """
 
 from __future__ import annotations
@@ -56,6 +57,14 @@ class DataConfig(BaseModel):
         if isinstance(data, dict) and data.get("name") == "imagefolder" and data.get("image_size") is None:
             return {**data, "image_size": IMAGEFOLDER_DEFAULT_SIZE}
         return data
+
+    def augment_with(self, override: AugmentConfig | None) -> AugmentConfig:
+        """A stage's augmentation: its own section's ``augment`` when set, else ``data.augment``."""
+        return override or self.augment
+
+    def crop_scale_min_with(self, override: float | None) -> float:
+        """A stage's smallest crop scale: its own section's when set, else ``data.augment``'s."""
+        return override or self.augment.crop_scale_min
 
     @model_validator(mode="after")
     def _check_fields_fit_name(self) -> Self:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from tasks.data_sources import DataError, ImageSet, ImageSource
+from tasks.data.config import DataError, ImageSet, ImageSource
 
 DECODE_PIECE = 32  # images per worker request: small enough to spread a batch over the workers
 

@@ -7,31 +7,26 @@ iterate returned as uint8. The targets are one class's stored moments (lpld) or 
 running statistics (sre2l).
 
     targets = bn_targets_for("lpld", teacher, class_stats, label=3, device=device)
-    images_u8, losses, curve = optimise_unit(teacher, start, labels, targets, config, augment=..., norm=..., gen=..., runtime=...)
+    images_u8, losses, curve = optimise_unit(teacher, start, labels, targets, config, crop_scale_min=0.5, flip=True,
+                                             norm=norm, gen=gen, runtime=runtime)
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tasks.augment import AugmentConfig, crop_resize, sample_boxes, sample_flips
+from tasks.augment import crop_resize, sample_boxes, sample_flips
 from tasks.models import batchnorm_layers
 from tasks.normalization import Normalization
 from tasks.runtime import RuntimeConfig, autocast
-from tasks.schedule import warmup_cosine
-from tasks.synthesis_curve import curve_windows
-
-if TYPE_CHECKING:
-    from tasks.synthesize import SynthesisConfig
-
-
-class SynthesisError(RuntimeError):
-    """Synthesis cannot go on (a NaN loss, too few real images); the message names the fix."""
+from tasks.stages.synthesize.config import SynthesisConfig, SynthesisError
+from tasks.stages.synthesize.loss_curve import curve_windows
+from tasks.training import LearningRate, run_steps
 
 
 class BNMatchLoss:
@@ -71,7 +66,8 @@ def optimise_unit(
     bn_targets: dict[str, tuple[torch.Tensor, torch.Tensor]],
     config: SynthesisConfig,
     *,
-    augment: AugmentConfig,
+    crop_scale_min: float,
+    flip: bool,
     norm: Normalization,
     gen: torch.Generator,
     runtime: RuntimeConfig,
@@ -86,37 +82,40 @@ def optimise_unit(
     x = start.clone().requires_grad_(True)
     optimizer = torch.optim.Adam([x], lr=config.lr, betas=(0.5, 0.9))
     matcher = BNMatchLoss(model, bn_targets, config.first_bn_weight)
-    crop = config.crop_scale_min or augment.crop_scale_min
     window = curve_windows(config.iterations)  # (iterations,) window of each iteration
     points = int(window[-1]) + 1
     curve = torch.zeros(points, 3, dtype=torch.float64)
+    last: dict[str, Any] = {}  # the latest step and its loss terms
+
+    def loss_of(step: int) -> torch.Tensor:
+        box = sample_boxes(gen, 1, scale=(crop_scale_min, 1.0)).expand(len(x), 4)
+        flips = (sample_flips(gen, 1) & flip).expand(len(x))
+        shift = torch.randint(-config.jitter, config.jitter + 1, (2,), generator=gen).tolist()
+        view = torch.roll(crop_resize(x, box, flips, size=size), shifts=shift, dims=(2, 3))
+        with autocast(device, runtime):
+            ce = F.cross_entropy(model(view).float(), labels)
+        bn = matcher.take()
+        loss = ce + config.r_bn * bn
+        if not torch.isfinite(loss):
+            raise SynthesisError(
+                f"synthesis loss became {loss.item()} at iteration {step} for classes "
+                f"{sorted(set(labels.tolist()))}; lower synthesis.lr (now {config.lr}) or synthesis.r_bn"
+            )
+        last.update(step=step, loss=loss, ce=ce, bn=bn)
+        return loss
+
+    def after_step() -> None:
+        with torch.no_grad():
+            x.copy_(norm.clip(x))
+            curve[window[last["step"]]] += torch.stack([last["loss"], last["ce"], last["bn"]]).detach().double().cpu()
+
     try:
-        for step in range(config.iterations):
-            for group in optimizer.param_groups:
-                group["lr"] = config.lr * warmup_cosine(step, warmup_steps=0, total_steps=config.iterations)
-            box = sample_boxes(gen, 1, scale=(crop, 1.0)).expand(len(x), 4)
-            flip = (sample_flips(gen, 1) & augment.flip).expand(len(x))
-            shift = torch.randint(-config.jitter, config.jitter + 1, (2,), generator=gen).tolist()
-            view = torch.roll(crop_resize(x, box, flip, size=size), shifts=shift, dims=(2, 3))
-            with autocast(device, runtime):
-                ce = F.cross_entropy(model(view).float(), labels)
-            bn = matcher.take()
-            loss = ce + config.r_bn * bn
-            if not torch.isfinite(loss):
-                raise SynthesisError(
-                    f"synthesis loss became {loss.item()} at iteration {step} for classes "
-                    f"{sorted(set(labels.tolist()))}; lower synthesis.lr (now {config.lr}) or synthesis.r_bn"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            with torch.no_grad():
-                x.copy_(norm.clip(x))
-                curve[window[step]] += torch.stack([loss, ce, bn]).detach().double().cpu()
+        run_steps(range(config.iterations), loss_of, optimizer, LearningRate(config.lr, total_steps=config.iterations),
+                  after_step=after_step)
     finally:
         matcher.remove()
     counts = torch.bincount(window, minlength=points).double()
-    losses = {"loss": loss.item(), "ce": ce.item(), "bn": bn.item()}
+    losses = {"loss": last["loss"].item(), "ce": last["ce"].item(), "bn": last["bn"].item()}
     return norm.to_uint8(x.detach()).cpu(), losses, (curve / counts[:, None]).float().numpy()
 
 

@@ -1,13 +1,13 @@
-"""Real image data sets read from disk, and their normalisation.
+"""The data sets by name, read from disk, and their normalisation.
 
-Owns the loaders for Fashion-MNIST (IDX files), CIFAR-10/100 (the official python-pickle
-folders) and ImageFolder trees (ImageNet, Tiny-ImageNet), the registry that picks one by
-`data.name`, and the per-channel mean/std each data set is normalised with (given, known, or
-measured from the train split by :mod:`tasks.normalization`). Every loader
-returns an `ImageSource`: uint8 images fetched by index, int64 labels, class names. The
-`data` config section and the split types are in :mod:`tasks.data_sources` (re-exported here).
+Owns the loaders for Fashion-MNIST (IDX files) and CIFAR-10/100 (the official python-pickle
+folders), the registry that picks a loader by `data.name` (ImageFolder trees come from
+:mod:`tasks.data.image_folder`), and the per-channel mean/std each data set is normalised with:
+given in the config, known for the fixed data sets, or measured once from the train split by
+the `normalization` stage (:mod:`tasks.stages.normalization`). Every loader returns an
+`ImageSource`: uint8 images fetched by index, int64 labels, class names.
 
-    python3 -c "from tasks import data; print(len(data.load_split(data.DataConfig(), 'train')))"
+    python3 -c "from tasks.data import DataConfig, load_split; print(len(load_split(DataConfig(), 'train')))"
 """
 
 from __future__ import annotations
@@ -26,11 +26,9 @@ import numpy as np
 import torch
 from torchvision import datasets
 
-from tasks.data_sources import DataConfig, DataError, ImageSet, ImageSource, Split
-from tasks.image_folder import IMAGE_SUFFIXES, ImageFolderSource, load_imagefolder
+from tasks.data.config import DataConfig, DataError, ImageSet, ImageSource, Split
+from tasks.data.image_folder import ImageFolderSource, load_imagefolder
 from tasks.normalization import Normalization
-
-__all__ = ["IMAGE_SUFFIXES", "DataConfig", "DataError", "ImageSource", "load_split", "needs_measured_normalization", "normalization"]
 
 FASHION_MNIST_DEFAULT_ROOT = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -183,7 +181,7 @@ def _load_cifar(cifar: _CifarFormat, config: DataConfig, split: Split) -> ImageS
 class _DataSetSpec:
     load: Callable[[DataConfig, Split], ImageSet | ImageFolderSource]
     # The train split's per-channel mean/std in [0, 1] pixel units, where the data set is one
-    # fixed set of files: the streaming pass of tasks.normalization gives these values to 4
+    # fixed set of files: the streaming pass of tasks.stages.normalization gives these values to 4
     # decimals. None: measured from the train split (imagefolder).
     normalization: Normalization | None
 

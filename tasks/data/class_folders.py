@@ -24,11 +24,11 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import torchvision.transforms.functional as TF
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from tasks.data import IMAGE_SUFFIXES, DataConfig, load_split
-from tasks.data_sources import DataError
+from tasks.data.config import DataConfig, DataError
+from tasks.data.datasets import load_split
+from tasks.data.decode import IMAGE_SUFFIXES, fit_to_size, open_image, to_pixels
 
 
 class ImportedImagesError(DataError):
@@ -119,24 +119,20 @@ def folder_digest(folders: ClassFolders) -> str:
 def decode_class_folders(folders: ClassFolders, *, channels: int, image_size: int, resize: bool) -> np.ndarray:
     """(N, channels, image_size, image_size) uint8 images in store order; unreadable files and (without
     ``resize``) images of another size are refused, naming the file."""
-    mode = {1: "L", 3: "RGB"}[channels]
     paths = folders.paths()
     images = np.zeros((len(paths), channels, image_size, image_size), np.uint8)
     wrong_size = []
     for i, path in enumerate(paths):
         try:
-            with Image.open(path) as opened:
-                picture = opened.convert(mode)
-        except (OSError, UnidentifiedImageError, ValueError) as err:
-            raise ImportedImagesError(f"cannot decode image {path} ({err}); replace or delete the file (every class "
-                                      "still needs the same number of images)") from None
+            picture = open_image(path, channels=channels)
+        except DataError as err:
+            raise ImportedImagesError(f"{err} (every class still needs the same number of images)") from None
         if picture.size != (image_size, image_size):
             if not resize:
                 wrong_size.append((path, picture.size))
                 continue
-            picture = TF.center_crop(TF.resize(picture, image_size, interpolation=TF.InterpolationMode.BILINEAR),
-                                     image_size)
-        images[i] = np.asarray(picture).reshape(image_size, image_size, channels).transpose(2, 0, 1)
+            picture = fit_to_size(picture, image_size)
+        images[i] = to_pixels(picture, channels=channels)
     if wrong_size:
         path, (width, height) = wrong_size[0]
         raise ImportedImagesError(

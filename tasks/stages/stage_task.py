@@ -1,4 +1,4 @@
-"""The caching rule of every stage, defined once.
+"""A stage's Prefect entry and the caching rule of every stage, defined once.
 
 A stage's Prefect cache key is its artifact fingerprint, never a pickled input or a path:
 
@@ -10,8 +10,8 @@ Stage entries are declared with :func:`stage_task` and called from flows with
 :func:`run_stage`. The wrapper holds the opening every stage shares (open the store, return
 the reference when the artifact is complete, take its lock, start the clock) and hands the
 body a :class:`StageRun`, whose :meth:`StageRun.finish` writes the manifest with the seconds.
- results (an :class:`ArtifactRef`, a few bytes of JSON) persist in Prefect's
-local result storage, so cache records outlive the temporary server's database.
+Results (an :class:`ArtifactRef`, a few bytes of JSON) persist in Prefect's local result
+storage, so cache records outlive the temporary server's database.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator, Protocol
 
 from prefect import Task, task
 from prefect.cache_policies import CachePolicy
@@ -97,6 +97,28 @@ def stage_task(stage: str, *, tags: tuple[str, ...] = ()) -> Callable[[Callable[
         )
 
     return declare
+
+
+class StageJob(Protocol):
+    """A stage built in independent units (synthesis shards, relabel chunks, student seeds), each
+    saved whole as it finishes: ``len(job)`` units, ``pending()`` the ones not saved yet."""
+
+    def __len__(self) -> int: ...
+
+    def pending(self) -> list[int]: ...
+
+    def build(self, unit: int) -> None: ...
+
+
+def units_in_order(job: StageJob, stage: str) -> Iterator[int]:
+    """Every unit of ``job`` in order, each built first when no earlier run saved it: the resume loop
+    of every splittable stage (a killed run picks up at its first missing unit)."""
+    pending = set(job.pending())
+    _log(f"{stage}: {len(job)} units, {len(pending)} to do")
+    for unit in range(len(job)):
+        if unit in pending:
+            job.build(unit)
+        yield unit
 
 
 def _log(message: str) -> None:

@@ -6,9 +6,9 @@
                     teacher's global running statistics. Same loop, other batches and targets.
 * ``random_real`` — IPC real training images per class, drawn with a seeded permutation.
 * ``imported``    — images made elsewhere, read as they are from the class-folder tree at
-                    ``synthesis.import_root`` (:mod:`tasks.imported`) and named by their bytes.
+                    ``synthesis.import_root`` (:mod:`tasks.data.class_folders`) and named by their bytes.
 
-lpld and sre2l run the recovery loop of :mod:`tasks.bn_matching` (BN-statistics matching plus
+lpld and sre2l run the recovery loop of :mod:`tasks.stages.synthesize.recovery` (BN-statistics matching plus
 cross-entropy, Adam, the last iterate stored as uint8). Work is cut into units (a class shard, or an IPC slot in sre2l);
 each unit is seeded on its own and saved to ``units/`` as it finishes, so a killed run resumes
 at the first missing unit and ends with the same bytes.
@@ -18,98 +18,26 @@ at the first missing unit and ends with the same bytes.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from storage.artifacts import ArtifactRef, ArtifactStore, StageRequest
+from storage.artifacts import ArtifactRef, ArtifactStore
+from storage.file_names import CLASS_BN_STATS, GRID, IMAGES, unit_file
 from storage.image_store import grid_png, write_image_store
-from storage.stage_cache import StageRun, stage_task
-from tasks.bn_matching import SynthesisError, bn_targets_for, optimise_unit
-from tasks.data import DataConfig, ImageSource, load_split, normalization
-from tasks.diversity import label_agreement, within_class_similarities
-from tasks.image_batches import read_images
-from tasks.imported import ImportedImagesError, folder_digest, import_images, scan_class_folders
+from storage.tensor_files import read_tensors, write_tensors
+from tasks.data import ImageSource, load_split, normalization
+from tasks.data.batches import read_images
+from tasks.data.class_folders import ImportedImagesError, import_images
+from tasks.models import load_teacher
 from tasks.progress import StageProgress
 from tasks.runtime import RuntimeConfig, generator, resolve_device
-from tasks.synthesis_curve import curve_summary
-from tasks.stats import load_class_bn_stats
-from tasks.teacher import load_teacher
-
-IMAGES = "images.zarr"
-GRID = "grid.png"
-
-
-class SynthesisConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-    mode: Literal["lpld", "sre2l", "random_real", "imported"] = Field(
-        "lpld", description="lpld: one class per batch, per-class BN statistics; sre2l: mixed "
-        "batches, global running statistics; random_real: a seeded real subset; imported: the images "
-        "at import_root, made elsewhere."
-    )
-    ipc: int = Field(10, ge=1, le=10000, description="Synthetic images per class (imported: the count found).")
-    init: Literal["noise", "real"] = Field("noise", description="Start from randn or from real images of the class.")
-    iterations: int = Field(500, ge=1, le=100000)
-    lr: float = Field(0.1, gt=0, le=10, description="Adam learning rate (ImageNet 0.25, Tiny-ImageNet 0.1).")
-    r_bn: float = Field(0.05, ge=0, description="Weight of the BN-matching loss (ImageNet 0.01, Tiny 0.05).")
-    first_bn_weight: float = Field(10.0, ge=0, description="Weight of the first BN layer (others 1).")
-    jitter: int = Field(2, ge=0, le=256, description="Max random roll in pixels (ImageNet 32, Tiny 4).")
-    crop_scale_min: float | None = Field(
-        None, gt=0, le=1, description="Batch-shared random-resized-crop scale; None: data.augment's."
-    )
-    batch_size: int = Field(100, ge=1, le=4096, description="Most images optimised together in one unit.")
-    import_root: str | None = Field(
-        None, description="mode=imported: a folder with one subfolder of images per class, named by the data "
-        "set's class names ('/' as '_'), the same number in each (= ipc); fingerprinted by the files' bytes."
-    )
-    import_resize: bool = Field(
-        False, description="mode=imported: resize images of another size to the data set's (shorter side, "
-        "centre crop); False refuses them."
-    )
-
-    @model_validator(mode="after")
-    def _import_fields_fit_mode(self) -> SynthesisConfig:
-        if self.mode == "imported" and self.import_root is None:
-            raise ValueError("synthesis.mode=imported reads synthesis.import_root: set it to the folder of class folders")
-        if self.mode == "imported" and self.init == "real":
-            raise ValueError("synthesis.init applies to lpld and sre2l; remove it for mode=imported")
-        if self.mode != "imported" and (self.import_root is not None or self.import_resize):
-            raise ValueError(f"synthesis.import_root and import_resize apply only to mode=imported (mode is "
-                             f"{self.mode}); remove them or set synthesis.mode=imported")
-        return self
-
-
-class SynthesizeRequest(StageRequest):
-    stage = "synthesize"
-    code_version = 2  # 2: loss curves stored; crop and flip from data.augment
-
-    data: DataConfig
-    synthesis: SynthesisConfig
-    import_digest: str | None = None  # mode=imported: the content hash of the files (tasks.imported)
-
-    def fingerprint(self) -> str:
-        # Imported images are named by their bytes (import_digest), not by the folder they lie in.
-        if self.synthesis.import_root is None:
-            return super().fingerprint()
-        anywhere = self.synthesis.model_copy(update={"import_root": None})
-        return StageRequest.fingerprint(self.model_copy(update={"synthesis": anywhere}))
-
-
-def synthesize_request(
-    *, data: DataConfig, synthesis: SynthesisConfig, seed: int, inputs: dict[str, ArtifactRef]
-) -> SynthesizeRequest:
-    """The request for this config; imported images enter the fingerprint by content."""
-    digest = None
-    if synthesis.mode == "imported":
-        folders = scan_class_folders(synthesis.import_root, class_names=load_split(data, "train").class_names,
-                                     ipc=synthesis.ipc)
-        digest = folder_digest(folders)
-    return SynthesizeRequest(data=data, synthesis=synthesis, seed=seed, inputs=inputs, import_digest=digest)
+from tasks.stages.stage_task import StageRun, stage_task, units_in_order
+from tasks.stages.synthesize.config import SynthesisError, SynthesizeRequest
+from tasks.stages.synthesize.diversity import label_agreement, within_class_similarities
+from tasks.stages.synthesize.loss_curve import curve_summary
+from tasks.stages.synthesize.recovery import bn_targets_for, optimise_unit
 
 
 @dataclass(frozen=True)
@@ -156,33 +84,32 @@ def unit_real_images(train: ImageSource, picks: torch.Tensor, unit: Unit, ipc: i
     return read_images(train, picks[list(unit.labels), slots], workers=workers, device=torch.device("cpu"))  # (B, C, H, W) uint8
 
 
-def _unit_file(unit: Unit) -> str:
-    return f"units/unit-{unit.index:05d}.pt"
-
-
 class SynthesisJob:
     """One synthesis request's units and what building them needs, loaded once per process.
 
     The stage entry builds the pending units in order; a scaled-out run maps :meth:`build`
-    over them on other workers first (:mod:`tasks.unit_task`). Either way a unit is seeded by its
+    over them on other workers first (:mod:`tasks.stages.units`). Either way a unit is seeded by its
     index alone and saved whole, so the assembled images are the same bytes.
     """
 
     def __init__(self, request: SynthesizeRequest, runtime: RuntimeConfig) -> None:
         self.request, self.runtime, config = request, runtime, request.synthesis
         self.store, self.ref, self.device = ArtifactStore(runtime.artifact_root), request.ref(), resolve_device(runtime)
-        self.model, _ = load_teacher(self.store, request.inputs["teacher"], self.device)
+        self.model = load_teacher(self.store, request.inputs["teacher"], self.device)
         self.model.requires_grad_(False)
         self.norm = normalization(request.data)
         self.train = load_split(request.data, "train")
-        self.class_stats = load_class_bn_stats(self.store, request.inputs["stats"]) if config.mode == "lpld" else None
+        self.class_stats = read_tensors(self.store, request.inputs["stats"], CLASS_BN_STATS) if config.mode == "lpld" else None
         self.picks = (real_picks(self.train, ipc=config.ipc, seed=request.seed)
                       if config.mode == "random_real" or config.init == "real" else None)
         self.units = [] if config.mode == "imported" else plan_units(
             config.mode, num_classes=self.train.num_classes, ipc=config.ipc, batch_size=config.batch_size)
 
+    def __len__(self) -> int:
+        return len(self.units)
+
     def pending(self) -> list[int]:
-        return [unit.index for unit in self.units if not self.store.exists(self.ref, _unit_file(unit))]
+        return [unit.index for unit in self.units if not self.store.exists(self.ref, unit_file(unit.index))]
 
     def build(self, index: int) -> None:
         """Optimise (or pick) unit ``index`` and save it to ``units/``."""
@@ -199,15 +126,14 @@ class SynthesisJob:
             result, unit_losses, curve = optimise_unit(
                 self.model, start.to(device), torch.tensor(unit.labels, device=device),
                 bn_targets_for(config.mode, self.model, self.class_stats, unit.labels[0], device),
-                config, augment=self.request.data.augment, norm=self.norm, gen=gen, runtime=self.runtime,
+                config, crop_scale_min=self.request.data.crop_scale_min_with(config.crop_scale_min),
+                flip=self.request.data.augment.flip, norm=self.norm, gen=gen, runtime=self.runtime,
             )
             curve = torch.from_numpy(curve)
-        buffer = io.BytesIO()
-        torch.save({"images": result, "losses": unit_losses, "curve": curve}, buffer)
-        self.store.write_bytes(self.ref, _unit_file(unit), buffer.getvalue())
+        write_tensors(self.store, self.ref, unit_file(unit.index), {"images": result, "losses": unit_losses, "curve": curve})
 
     def saved(self, unit: Unit) -> dict:
-        return torch.load(io.BytesIO(self.store.read_bytes(self.ref, _unit_file(unit))), weights_only=True)
+        return read_tensors(self.store, self.ref, unit_file(unit.index))
 
 
 def imported_images(job: SynthesisJob) -> tuple[np.ndarray, np.ndarray]:
@@ -226,21 +152,18 @@ def run_units(job: SynthesisJob) -> tuple[np.ndarray, np.ndarray, dict[int, dict
     """Every unit not already saved, then the assembled (N, C, H, W) images and labels, the final
     losses per unit and the (units, points, 3) loss curves (None for real images)."""
     config, train = job.request.synthesis, job.train
-    pending = set(job.pending())
     progress = StageProgress("synthesize", len(job.units))
-    progress.info("synthesize: %d units, %d to do", len(job.units), len(pending))
     losses: dict[int, dict[str, float]] = {}
     curves = []
     images = np.zeros((train.num_classes * config.ipc, train.channels, train.image_size, train.image_size), np.uint8)
-    for done, unit in enumerate(job.units, start=1):
-        if unit.index in pending:
-            job.build(unit.index)
+    for index in units_in_order(job, "synthesize"):
+        unit = job.units[index]
         saved = job.saved(unit)
         images[list(unit.positions)] = saved["images"].numpy()
         losses[unit.index] = saved["losses"]
         if saved.get("curve") is not None:
             curves.append(saved["curve"].numpy())
-        progress(done, f"unit {unit.index} classes {sorted(set(unit.labels))} " + " ".join(f"{k}={v:.4f}" for k, v in saved["losses"].items()))
+        progress(index + 1, f"unit {unit.index} classes {sorted(set(unit.labels))} " + " ".join(f"{k}={v:.4f}" for k, v in saved["losses"].items()))
     labels = np.repeat(np.arange(train.num_classes), config.ipc)
     return images, labels, losses, np.stack(curves) if curves else None
 

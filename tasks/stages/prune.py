@@ -1,11 +1,11 @@
 """Stage `prune`: keep a fraction of the stored steps, as a real, smaller soft-label store.
 
 Ratio r keeps ``floor((1 - r) * S)`` of the stream's S steps, at least one (10x/20x/30x/40x =
-r 0.9/0.95/0.97/0.975; the real factor S / kept is recorded, and is exact when S is a multiple). Rules: ``prefix`` keeps the first steps of the seeded stream (already a random
+r 0.9/0.95/0.97/0.975; the real factor S / kept is recorded, and is exact when S is a
+multiple). Rules: ``prefix`` keeps the first steps of the seeded stream (already a random
 sample; the reference's rule, and the one relabel can generate alone), ``uniform`` a seeded
 random subset of steps, ``epoch`` whole epochs chosen at random. The student still trains E
-epochs: :func:`training_schedule` draws each epoch's steps uniformly with replacement from the
-kept pool.
+epochs (:mod:`tasks.labels.replay` says how they are drawn from the kept pool).
 
     distillery run --until prune --set prune.ratio=0.975
 """
@@ -19,12 +19,13 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from storage.artifacts import ArtifactRef, StageRequest
+from storage.file_names import LABELS
+from storage.label_codec import store_metrics
 from storage.softlabels import SoftLabelReader, SoftLabelWriter, StoreLayout
-from storage.stage_cache import StageRun, stage_task
-from tasks.label_stream import StreamGeometry, kept_step_count
+from tasks.labels.stream import StreamGeometry, kept_step_count
 from tasks.progress import StageProgress
-from tasks.relabel import LABELS, store_metrics
 from tasks.runtime import RuntimeConfig, generator
+from tasks.stages.stage_task import StageRun, stage_task
 
 
 class PruneConfig(BaseModel):
@@ -69,12 +70,6 @@ def kept_steps(config: PruneConfig, *, geometry: StreamGeometry, available: np.n
     return kept.astype(np.int64)
 
 
-def training_schedule(num_kept: int, *, steps_per_epoch: int, epochs: int, seed: int) -> np.ndarray:
-    """(epochs, steps_per_epoch) store rows: each epoch draws uniformly with replacement from the pool."""
-    gen = generator(seed, "prune", "schedule")
-    return torch.randint(0, num_kept, (epochs, steps_per_epoch), generator=gen).numpy()
-
-
 def pruned_layout(source: SoftLabelReader, steps: int) -> StoreLayout:
     """The source's layout with fewer steps, re-chunked for its new size."""
     return StoreLayout(**{**vars(source.layout), "steps": steps, "steps_per_chunk": None})
@@ -112,7 +107,8 @@ def prune_task(run: StageRun, runtime: RuntimeConfig) -> ArtifactRef:
         {"pruned_from": source_ref.fingerprint, "prune_ratio": request.prune.ratio, "prune_rule": request.prune.rule},
         layout=layout, on_chunk=StageProgress("prune", layout.num_chunks),
     )
-    metrics, sizes = store_metrics(store.url(ref, LABELS), layout, geometry, len(kept) * layout.batch_size)
+    metrics, sizes = store_metrics(store.url(ref, LABELS), steps=layout.steps, stored_samples=len(kept) * layout.batch_size,
+                                   num_images=geometry.num_images, epochs=geometry.epochs, num_classes=layout.num_classes)
     metrics["kept_fraction"] = len(kept) / geometry.total_steps
     metrics["compression"] = geometry.total_steps / len(kept)
     return run.finish(metrics=metrics, extra={"labels": LABELS, "array_bytes": sizes, "stream_steps": geometry.total_steps})

@@ -1,8 +1,8 @@
 """Stage `relabel`: the teacher's soft labels for E epochs of augmented synthetic batches.
 
-The steps come from the seeded stream of :mod:`tasks.label_stream`; each step's augmented
+The steps come from the seeded stream of :mod:`tasks.labels.stream`; each step's augmented
 batch goes through the teacher and its logits are stored in the chosen format
-(:mod:`storage.softlabels`). Work is done and saved chunk by chunk, so a killed run resumes at
+(:mod:`storage.label_codec`) in the soft-label store (:mod:`storage.softlabels`). Work is done and saved chunk by chunk, so a killed run resumes at
 the first unfinished chunk and ends with the same bytes. With ``generate: kept`` and the
 ``prefix`` prune rule only the steps the prune will keep are generated at all.
 
@@ -19,19 +19,18 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from storage.artifacts import ArtifactRef, ArtifactStore, StageRequest
+from storage.file_names import IMAGES, LABELS
 from storage.image_store import read_image_store
-from storage.softlabels import SoftLabelWriter, StoreLayout, array_bytes, encode_prob8, encode_topk
-from storage.stage_cache import StageRun, stage_task
+from storage.label_codec import LabelFormat, encode_labels, store_metrics
+from storage.softlabels import SoftLabelWriter, StoreLayout
 from tasks.data import DataConfig, normalization
-from tasks.label_stream import (
+from tasks.labels.stream import (
     StreamGeometry, apply_augmentation, kept_step_count, sample_augmentation, step_images, step_seed,
 )
+from tasks.models import load_teacher
 from tasks.progress import StageProgress
 from tasks.runtime import RuntimeConfig, resolve_device
-from tasks.synthesize import IMAGES
-from tasks.teacher import load_teacher
-
-LABELS = "labels.zarr"
+from tasks.stages.stage_task import StageRun, stage_task, units_in_order
 
 
 class RelabelConfig(BaseModel):
@@ -39,7 +38,7 @@ class RelabelConfig(BaseModel):
 
     epochs: int = Field(300, ge=1, le=100000, description="E: epochs of soft labels generated.")
     batch_size: int = Field(100, ge=1, le=65536, description="B: images per stored step.")
-    label_format: Literal["fp16", "topk", "prob8"] = Field(
+    label_format: LabelFormat = Field(
         "fp16", description="fp16 logits; topk values + int16 indices + the mean of the rest; "
         "prob8: softmax(logits / label_temperature) as uint8."
     )
@@ -86,14 +85,6 @@ def store_layout(config: RelabelConfig, *, steps: int, num_classes: int) -> Stor
                        cutmix=config.cutmix, steps_per_chunk=config.chunk_steps)
 
 
-def encode_labels(logits: np.ndarray, config: RelabelConfig) -> dict[str, np.ndarray]:
-    if config.label_format == "fp16":
-        return {"logits": logits.astype(np.float16)}
-    if config.label_format == "topk":
-        return encode_topk(logits, config.topk)
-    return {"probs": encode_prob8(logits, config.label_temperature)}
-
-
 def label_steps(
     model: nn.Module, images: torch.Tensor, step_ids: range, *, config: RelabelConfig, layout: StoreLayout,
     geometry: StreamGeometry, seed: int, crop_scale_min: float,
@@ -116,7 +107,8 @@ def label_steps(
         with torch.no_grad():
             logits = model(apply_augmentation(images[index.to(device)], aug)).float().cpu().numpy()
         rows["step_id"][row], rows["image_index"][row, :n] = step_id, index.numpy()
-        for name, value in encode_labels(logits, config).items():
+        encoded = encode_labels(logits, config.label_format, topk=config.topk, temperature=config.label_temperature)
+        for name, value in encoded.items():
             rows[name][row, :n] = value
         if config.augmentation == "seed":
             rows["aug_seed"][row] = aug_seed
@@ -126,27 +118,6 @@ def label_steps(
             rows["mix_perm"][row, :n], rows["mix_lambda"][row] = aug.mix_perm.numpy(), aug.mix_lambda
             rows["mix_box"][row] = aug.mix_box
     return rows
-
-
-def uncompressed_fp16_bytes(geometry: StreamGeometry, num_classes: int) -> int:
-    """The reference size: images x E x classes x 2 bytes (unpruned fp16 logits)."""
-    return geometry.num_images * geometry.epochs * num_classes * 2
-
-
-def store_metrics(url: str, layout: StoreLayout, geometry: StreamGeometry, stored_samples: int) -> tuple[dict[str, float], dict[str, int]]:
-    sizes = array_bytes(url)
-    total = sum(sizes.values())
-    label_arrays = [name for name in ("logits", "topk_values", "topk_indices", "topk_rest", "probs") if name in sizes]
-    reference = uncompressed_fp16_bytes(geometry, layout.num_classes)
-    metrics = {
-        "steps": float(layout.steps),
-        "store_bytes": float(total),
-        "label_bytes": float(sum(sizes[name] for name in label_arrays)),
-        "bytes_per_sample": total / max(stored_samples, 1),
-        "fraction_of_unpruned_fp16": total / reference,
-        "compression_vs_unpruned_fp16": reference / total,
-    }
-    return metrics, sizes
 
 
 class RelabelJob:
@@ -161,10 +132,10 @@ class RelabelJob:
         self.request, self.runtime, config = request, runtime, request.relabel
         self.store, self.ref, self.device = ArtifactStore(runtime.artifact_root), request.ref(), resolve_device(runtime)
         teacher_ref, images_ref = request.inputs["teacher"], request.inputs["images"]
-        self.model, _ = load_teacher(self.store, teacher_ref, self.device)
+        self.model = load_teacher(self.store, teacher_ref, self.device)
         images_u8, _, image_attrs = read_image_store(self.store.url(images_ref, IMAGES))
         self.geometry = StreamGeometry(len(images_u8), config.batch_size, config.epochs)
-        self.crop_scale_min = config.crop_scale_min or request.data.augment.crop_scale_min
+        self.crop_scale_min = request.data.crop_scale_min_with(config.crop_scale_min)
         steps = kept_step_count(request.prefix_ratio, self.geometry.total_steps)
         self.layout = store_layout(config, steps=steps, num_classes=int(image_attrs["num_classes"]))
         self.url = self.store.url(self.ref, LABELS)
@@ -176,6 +147,9 @@ class RelabelJob:
             "label_temperature": config.label_temperature, "image_size": int(images_u8.shape[-1]), "pruned_from": None,
         })
         self.images = normalization(request.data).to_input(torch.from_numpy(images_u8).to(self.device))
+
+    def __len__(self) -> int:
+        return self.layout.num_chunks
 
     def pending(self) -> list[int]:
         return self.writer.pending_chunks()
@@ -193,13 +167,13 @@ def relabel_task(run: StageRun, runtime: RuntimeConfig) -> ArtifactRef:
     request = run.request
     job = RelabelJob(request, runtime)
     layout = job.layout
-    pending = job.pending()
     progress = StageProgress("relabel", layout.num_chunks)
-    progress.info("relabel: %d steps in %d chunks, %d to do", layout.steps, layout.num_chunks, len(pending))
-    for chunk in pending:
-        job.build(chunk)
+    progress.info("relabel: %d steps in %d chunks", layout.steps, layout.num_chunks)
+    for chunk in units_in_order(job, "relabel"):
         start, stop = layout.chunk_bounds(chunk)
         progress(chunk + 1, f"chunk {chunk} steps {start}-{stop - 1}")
-    metrics, sizes = store_metrics(job.url, layout, job.geometry, layout.steps * request.relabel.batch_size)
+    geometry = job.geometry
+    metrics, sizes = store_metrics(job.url, steps=layout.steps, stored_samples=layout.steps * request.relabel.batch_size,
+                                   num_images=geometry.num_images, epochs=geometry.epochs, num_classes=layout.num_classes)
     return run.finish(metrics=metrics, extra={"device": job.device.type, "labels": LABELS, "array_bytes": sizes,
                                               "stream_steps": job.geometry.total_steps})

@@ -7,30 +7,29 @@ accumulations, so the result does not depend on batch size or order (beyond floa
 unlike the reference's EMA.
 
     distillery run --until stats
-    stats = load_class_bn_stats(store, ref)  # {layer: {"mean": (K, C), "var": (K, C), "count": (K,)}}
+    stats = read_tensors(store, ref, CLASS_BN_STATS)  # {layer: {"mean": (K, C), "var": (K, C), "count": (K,)}}
 """
 
 from __future__ import annotations
 
-import io
 from typing import Callable
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from storage.artifacts import ArtifactRef, ArtifactStore, StageRequest
-from storage.stage_cache import StageRun, stage_task
+from storage.artifacts import ArtifactRef, StageRequest
+from storage.file_names import CLASS_BN_STATS
+from storage.tensor_files import write_tensors
 from tasks.augment import AugmentConfig, augment_batch
 from tasks.data import DataConfig, ImageSource, load_split, normalization
-from tasks.image_batches import image_batches
-from tasks.models import batchnorm_layers
+from tasks.data.batches import image_batches
+from tasks.models import batchnorm_layers, load_teacher
 from tasks.normalization import Normalization
 from tasks.progress import StageProgress
 from tasks.runtime import RuntimeConfig, generator, resolve_device
-from tasks.teacher import load_teacher
+from tasks.stages.stage_task import StageRun, stage_task
 
-STATS_FILE = "class_bn_stats.pt"
 ClassBNStats = dict[str, dict[str, torch.Tensor]]
 
 
@@ -118,29 +117,18 @@ def class_bn_stats(
     return {name: moment.result() for name, moment in moments.items()}
 
 
-def stats_bytes(stats: ClassBNStats) -> bytes:
-    buffer = io.BytesIO()
-    torch.save(stats, buffer)
-    return buffer.getvalue()
-
-
-def load_class_bn_stats(store: ArtifactStore, ref: ArtifactRef) -> ClassBNStats:
-    return torch.load(io.BytesIO(store.read_bytes(ref, STATS_FILE)), map_location="cpu", weights_only=True)
-
-
 @stage_task("stats", tags=("distillery", "compute"))
 def stats_task(run: StageRun, runtime: RuntimeConfig) -> ArtifactRef:
     store, ref, request = run.store, run.ref, run.request
     device = resolve_device(runtime)
-    model, _ = load_teacher(store, request.inputs["teacher"], device)
+    model = load_teacher(store, request.inputs["teacher"], device)
     train = load_split(request.data, "train")
     progress = StageProgress("stats", request.stats.passes)
     stats = class_bn_stats(
-        model, train, request.stats, augment=request.stats.augment or request.data.augment,
-        norm=normalization(request.data),
-        seed=request.seed, device=device, workers=runtime.workers, on_pass=progress,
+        model, train, request.stats, augment=request.data.augment_with(request.stats.augment),
+        norm=normalization(request.data), seed=request.seed, device=device, workers=runtime.workers, on_pass=progress,
     )
-    store.write_bytes(ref, STATS_FILE, stats_bytes(stats))
+    write_tensors(store, ref, CLASS_BN_STATS, stats)
     return run.finish(
         metrics={"bn_layers": float(len(stats)), "images_seen": float(len(train) * request.stats.passes)},
         extra={"device": device.type, "layers": list(stats)},

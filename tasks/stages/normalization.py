@@ -15,9 +15,9 @@ from __future__ import annotations
 import torch
 
 from storage.artifacts import ArtifactRef, ArtifactStore, StageRequest
-from storage.stage_cache import StageRun, stage_task
+from tasks.stages.stage_task import StageRun, stage_task
 from tasks.data import DataConfig, ImageSource, load_split
-from tasks.image_batches import image_batches
+from tasks.data.batches import image_batches
 from tasks.normalization import Normalization
 from tasks.progress import StageProgress
 from tasks.runtime import RuntimeConfig

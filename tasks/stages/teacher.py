@@ -2,7 +2,7 @@
 
 SGD with momentum and weight decay, linear warm-up then cosine decay per step, per-sample
 random-resized-crop and flip. Reports the teacher's top-1 on the real test split and stores the
-state dict (loaded back with ``weights_only=True``).
+state dict (read back by :func:`tasks.models.load_teacher`, with ``weights_only=True``).
 
     distillery run --until teacher --set teacher.epochs=2
 """
@@ -10,7 +10,6 @@ state dict (loaded back with ``weights_only=True``).
 from __future__ import annotations
 
 import hashlib
-import io
 import math
 from typing import Callable
 
@@ -19,19 +18,19 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
-from storage.artifacts import ArtifactRef, ArtifactStore, StageRequest
-from storage.stage_cache import StageRun, stage_task
+from storage.artifacts import ArtifactRef, StageRequest
+from storage.file_names import MODEL
+from storage.tensor_files import write_tensors
 from tasks.augment import AugmentConfig, augment_batch
 from tasks.data import DataConfig, ImageSource, load_split, normalization
-from tasks.image_batches import image_batches
+from tasks.data.batches import image_batches
 from tasks.models import create_model
 from tasks.normalization import Normalization
 from tasks.pretrained import load_weights, read_state_dict, torchvision_weights, weights_file
 from tasks.progress import StageProgress
 from tasks.runtime import RuntimeConfig, autocast, generator, resolve_device
-from tasks.schedule import param_groups, warmup_cosine
-
-MODEL_FILE = "model.pt"
+from tasks.stages.stage_task import StageRun, stage_task
+from tasks.training import LearningRate, param_groups, run_steps, top1_accuracy
 
 
 class TeacherConfig(BaseModel):
@@ -120,80 +119,27 @@ def train_teacher(
     optimizer = torch.optim.SGD(param_groups(model, weight_decay=config.weight_decay), lr=config.lr,
                                 momentum=config.momentum)
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
-    total = config.epochs * steps_per_epoch
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: warmup_cosine(s, warmup_steps=round(config.warmup_epochs * steps_per_epoch), total_steps=total),
-    )
+    lr = LearningRate(config.lr, total_steps=config.epochs * steps_per_epoch,
+                      warmup_steps=round(config.warmup_epochs * steps_per_epoch))
     epoch_losses = []
     for epoch in range(config.epochs):
         model.train()
         gen = generator(seed, "teacher", "epoch", epoch)
         order = torch.randperm(len(train), generator=gen)
-        loss_sum = 0.0
-        for index, images_u8 in image_batches(train, order.split(config.batch_size), workers=runtime.workers,
-                                              device=device):
+        indices = order.split(config.batch_size)
+        batches = image_batches(train, indices, workers=runtime.workers, device=device)
+
+        def loss_of(batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+            index, images_u8 = batch  # (B,), (B, C, H, W) uint8
             images = augment_batch(images_u8.float() / 255, augment, gen)
             with autocast(device, runtime):
-                loss = F.cross_entropy(model(norm.to_input(images)), train.labels[index].to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            loss_sum += loss.item() * len(index)
-        epoch_losses.append(loss_sum / len(train))
+                return F.cross_entropy(model(norm.to_input(images)), train.labels[index].to(device))
+
+        losses = run_steps(batches, loss_of, optimizer, lr, first_step=epoch * steps_per_epoch)
+        epoch_losses.append(sum(loss.item() * len(index) for loss, index in zip(losses, indices)) / len(train))
         if on_epoch is not None:
             on_epoch(epoch + 1, f"train loss {epoch_losses[-1]:.4f}")
     return epoch_losses
-
-
-@torch.no_grad()
-def top1_accuracy(
-    model: nn.Module, source: ImageSource, *, norm: Normalization, device: torch.device, batch_size: int = 1000,
-    workers: int = 0,
-) -> float:
-    """Fraction of ``source`` that ``model`` classifies correctly (eval mode); files decoded by ``workers``."""
-    model.eval()
-    correct = 0
-    batches = torch.arange(len(source)).split(batch_size)
-    for index, images in image_batches(source, batches, workers=workers, device=device):
-        logits = model(norm.to_input(images))
-        correct += int((logits.argmax(1).cpu() == source.labels[index]).sum())
-    return correct / len(source)
-
-
-def state_dict_bytes(model: nn.Module) -> bytes:
-    buffer = io.BytesIO()
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buffer)
-    return buffer.getvalue()
-
-
-def load_state_dict(model: nn.Module, blob: bytes, *, origin: str) -> None:
-    try:
-        state = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
-    except Exception as err:  # noqa: BLE001 - any unreadable or mismatched file gets one message
-        raise ValueError(
-            f"cannot load teacher weights from {origin}: {err}. Give a state dict of the "
-            "configured teacher.model for this data set"
-        ) from None
-
-
-def load_teacher(store: ArtifactStore, ref: ArtifactRef, device: torch.device) -> tuple[nn.Module, TeacherRequest]:
-    """The stored teacher in eval mode, with the request that made it."""
-    manifest = store.read_manifest(ref)
-    request = TeacherRequest.model_validate(manifest["config"])
-    shape = manifest["model_input"]
-    model = create_model(
-        request.teacher.model,
-        channels=shape["channels"],
-        num_classes=shape["num_classes"],
-        image_size=shape["image_size"],
-        width=request.teacher.width,
-        depth=request.teacher.depth,
-    )
-    load_state_dict(model, store.read_bytes(ref, MODEL_FILE), origin=store.path(ref, MODEL_FILE))
-    return model.to(device).eval(), request
 
 
 @stage_task("teacher", tags=("distillery", "compute"))
@@ -214,12 +160,11 @@ def teacher_task(run: StageRun, runtime: RuntimeConfig) -> ArtifactRef:
     else:
         model.to(device)
         losses = train_teacher(
-            model, train, request.teacher, augment=request.teacher.augment or request.data.augment, norm=norm,
-            seed=request.seed, device=device,
-            runtime=runtime, on_epoch=progress,
+            model, train, request.teacher, augment=request.data.augment_with(request.teacher.augment), norm=norm,
+            seed=request.seed, device=device, runtime=runtime, on_epoch=progress,
         )
     test_top1 = top1_accuracy(model, test, norm=norm, device=device, workers=runtime.workers)
-    store.write_bytes(ref, MODEL_FILE, state_dict_bytes(model))
+    write_tensors(store, ref, MODEL, {k: v.detach().cpu() for k, v in model.state_dict().items()})
     metrics = {"test_top1": test_top1, **({"final_train_loss": losses[-1]} if losses else {})}
     progress.info("teacher test top-1 %.4f", test_top1)
     return run.finish(metrics=metrics, extra={

@@ -4,9 +4,9 @@ The public way to use a distilled set outside this pipeline, and the one replay 
 `evaluate` stage. A :class:`ReplayedSteps` yields one :class:`StudentStep` per optimizer step:
 the stored images of the step, replayed through the stored crop / flip / CutMix exactly as the
 teacher saw them (normalised floats, on the images' device), and the teacher's logits for them.
-Its epochs are drawn as evaluate draws them (:func:`tasks.prune.training_schedule`): each epoch
-takes the stream's steps-per-epoch steps uniformly with replacement from the stored (kept) pool,
-seeded by ``seed``, so a pruned store still gives E full epochs.
+Its epochs are drawn as evaluate draws them (:func:`training_schedule`): each epoch takes the
+stream's steps-per-epoch steps uniformly with replacement from the stored (kept) pool, seeded by
+``seed``, so a pruned store still gives E full epochs.
 
     steps = ReplayedSteps.from_export("distilled", seed=0)   # after `distillery export --to distilled`
     for step in steps:                                      # len(steps) = epochs x steps per epoch
@@ -20,16 +20,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
 import torch
 from torch.utils.data import IterableDataset
 
+from storage.file_names import CARD_JSON, EXPORT_IMAGES, EXPORT_LABELS
 from storage.softlabels import SoftLabelReader, SoftLabelStoreError
-from tasks.imported import decode_class_folders, scan_class_folders
-from tasks.label_stream import apply_augmentation, stored_augmentation
+from tasks.data.class_folders import decode_class_folders, scan_class_folders
+from tasks.labels.stream import apply_augmentation, stored_augmentation
 from tasks.normalization import Normalization
-from tasks.prune import training_schedule
+from tasks.runtime import generator
 
-CARD_JSON, EXPORT_IMAGES, EXPORT_LABELS = "card.json", "images", "labels.zarr"  # an export folder's files
+
+def training_schedule(num_kept: int, *, steps_per_epoch: int, epochs: int, seed: int) -> np.ndarray:
+    """(epochs, steps_per_epoch) store rows: each epoch draws uniformly with replacement from the pool."""
+    gen = generator(seed, "prune", "schedule")
+    return torch.randint(0, num_kept, (epochs, steps_per_epoch), generator=gen).numpy()
 
 
 @dataclass(frozen=True)

@@ -9,25 +9,18 @@ pending units first, so the stage entry only assembles: the same functions, the 
 
 from __future__ import annotations
 
-from typing import Protocol
-
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from storage.artifacts import StageRequest
-from tasks.evaluate import EvaluateJob
-from tasks.relabel import RelabelJob
 from tasks.runtime import RuntimeConfig
-from tasks.synthesize import SynthesisJob
+from tasks.stages import SAVED_BY_UNIT
+from tasks.stages.evaluate import EvaluateJob
+from tasks.stages.relabel import RelabelJob
+from tasks.stages.stage_task import StageJob
+from tasks.stages.synthesize import SynthesisJob
 
-
-class StageJob(Protocol):
-    def pending(self) -> list[int]: ...
-
-    def build(self, unit: int) -> None: ...
-
-
-JOBS: dict[str, type] = {"synthesize": SynthesisJob, "relabel": RelabelJob, "evaluate": EvaluateJob}
+JOBS: dict[str, type[StageJob]] = dict(zip(SAVED_BY_UNIT, (SynthesisJob, RelabelJob, EvaluateJob)))
 
 
 def open_job(request: StageRequest, runtime: RuntimeConfig) -> StageJob | None:

@@ -1,0 +1,245 @@
+"""One handler per `distillery` command: ``handler(args, command_line) -> exit code``.
+
+The commands that run the pipeline (run, export, sweep, report, bench) share one opening and
+one ending (:func:`long_running`): resolve the config (exit 2 on a bad one), refuse a run that
+would fail at once (exit 2, before Prefect starts), start Prefect's temporary server in its own
+session, and turn any failure into one message (exit 1). Imports are made inside the handlers,
+so a command pays only for what it uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from flows.config import DistilleryConfig
+
+Handler = Callable[[argparse.Namespace, str], int]
+Body = Callable[[argparse.Namespace, "DistilleryConfig", list, str], int]  # (args, config, grids, command line)
+
+
+def _say(message: object) -> None:
+    print(f"distillery: {message}", file=sys.stderr)
+
+
+def presets(args: argparse.Namespace, line: str) -> int:
+    from flows.config import preset_names
+
+    print("\n".join(preset_names()))
+    return 0
+
+
+def bench_labels(args: argparse.Namespace, line: str) -> int:
+    from flows.tables import render_table
+    from tasks.bench.side_by_side import label_store_reads
+
+    rows = label_store_reads(args.artifact_root, passes=max(args.passes, 1), reads=max(args.reads, 1))
+    print(render_table(rows, style="text"), end="")
+    return 0
+
+
+def verify(args: argparse.Namespace, line: str) -> int:
+    from flows.config import HOME_ENV
+    from storage.verify import format_findings, verify_tree
+
+    try:
+        findings = verify_tree(args.artifact_root or os.environ.get(HOME_ENV) or "artifacts")
+    except FileNotFoundError as err:
+        _say(err)
+        return 2
+    print(format_findings(findings))
+    return 1 if any(f.status == "damaged" for f in findings) else 0
+
+
+def serve(args: argparse.Namespace, line: str) -> int:
+    from flows.serve import ServeError, deployment_entries, refuse_pooled, running_api_url
+    from flows.serve import serve as serve_entries
+
+    try:
+        entries = deployment_entries()
+        running_api_url()
+        refuse_pooled(entries)
+    except ServeError as err:
+        _say(err)
+        return 2
+    return serve_entries(entries)
+
+
+def _resolve(args: argparse.Namespace) -> tuple[DistilleryConfig, list]:
+    """The config (and for sweep / report, the grids) the command runs; ConfigError if unusable."""
+    from flows.config import DEFAULT_PRESET, ConfigError, grid_points, parse_grid, resolve_config, with_overrides
+
+    if args.command == "bench":
+        import tempfile
+
+        root = args.artifact_root or tempfile.mkdtemp(prefix="distillery-bench-")
+        if Path(root).exists() and any(Path(root).iterdir()):
+            raise ConfigError(f"bench root {root} is not empty; give an empty folder (cold runs are measured)")
+        return resolve_config(preset=args.preset, overrides=args.overrides, artifact_root=root), []
+    if args.command == "report":
+        from flows.report import load_spec
+
+        spec = load_spec(args.spec)
+        config, grids = spec.base(artifact_root=args.artifact_root, device=args.device), list(spec.grids)
+    else:
+        config = resolve_config(
+            config_file=args.config, preset=args.preset or (None if args.config else DEFAULT_PRESET),
+            overrides=[*args.overrides, *runtime_overrides(args)], artifact_root=args.artifact_root, device=args.device,
+        )
+        grids = [parse_grid(args.grid)] if args.command == "sweep" else []
+    for grid in grids:
+        for point in grid_points(grid):
+            with_overrides(config, point)  # every point valid before anything runs
+    return config, grids
+
+
+def runtime_overrides(args: argparse.Namespace) -> list[str]:
+    """The runtime flags as ``--set`` assignments (they win over the config file)."""
+    overrides = []
+    if getattr(args, "task_runner", None) or getattr(args, "dask_address", None):
+        overrides.append(f"runtime.task_runner={args.task_runner or 'dask'}")
+    if getattr(args, "dask_address", None):
+        overrides.append(f"runtime.dask_address={args.dask_address}")
+    return overrides
+
+
+def show_config(args: argparse.Namespace, line: str) -> int:
+    from flows.config import ConfigError, dump_yaml
+
+    try:
+        config, _ = _resolve(args)
+    except ConfigError as err:
+        _say(err)
+        return 2
+    print(dump_yaml(config), end="")
+    return 0
+
+
+def long_running(body: Body) -> Handler:
+    """A pipeline command: checks that exit 2 before Prefect starts, then ``body``; any failure is exit 1."""
+
+    def handler(args: argparse.Namespace, line: str) -> int:
+        from flows.config import ConfigError
+        from flows.pipeline import STAGES
+        from flows.preflight import describe_os_error, quiet_tracebacks, refusal
+        from flows.shutdown import temporary_server_in_own_session
+
+        try:
+            config, grids = _resolve(args)
+        except ConfigError as err:
+            _say(err)
+            return 2
+        if (getattr(args, "until", None) or STAGES[-1]) not in STAGES:
+            _say(f"--until {args.until!r} is not a stage; choose one of: {', '.join(STAGES)}")
+            return 2
+        if why := refusal(config, export_to=Path(args.to) if args.command == "export" else None):
+            _say(why)
+            return 2
+        temporary_server_in_own_session()
+        if not args.debug:
+            quiet_tracebacks()
+        try:
+            return body(args, config, grids, line)
+        except Exception as err:  # noqa: BLE001 - the CLI turns any failure into one message
+            if args.debug:
+                traceback.print_exc()
+            disk = describe_os_error(err, config.runtime.artifact_root) if isinstance(err, OSError) else None
+            _say(disk or f"{type(err).__name__}: {err}")
+            if not args.debug:
+                _say("rerun with --debug for the full traceback")
+            return 1
+
+    handler.__name__, handler.__doc__ = body.__name__, body.__doc__
+    return handler
+
+
+@long_running
+def run(args: argparse.Namespace, config: DistilleryConfig, grids: list, line: str) -> int:
+    """The pipeline up to --until, then the summary."""
+    from flows.distill import STAGES, distill
+
+    started = time.perf_counter()
+    outcomes = distill(config=config, until=args.until or STAGES[-1])
+    print_summary(outcomes, time.perf_counter() - started)
+    return 0
+
+
+@long_running
+def export(args: argparse.Namespace, config: DistilleryConfig, grids: list, line: str) -> int:
+    """The pipeline through evaluate, then the export folder."""
+    from flows.export import export as export_to
+
+    started = time.perf_counter()
+    outcomes, written = export_to(config, Path(args.to), command=line)
+    print_summary(outcomes, time.perf_counter() - started)
+    print(f"exported to {written} (card: {written / 'card.md'})")
+    return 0
+
+
+@long_running
+def sweep(args: argparse.Namespace, config: DistilleryConfig, grids: list, line: str) -> int:
+    """The pipeline over the grid; one results table."""
+    from flows.sweep import SHOWN
+    from flows.sweep import sweep as sweep_flow
+    from flows.tables import render_table
+
+    started = time.perf_counter()
+    rows = sweep_flow(base=config, grids=grids)
+    print("\n" + render_table(rows, SHOWN) + f"wall time {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+@long_running
+def report(args: argparse.Namespace, config: DistilleryConfig, grids: list, line: str) -> int:
+    """A report spec's sweep, written to --out."""
+    from flows.report import load_spec
+    from flows.report import report as report_flow
+    from flows.sweep import SHOWN
+    from flows.tables import render_table
+
+    started = time.perf_counter()
+    rows = report_flow(spec=load_spec(args.spec), base=config, out_dir=args.out, command=line)
+    print("\n" + render_table(rows, SHOWN) + f"wall time {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+@long_running
+def bench(args: argparse.Namespace, config: DistilleryConfig, grids: list, line: str) -> int:
+    """Where time goes: the ratios measured side by side."""
+    from flows.bench import bench as bench_flow
+    from flows.tables import render_table
+
+    started = time.perf_counter()
+    rows = bench_flow(config=config, passes=max(args.passes, 1))
+    print("\n" + render_table(rows, style="text") + f"wall time {time.perf_counter() - started:.1f} s; "
+          f"table in {Path(config.runtime.artifact_root) / 'bench.md'}")
+    return 0
+
+
+def print_summary(outcomes: list[Any], wall_seconds: float) -> None:  # list[StageOutcome]
+    from flows.distill import summary_rows
+    from flows.tables import render_table
+
+    print("\n" + render_table(summary_rows(outcomes), style="text"), end="")
+    print("artifacts:\n" + "".join(f"  {o.ref.stage:<10} {o.path}\n" for o in outcomes), end="")
+    students = [o for o in outcomes if o.ref.stage == "evaluate"]
+    if students:
+        print("\nstudents (test top-1, mean ± std over seeds):")
+        for o in students:
+            m = o.metrics
+            labels = (f"soft labels {m['label_compression']:.4g}x: {m['label_steps']:.0f} stored steps, "
+                      f"{m['labels_store_bytes'] / 1024:,.1f} KiB" if m["label_steps"] else "hard labels")
+            print(f"  {labels:<52} {m['test_top1']:.4f} ± {m['test_top1_std']:.4f}")
+    print(f"wall time {wall_seconds:.1f} s")
+
+
+HANDLERS: dict[str, Handler] = {
+    "run": run, "export": export, "sweep": sweep, "report": report, "bench": bench, "config": show_config,
+    "presets": presets, "bench-labels": bench_labels, "verify": verify, "serve": serve,
+}

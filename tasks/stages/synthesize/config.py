@@ -1,0 +1,89 @@
+"""The `synthesis` config section, the synthesize stage's request, and its errors.
+
+    synthesis:
+      mode: lpld          # lpld | sre2l | random_real | imported
+      ipc: 10             # images per class
+      iterations: 500     # recovery steps per unit (lpld, sre2l)
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from storage.artifacts import ArtifactRef, StageRequest
+from tasks.data import DataConfig, load_split
+from tasks.data.class_folders import folder_digest, scan_class_folders
+
+
+class SynthesisError(RuntimeError):
+    """Synthesis cannot go on (a NaN loss, too few real images); the message names the fix."""
+
+
+class SynthesisConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    mode: Literal["lpld", "sre2l", "random_real", "imported"] = Field(
+        "lpld", description="lpld: one class per batch, per-class BN statistics; sre2l: mixed "
+        "batches, global running statistics; random_real: a seeded real subset; imported: the images "
+        "at import_root, made elsewhere."
+    )
+    ipc: int = Field(10, ge=1, le=10000, description="Synthetic images per class (imported: the count found).")
+    init: Literal["noise", "real"] = Field("noise", description="Start from randn or from real images of the class.")
+    iterations: int = Field(500, ge=1, le=100000)
+    lr: float = Field(0.1, gt=0, le=10, description="Adam learning rate (ImageNet 0.25, Tiny-ImageNet 0.1).")
+    r_bn: float = Field(0.05, ge=0, description="Weight of the BN-matching loss (ImageNet 0.01, Tiny 0.05).")
+    first_bn_weight: float = Field(10.0, ge=0, description="Weight of the first BN layer (others 1).")
+    jitter: int = Field(2, ge=0, le=256, description="Max random roll in pixels (ImageNet 32, Tiny 4).")
+    crop_scale_min: float | None = Field(
+        None, gt=0, le=1, description="Batch-shared random-resized-crop scale; None: data.augment's."
+    )
+    batch_size: int = Field(100, ge=1, le=4096, description="Most images optimised together in one unit.")
+    import_root: str | None = Field(
+        None, description="mode=imported: a folder with one subfolder of images per class, named by the data "
+        "set's class names ('/' as '_'), the same number in each (= ipc); fingerprinted by the files' bytes."
+    )
+    import_resize: bool = Field(
+        False, description="mode=imported: resize images of another size to the data set's (shorter side, "
+        "centre crop); False refuses them."
+    )
+
+    @model_validator(mode="after")
+    def _import_fields_fit_mode(self) -> SynthesisConfig:
+        if self.mode == "imported" and self.import_root is None:
+            raise ValueError("synthesis.mode=imported reads synthesis.import_root: set it to the folder of class folders")
+        if self.mode == "imported" and self.init == "real":
+            raise ValueError("synthesis.init applies to lpld and sre2l; remove it for mode=imported")
+        if self.mode != "imported" and (self.import_root is not None or self.import_resize):
+            raise ValueError(f"synthesis.import_root and import_resize apply only to mode=imported (mode is "
+                             f"{self.mode}); remove them or set synthesis.mode=imported")
+        return self
+
+
+class SynthesizeRequest(StageRequest):
+    stage = "synthesize"
+    code_version = 2  # 2: loss curves stored; crop and flip from data.augment
+
+    data: DataConfig
+    synthesis: SynthesisConfig
+    import_digest: str | None = None  # mode=imported: the content hash of the files (tasks.data.class_folders)
+
+    def fingerprint(self) -> str:
+        # Imported images are named by their bytes (import_digest), not by the folder they lie in.
+        if self.synthesis.import_root is None:
+            return super().fingerprint()
+        anywhere = self.synthesis.model_copy(update={"import_root": None})
+        return StageRequest.fingerprint(self.model_copy(update={"synthesis": anywhere}))
+
+
+def synthesize_request(
+    *, data: DataConfig, synthesis: SynthesisConfig, seed: int, inputs: dict[str, ArtifactRef]
+) -> SynthesizeRequest:
+    """The request for this config; imported images enter the fingerprint by content."""
+    digest = None
+    if synthesis.mode == "imported":
+        folders = scan_class_folders(synthesis.import_root, class_names=load_split(data, "train").class_names,
+                                     ipc=synthesis.ipc)
+        digest = folder_digest(folders)
+    return SynthesizeRequest(data=data, synthesis=synthesis, seed=seed, inputs=inputs, import_digest=digest)
