@@ -77,9 +77,9 @@ def dask_setup(worker: Worker) -> None:
 
 
 class QuietShutdownRace(logging.Filter):
-    """Drops the error (with its traceback) Dask logs when a heartbeat was in flight as its worker
-    closed: a race inside Dask (the worker closes its connections, the heartbeat finds them gone).
-    It put a traceback under a run stopped by a signal, which promises none; the closing is no news."""
+    """Drops the error (with its traceback) Dask logs when a heartbeat is in flight as its worker
+    closes: a race inside Dask (the worker closes its connections, the heartbeat finds them gone).
+    A run stopped by a signal promises no traceback, and the closing is no news."""
 
     def __init__(self, worker: Worker) -> None:
         super().__init__()

@@ -16,10 +16,10 @@ that ends it at once: SIGKILL to every process under this one, the same line, th
 
 While a flow runs, Prefect owns SIGTERM: it raises ``TerminationSignal``, records the run
 Crashed, and once the flow has unwound sends the signal again, which then reaches the handler
-here. Prefect code between two stages can catch that exception on its way (once in a sweep,
-a SIGTERM right after a stage ended was lost and the sweep ran to the end), so the bridge
-Prefect installs is wrapped to note the signal too, and the flows check the note before each
-stage (:func:`stop_if_signalled`): a lost signal still stops the run at the next stage.
+here. Prefect code between two stages can catch that exception on its way (a sweep signalled
+right after a stage ends would then run to its end), so the bridge Prefect installs is wrapped
+to note the signal too, and the flows check the note before each stage
+(:func:`stop_if_signalled`): a caught signal still stops the run at the next stage.
 A terminal's Ctrl-C signals the whole foreground process group; the temporary Prefect server
 is started in a session of its own (:func:`temporary_server_in_own_session`) so that it is still up
 while the run marks itself Cancelled, and is stopped in step 2 like after any other signal.

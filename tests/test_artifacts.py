@@ -13,7 +13,7 @@ from flows.config import resolve_config
 from storage.artifacts import ArtifactError, ArtifactRef, ArtifactStore
 from tasks.stages.stats import StatsRequest
 from tasks.stages.teacher import teacher_request
-from tests.test_fault_injection import contents
+from tests.file_trees import tree
 
 FINGERPRINT_SCRIPT = """
 import json
@@ -160,4 +160,4 @@ def test_a_teacher_killed_mid_training_reruns_to_the_bytes_of_an_uninterrupted_r
     assert store.is_complete(ref)
     uninterrupted = config.runtime.model_copy(update={"artifact_root": str(clean)})
     assert teacher_task.fn(request, uninterrupted) == ref
-    assert contents(killed / ref.stage / ref.fingerprint) == contents(clean / ref.stage / ref.fingerprint)
+    assert tree(killed / ref.stage / ref.fingerprint) == tree(clean / ref.stage / ref.fingerprint)

@@ -8,7 +8,6 @@ and, where artifacts exist, every file not deliberately damaged is byte-identica
 from __future__ import annotations
 
 import errno
-import hashlib
 import re
 import shutil
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 
 from flows.cli import main
 from storage.artifacts import ArtifactStore
+from tests.file_trees import digests
 from tests.conftest import needs_fashion_mnist
 
 pytestmark = needs_fashion_mnist
@@ -28,11 +28,6 @@ def run_cli(capfd, *argv: str) -> tuple[int, str]:
     out, err = capfd.readouterr()
     assert "Traceback" not in out + err, (out + err)[-3000:]
     return code, err
-
-
-def digest(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and not p.name.endswith(".lock")}
 
 
 def _bad_yaml(tmp_path: Path) -> list[str]:
@@ -114,9 +109,9 @@ def built(tmp_path_factory, tiny_artifacts) -> Path:
 @pytest.mark.slow
 def test_the_built_pipeline_is_what_run_finds(built, tmp_path, capfd, prefect_server):
     root = _copy(built, tmp_path)
-    before = digest(root)
+    before = digests(root)
     assert run_cli(capfd, "run", *TINY, "--artifact-root", str(root))[0] == 0
-    assert digest(root) == before  # every stage found on disk, nothing added or rebuilt
+    assert digests(root) == before  # every stage found on disk, nothing added or rebuilt
 
 
 def _copy(built: Path, tmp_path: Path) -> Path:
@@ -140,10 +135,10 @@ def test_a_corrupt_manifest_names_the_artifact_and_the_fix(built, tmp_path, capf
     root = _copy(built, tmp_path)
     manifest = _only(root, "teacher") / "manifest.json"
     manifest.write_text("{ not json")
-    before = digest(root)
+    before = digests(root)
     code, err = run_cli(capfd, "run", *TINY, "--artifact-root", str(root))
     assert code == 1 and "manifest of teacher/" in err and "is not valid JSON" in err and "rerun to rebuild" in err
-    assert digest(root) == before
+    assert digests(root) == before
 
 
 @pytest.mark.slow
@@ -158,10 +153,10 @@ def test_flipped_bytes_are_found_by_verify_and_stop_a_run_that_reads_them(built,
     assert code == 1 and f"damaged    relabel/{labels.name}" in out and "fails its checksum" in out
     assert "delete each damaged artifact's directory and rerun" in out
     shutil.rmtree(_only(root, "evaluate"))  # the student must read the damaged labels again
-    before = digest(root)
+    before = digests(root)
     code, err = run_cli(capfd, "run", *TINY, "--artifact-root", str(root))
     assert code == 1 and "array 'logits' is damaged at step" in err and "rerun relabel" in err
-    _unchanged_except(before, digest(root), root / "evaluate", root=root)
+    _unchanged_except(before, digests(root), root / "evaluate", root=root)
 
 
 def test_a_truncated_chunk_is_found_by_verify(built, tmp_path, capfd):
@@ -182,18 +177,18 @@ def test_labels_from_another_run_are_refused_naming_both_image_sets(built, tmp_p
     shutil.rmtree(mine / "labels.zarr")
     shutil.copytree(_only(other, "relabel") / "labels.zarr", mine / "labels.zarr")
     shutil.rmtree(_only(root, "evaluate"))
-    before = digest(root)
+    before = digests(root)
     code, err = run_cli(capfd, "run", *TINY, "--artifact-root", str(root))
     assert code == 1 and f"made from images {_only(other, 'synthesize').name}" in err
     assert f"this run uses images {_only(root, 'synthesize').name}" in err
-    _unchanged_except(before, digest(root), root / "evaluate", root=root)
+    _unchanged_except(before, digests(root), root / "evaluate", root=root)
 
 
 @pytest.mark.slow
 def test_a_full_disk_mid_run_names_the_root_and_keeps_finished_stages(built, tmp_path, capfd, monkeypatch, prefect_server):
     root = _copy(built, tmp_path)
     shutil.rmtree(_only(root, "synthesize"))
-    before = digest(root)
+    before = digests(root)
     real_write = ArtifactStore.write_bytes
 
     def full_after_teacher(self, ref, name, data):
@@ -204,18 +199,18 @@ def test_a_full_disk_mid_run_names_the_root_and_keeps_finished_stages(built, tmp
     monkeypatch.setattr(ArtifactStore, "write_bytes", full_after_teacher)
     code, err = run_cli(capfd, "run", *TINY, "--artifact-root", str(root))
     assert code == 1 and f"the artifact root {root} is full" in err and "rerun the same command to resume" in err
-    assert digest(root) == before  # nothing finished was touched
+    assert digests(root) == before  # nothing finished was touched
     assert not any((root / "synthesize").rglob("manifest.json"))
 
 
 @pytest.mark.slow
 def test_ipc_larger_than_a_class_stops_naming_the_field(built, tmp_path, capfd, prefect_server):
     root = _copy(built, tmp_path)
-    before = digest(root)
+    before = digests(root)
     code, err = run_cli(capfd, "run", *TINY, "--artifact-root", str(root), "--set", "synthesis.mode=random_real",
                         "--set", "synthesis.ipc=201")
     assert code == 1 and "synthesis.ipc=201 exceeds the 200 training images of class 0" in err
-    _unchanged_except(before, digest(root), root=root)
+    _unchanged_except(before, digests(root), root=root)
 
 
 @pytest.mark.slow
@@ -234,7 +229,7 @@ def test_a_nan_during_synthesis_stops_with_the_fix(built, tmp_path, capfd, monke
         return model
 
     monkeypatch.setattr(synthesize, "load_teacher", nan_teacher)
-    before = digest(root)
+    before = digests(root)
     code, err = run_cli(capfd, "run", *TINY, "--artifact-root", str(root), "--set", "synthesis.mode=sre2l")
     assert code == 1 and "lower synthesis.lr" in err
-    _unchanged_except(before, digest(root), root=root)
+    _unchanged_except(before, digests(root), root=root)

@@ -18,15 +18,11 @@ from storage.artifacts import ArtifactRef, ArtifactStore
 from storage.image_store import read_image_store
 from tasks.export import ExportError, check_export_target, write_export
 from storage.file_names import IMAGES
+from tests.file_trees import digests
 from tests.conftest import needs_fashion_mnist
 
 pytestmark = [needs_fashion_mnist, pytest.mark.slow]
 TINY = ["--preset", "ci_tiny", "--set", "prune.ratio=0.5"]
-
-
-def files(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def card(folder: Path) -> dict:
@@ -56,7 +52,7 @@ def test_export_writes_class_folders_of_pngs_the_store_and_a_card(round_trip):
     assert set(refs) == {"teacher", "stats", "synthesize", "relabel", "prune", "evaluate"}
     assert written["metrics"]["evaluate"] == store.read_manifest(refs["evaluate"])["metrics"]
     assert written["config"]["prune"]["ratio"] == 0.5 and written["data"]["mean"] == [0.286]
-    assert files(first / "labels.zarr") == files(Path(store.path(refs["prune"], "labels.zarr")))  # the pruned store, byte for byte
+    assert digests(first / "labels.zarr") == digests(Path(store.path(refs["prune"], "labels.zarr")))  # the pruned store, byte for byte
     pixels, _, _ = read_image_store(store.url(refs["synthesize"], IMAGES))
     with Image.open(first / "images" / "Bag" / "00016.png") as png:
         assert np.array_equal(np.asarray(png), pixels[16, 0])  # named by store index, pixels as stored
@@ -68,12 +64,12 @@ def test_export_then_import_gives_the_same_bytes_and_the_same_students(round_tri
     one, two = card(first), card(second)
     assert two["images"]["mode"] == "imported" and one["fingerprints"]["synthesize"] != two["fingerprints"]["synthesize"]
     assert one["fingerprints"]["teacher"] == two["fingerprints"]["teacher"]
-    assert files(first / "images") == files(second / "images")  # the same PNG bytes
+    assert digests(first / "images") == digests(second / "images")  # the same PNG bytes
     pixels = [read_image_store(store.url(ArtifactRef(stage="synthesize", fingerprint=c["fingerprints"]["synthesize"]),
                                          IMAGES))[0] for c in (one, two)]
     assert np.array_equal(*pixels)
     # The same label bytes: every chunk and array header; the group's attributes differ only in provenance.
-    labels_one, labels_two = files(first / "labels.zarr"), files(second / "labels.zarr")
+    labels_one, labels_two = digests(first / "labels.zarr"), digests(second / "labels.zarr")
     assert {k: v for k, v in labels_one.items() if k != "zarr.json"} == {k: v for k, v in labels_two.items() if k != "zarr.json"}
     attrs = [dict(zarr.open_group(str(f / "labels.zarr"), mode="r").attrs) for f in (first, second)]
     assert {k for k in attrs[0] if attrs[0][k] != attrs[1].get(k)} == {"images", "pruned_from"}
@@ -92,7 +88,7 @@ def test_an_existing_target_is_refused_before_anything_runs_and_left_untouched(t
     assert code == 2 and "Traceback" not in out + err
     assert err == (f"distillery: export target {target} already exists; give a new folder to --to (an export never "
                    "overwrites), or remove the old one first\n")
-    assert files(target) == {"notes.txt": hashlib.sha256(b"mine").hexdigest()} and not (tmp_path / "a").exists()
+    assert digests(target) == {"notes.txt": hashlib.sha256(b"mine").hexdigest()} and not (tmp_path / "a").exists()
 
 
 def test_a_config_without_soft_labels_is_refused(tmp_path, capfd):

@@ -16,7 +16,6 @@ of the same config): data files byte for byte, manifests with their wall-clock `
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from storage.verify import verify_tree
+from tests.file_trees import tree
 from tests.conftest import needs_fashion_mnist
 
 pytestmark = [needs_fashion_mnist, pytest.mark.slow]
@@ -77,21 +77,6 @@ def pipeline(root: Path) -> list[str]:
     return [sys.executable, "-m", "flows.without_prefect", *arguments(root)]
 
 
-def contents(root: Path) -> dict[str, bytes]:
-    """Every file under ``root`` (locks aside); manifests without their wall-clock seconds."""
-    files = {}
-    for path in sorted(root.rglob("*")):
-        if not path.is_file() or path.name.endswith(".lock"):
-            continue
-        data = path.read_bytes()
-        if path.name == "manifest.json":
-            manifest = json.loads(data)
-            manifest.pop("seconds")
-            data = json.dumps(manifest, sort_keys=True).encode()
-        files[str(path.relative_to(root))] = data
-    return files
-
-
 def kill_in(root: Path, stage: str) -> str:
     """Run the pipeline on ``root`` until it SIGKILLs itself at CHILD's point in ``stage``; its output."""
     victim = subprocess.run([sys.executable, "-c", CHILD, stage, *arguments(root)],
@@ -106,7 +91,7 @@ def finished_stages(root: Path) -> set[str]:
 
 def test_a_kill_in_each_stage_resumes_to_the_clean_bytes(tmp_path, tiny_artifacts):
     tiny_artifacts.copy_into(tmp_path / "clean", *OVERRIDES)
-    clean = contents(tmp_path / "clean")
+    clean = tree(tmp_path / "clean")
     assert {name.split("/")[0] for name in clean} == set(STAGES)
 
     root = tmp_path / "killed"
@@ -117,7 +102,7 @@ def test_a_kill_in_each_stage_resumes_to_the_clean_bytes(tmp_path, tiny_artifact
         assert not damaged, f"killed in {stage}: {damaged}"
 
     subprocess.run(pipeline(root), check=True, capture_output=True, timeout=600)
-    again = contents(root)
+    again = tree(root)
     assert again.keys() == clean.keys(), sorted(again.keys() ^ clean.keys())[:5]
     different = [name for name in clean if again[name] != clean[name]]
     assert not different, f"differs from the clean run in {different[:5]}"

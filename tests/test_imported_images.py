@@ -45,6 +45,13 @@ def real_set(tmp_path_factory) -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.fixture
+def root(tmp_path, tiny_artifacts) -> Path:
+    """The test's artifact root, holding the session's ci_tiny teacher (an imported set needs no other stage)."""
+    tiny_artifacts.copy_into(tmp_path / "a", until="teacher")
+    return tmp_path / "a"
+
+
+@pytest.fixture
 def folder(tmp_path, real_set) -> Path:
     """A class-folder tree of PNGs of those images, as an outside tool might have written them."""
     write_class_folders(*real_set, class_names=load_split(resolve_config(preset="ci_tiny").data, "train").class_names,
@@ -52,8 +59,7 @@ def folder(tmp_path, real_set) -> Path:
     return tmp_path / "released"
 
 
-def test_an_imported_folder_runs_to_evaluate_and_into_dd_ranking(tmp_path, folder, real_set):
-    root = tmp_path / "a"
+def test_an_imported_folder_runs_to_evaluate_and_into_dd_ranking(root, folder, real_set):
     soft = imported(root, folder, "prune.ratio=0.5")
     outcomes = {o.ref.stage: o.ref for o in run_plain(soft)}
     assert "stats" not in outcomes and {"synthesize", "relabel", "prune", "evaluate"} <= set(outcomes)
@@ -153,23 +159,23 @@ def test_a_bad_folder_is_one_message_and_exit_2_before_anything_runs(tmp_path, f
     assert not (tmp_path / "a").exists()  # refused before the artifact root or Prefect was touched
 
 
-def test_images_of_another_size_are_resized_on_request(tmp_path, folder, real_set):
+def test_images_of_another_size_are_resized_on_request(root, folder, real_set):
     _other_size(folder)
-    config = imported(tmp_path / "a", folder, "synthesis.import_resize=true")
+    config = imported(root, folder, "synthesis.import_resize=true")
     refs = {o.ref.stage: o.ref for o in run_plain(config, until="synthesize")}
-    pixels, _, _ = read_image_store(ArtifactStore(tmp_path / "a").url(refs["synthesize"], IMAGES))
+    pixels, _, _ = read_image_store(ArtifactStore(root).url(refs["synthesize"], IMAGES))
     assert pixels.shape == (30, 1, 28, 28) and (pixels[15] == 128).all()  # Sandal's first image: flat 32x32 grey
     assert np.array_equal(np.delete(pixels, 15, axis=0), np.delete(real_set[0], 15, axis=0))
 
 
-def test_the_stage_refuses_a_folder_changed_after_the_run_named_it(tmp_path, folder):
-    config = imported(tmp_path / "a", folder)
+def test_the_stage_refuses_a_folder_changed_after_the_run_named_it(root, folder):
+    config = imported(root, folder)
     teacher = run_plain(config, until="teacher")[0].ref
     request = synthesize_request(data=config.data, synthesis=config.synthesis, seed=0, inputs={"teacher": teacher})
     _first(folder, "Bag").write_bytes(_first(folder, "Sneaker").read_bytes())
     with pytest.raises(ImportedImagesError, match="changed after this run named them"):
         synthesize_task.fn(request, config.runtime)
-    assert not ArtifactStore(tmp_path / "a").is_complete(request.ref())
+    assert not ArtifactStore(root).is_complete(request.ref())
 
 
 @pytest.mark.parametrize("overrides, message", [

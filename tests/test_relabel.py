@@ -21,9 +21,8 @@ from tasks.labels.stream import StreamGeometry, apply_augmentation, kept_step_co
 from tasks.labels.replay import training_schedule
 from tasks.stages.prune import PruneError, PruneRequest, prune_task
 from tasks.stages.relabel import RelabelError, relabel_request, relabel_task
-from tasks.stages.synthesize import SynthesizeRequest, synthesize_task
 from tasks.models import load_teacher
-from tasks.stages.teacher import teacher_request, teacher_task
+from tests.file_trees import tree
 from tests.conftest import kill_when, needs_fashion_mnist
 
 pytestmark = needs_fashion_mnist
@@ -36,14 +35,10 @@ def _config(root: Path, *overrides: str):
 
 
 @pytest.fixture(scope="module")
-def upstream(tmp_path_factory) -> tuple[Path, ArtifactRef, ArtifactRef]:
-    """A tiny teacher and a random-real image store, made once and copied into each test's root."""
+def upstream(tmp_path_factory, tiny_artifacts) -> tuple[Path, ArtifactRef, ArtifactRef]:
+    """The session's ci_tiny teacher and a random-real image store, copied into each test's root."""
     root = tmp_path_factory.mktemp("upstream")
-    config = _config(root)
-    teacher = teacher_task.fn(teacher_request(data=config.data, teacher=config.teacher, seed=0), config.runtime)
-    images = synthesize_task.fn(
-        SynthesizeRequest(data=config.data, synthesis=config.synthesis, seed=0, inputs={"teacher": teacher}), config.runtime
-    )
+    teacher, images = tiny_artifacts.copy_into(root, *BASE, until="synthesize")
     return root, teacher, images
 
 
@@ -56,10 +51,6 @@ def _relabel(config, upstream):
     request = relabel_request(data=config.data, relabel=config.relabel, prune_ratio=config.prune.ratio,
                               prune_rule=config.prune.rule, seed=0, teacher=upstream[1], images=upstream[2])
     return relabel_task.fn(request, config.runtime)
-
-
-def _files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def test_every_epoch_labels_each_image_once_and_pads_the_short_step(upstream, tmp_path):
@@ -158,8 +149,8 @@ def test_a_killed_relabel_resumes_to_the_same_bytes(upstream, tmp_path):
     resumed = _relabel(resolve_config(preset="ci_tiny", artifact_root=str(killed_root), overrides=overrides), upstream)
     clean = _relabel(resolve_config(preset="ci_tiny", artifact_root=str(clean_root), overrides=overrides), upstream)
     assert resumed == clean
-    killed_files = _files(killed_root / "relabel" / resumed.fingerprint / LABELS)
-    clean_files = _files(clean_root / "relabel" / clean.fingerprint / LABELS)
+    killed_files = tree(killed_root / "relabel" / resumed.fingerprint / LABELS)
+    clean_files = tree(clean_root / "relabel" / clean.fingerprint / LABELS)
     assert killed_files.keys() == clean_files.keys() and killed_files == clean_files
 
 
@@ -173,7 +164,7 @@ def test_prune_writes_a_real_smaller_store_of_the_kept_steps(upstream, tmp_path,
     source = SoftLabelReader(store.url(source_ref, LABELS))
     pruned = SoftLabelReader(store.url(pruned_ref, LABELS))
     ids = [pruned.step(s).step_id for s in range(pruned.num_steps)]
-    assert pruned.num_steps == (26 if rule != "epoch" else 2 * 13)  # ceil(0.1 * 260) steps; ceil(0.1 * 20) epochs
+    assert pruned.num_steps == (26 if rule != "epoch" else 2 * 13)  # floor(0.1 * 260) steps; floor(0.1 * 20) epochs
     assert ids == sorted(set(ids))
     if rule == "prefix":
         assert ids == list(range(26))

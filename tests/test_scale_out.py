@@ -10,7 +10,6 @@ this run's Prefect API, not by temporary servers of the workers.
 
 from __future__ import annotations
 
-import json
 
 import fsspec
 import pytest
@@ -19,25 +18,9 @@ import torch
 from flows.config import with_overrides
 from flows.distill import distill
 from tests.conftest import needs_fashion_mnist
+from tests.file_trees import tree
 
 pytestmark = needs_fashion_mnist
-
-
-def _tree(root: str) -> tuple[dict[str, bytes], dict[str, dict]]:
-    """Every artifact file under ``root`` (any fsspec URI) but the locks, and the manifests without timings."""
-    fs, base = fsspec.core.url_to_fs(root)
-    files, manifests = {}, {}
-    for path in sorted(fs.find(base)):
-        name = path[len(base.rstrip("/")) + 1:]
-        if name.startswith(".locks/"):
-            continue
-        if name.endswith("manifest.json"):
-            manifest = json.loads(fs.cat_file(path))
-            manifest.pop("seconds")
-            manifests[name] = manifest
-        else:
-            files[name] = fs.cat_file(path)
-    return files, manifests
 
 
 @pytest.fixture(scope="module")
@@ -47,9 +30,9 @@ def sequential(tiny_artifacts, tmp_path_factory):
     root = tmp_path_factory.mktemp("sequential")
     tiny_artifacts.copy_into(root)
     config = tiny_artifacts.config(artifact_root=root)
-    files, manifests = _tree(config.runtime.artifact_root)
+    files = tree(config.runtime.artifact_root)
     assert any("/units/" in name for name in files) and any("labels.zarr" in name for name in files)
-    return config, files, manifests
+    return config, files
 
 
 @pytest.mark.slow
@@ -57,12 +40,12 @@ def test_dask_run_is_byte_identical_to_sequential(prefect_server, sequential, tm
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    reference, files, manifests = sequential
+    reference, files = sequential
     scaled = with_overrides(reference, {"runtime.artifact_root": str(tmp_path / "dask"),
                                         "runtime.task_runner": "dask", "runtime.dask_workers": "2"})
     state = distill(config=scaled, return_state=True)
     assert state.is_completed()
-    assert _tree(str(tmp_path / "dask")) == (files, manifests)
+    assert tree(str(tmp_path / "dask")) == files
 
     with get_client(sync_client=True) as client:
         runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
@@ -78,12 +61,12 @@ def test_dask_run_is_byte_identical_to_sequential(prefect_server, sequential, tm
 def test_memory_fsspec_root_gives_the_same_artifacts(prefect_server, sequential):
     from storage.verify import verify_tree
 
-    reference, files, manifests = sequential
+    reference, files = sequential
     root = "memory://distillery-scale-out-test"
     outcomes = distill(config=with_overrides(reference, {"runtime.artifact_root": root}))
     assert [o.state for o in outcomes] == ["Completed"] * len(outcomes)
     assert all(o.path.startswith("/distillery-scale-out-test/") for o in outcomes)
-    assert _tree(root) == (files, manifests)
+    assert tree(root) == files
     assert {f.status for f in verify_tree(root)} == {"ok"}
     fsspec.filesystem("memory").rm("/distillery-scale-out-test", recursive=True)
 

@@ -33,7 +33,7 @@ import psutil
 import pytest
 
 from tests.conftest import needs_fashion_mnist
-from tests.test_fault_injection import contents
+from tests.file_trees import tree
 
 pytestmark = [needs_fashion_mnist, pytest.mark.slow]
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -181,14 +181,14 @@ def clean(tmp_path_factory, tiny_artifacts) -> dict[str, bytes]:
     """The files of an uninterrupted ci_tiny run."""
     root = tmp_path_factory.mktemp("clean")
     tiny_artifacts.copy_into(root)
-    return contents(root)
+    return tree(root)
 
 
 def rerun_matches(argv: list[str], root: Path, env: dict[str, str], clean: dict[str, bytes]) -> str:
     """Rerun ``argv`` to the end; its files must be ``clean``'s. Its output."""
     again = Victim(argv, env)
     assert again.finish(timeout=600)[0] == 0, again.output[-3000:]
-    files = contents(root)
+    files = tree(root)
     assert files.keys() == clean.keys(), sorted(files.keys() ^ clean.keys())[:5]
     assert not [name for name in clean if files[name] != clean[name]]
     return again.output

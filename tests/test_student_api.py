@@ -1,4 +1,4 @@
-"""The public student API (tasks/student_data.py) on real ci_tiny stores: the replayed batches are
+"""The public student API (tasks/labels/replay.py) on real ci_tiny stores: the replayed batches are
 what the teacher labelled, epochs are drawn as evaluate draws them, an export replays like the
 artifact store, evaluate trains on exactly these steps, and the docs' student loop runs as written."""
 
@@ -11,18 +11,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from flows.config import resolve_config
-from flows.without_prefect import run_plain
 from storage.artifacts import ArtifactStore
 from storage.file_names import IMAGES, LABELS
 from storage.image_store import read_image_store
 from storage.softlabels import SoftLabelReader, SoftLabelStoreError
 from tasks.data import normalization
-from tasks.stages.evaluate import create_optimizer, soft_label_loss, student_lr, train_student
 from tasks.export import write_export
-from tasks.models import create_model
 from tasks.labels import ReplayedSteps
-from tasks.models import load_teacher
+from tasks.models import create_model, load_teacher
+from tasks.stages.evaluate import create_optimizer, soft_label_loss, student_lr, train_student
 from tests.conftest import needs_fashion_mnist
 
 pytestmark = needs_fashion_mnist
@@ -31,11 +28,12 @@ PRUNED = ["prune.ratio=0.5"]  # 12 stored steps (20 images, batch 8, 4 epochs), 
 
 
 class Run:
-    """A finished ci_tiny run: its config, artifact refs by stage, and the evaluate-path inputs."""
+    """A finished ci_tiny run (the session's build, copied): its config, artifact refs by stage, and
+    the evaluate-path inputs."""
 
-    def __init__(self, root: Path, overrides: list[str]):
-        self.config = resolve_config(preset="ci_tiny", artifact_root=str(root), overrides=overrides)
-        self.refs = {o.ref.stage: o.ref for o in run_plain(self.config)}
+    def __init__(self, tiny_artifacts, root: Path, overrides: list[str]):
+        self.config = tiny_artifacts.config(*overrides, artifact_root=root)
+        self.refs = {ref.stage: ref for ref in tiny_artifacts.copy_into(root, *overrides)}
         self.store = ArtifactStore(root)
         labels_ref = self.refs.get("prune") or self.refs["relabel"]
         self.labels = SoftLabelReader(self.store.url(labels_ref, LABELS))
@@ -44,8 +42,8 @@ class Run:
 
 
 @pytest.fixture(scope="module")
-def pruned_run(tmp_path_factory) -> Run:
-    return Run(tmp_path_factory.mktemp("student") / "a", PRUNED)
+def pruned_run(tmp_path_factory, tiny_artifacts) -> Run:
+    return Run(tiny_artifacts, tmp_path_factory.mktemp("student") / "a", PRUNED)
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +55,8 @@ def exported(tmp_path_factory, pruned_run) -> Path:
 
 
 @pytest.mark.parametrize("storage", ["boxes", "seed"])
-def test_replayed_batches_are_the_images_the_teacher_labelled(tmp_path, storage):
-    run = Run(tmp_path / "a", [f"relabel.augmentation={storage}"])
+def test_replayed_batches_are_the_images_the_teacher_labelled(tmp_path, tiny_artifacts, storage):
+    run = Run(tiny_artifacts, tmp_path / "a", [f"relabel.augmentation={storage}"])
     teacher = load_teacher(run.store, run.refs["teacher"], torch.device("cpu"))
     steps = ReplayedSteps(run.images, run.labels, seed=3)
     checked = 0

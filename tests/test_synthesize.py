@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,8 +21,9 @@ from tasks.stages.stats import StatsRequest
 from tasks.stages.synthesize import SynthesisError, SynthesizeRequest, synthesize_task
 from tasks.stages.synthesize.recovery import bn_targets_for, optimise_unit
 from tasks.stages.synthesize.stage import plan_units, real_picks
-from tasks.models import load_teacher
+from tasks.models import load_teacher, penultimate_features
 from tasks.stages.teacher import teacher_request
+from tests.file_trees import tree
 from tests.conftest import kill_when, needs_fashion_mnist
 
 pytestmark = needs_fashion_mnist
@@ -44,10 +44,6 @@ def _request(config, inputs):
     return SynthesizeRequest(data=config.data, synthesis=config.synthesis, seed=0, inputs=needed)
 
 
-def _files(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-
-
 @pytest.mark.parametrize("mode", ["lpld", "sre2l", "random_real"])
 def test_units_cover_every_position_once(mode):
     units = plan_units(mode, num_classes=10, ipc=7, batch_size=3)
@@ -60,6 +56,23 @@ def test_units_cover_every_position_once(mode):
             assert len(set(p % 7 for p in unit.positions)) == 1  # one IPC slot, several classes
         else:
             assert len(set(unit.labels)) == 1  # one class per batch
+
+
+def _teachers_view(store, teacher_ref, images, labels, config) -> tuple[float, list[float]]:
+    """Teacher agreement and each class's mean pairwise cosine similarity of penultimate features,
+    computed pair by pair: what the stage's metrics must say."""
+    model = load_teacher(store, teacher_ref, torch.device("cpu"))
+    with torch.no_grad():
+        x = normalization(config.data).to_input(torch.from_numpy(images))
+        agreement = float((model(x).argmax(1).numpy() == labels).mean())
+        feats = penultimate_features(model, x)  # (N, D)
+    per_class = []
+    for c in sorted(set(labels.tolist())):
+        members = feats[torch.from_numpy(labels == c)]
+        pairs = [float(torch.cosine_similarity(members[i], members[j], dim=0))
+                 for i in range(len(members)) for j in range(len(members)) if i != j]
+        per_class += [float(np.mean(pairs))] if pairs else []
+    return agreement, per_class
 
 
 def test_ipc_larger_than_a_class_names_the_class_and_fix(tiny_config):
@@ -79,14 +92,16 @@ def test_each_mode_writes_a_store_grid_and_metrics(tmp_path, mode, tiny_artifact
     assert labels.tolist() == np.repeat(np.arange(10), 3).tolist()
     assert attributes["mode"] == mode and attributes["ipc"] == 3 and attributes["teacher"] == inputs["teacher"].fingerprint
     assert store.read_bytes(ref, "grid.png").startswith(b"\x89PNG")
-    metrics = store.read_manifest(ref)["metrics"]
-    assert 0 <= metrics["teacher_agreement"] <= 1 and -1 <= metrics["within_class_similarity"] <= 1
+    manifest = store.read_manifest(ref)
+    agreement, per_class = _teachers_view(store, inputs["teacher"], images, labels, config)
+    assert manifest["metrics"]["teacher_agreement"] == pytest.approx(agreement)
+    assert manifest["within_class_similarity_per_class"] == pytest.approx(per_class, abs=1e-5)
+    assert manifest["metrics"]["within_class_similarity"] == pytest.approx(np.mean(per_class), abs=1e-5)
     if mode == "random_real":
         train = load_split(config.data, "train")
         picked = {tuple(train.images_at(torch.tensor([i]))[0].flatten().tolist()) for i in range(len(train))}
         assert all(tuple(image.flatten().tolist()) in picked for image in images)
     else:
-        manifest = store.read_manifest(ref)
         units = len(plan_units(mode, num_classes=10, ipc=3, batch_size=2))
         assert len(manifest["unit_losses"]) == units
         curves = zarr.open_group(store.url(ref, IMAGES), mode="r")["loss_curve"][:]
@@ -162,8 +177,8 @@ def test_a_killed_synthesis_resumes_to_the_same_bytes(tmp_path, tiny_artifacts):
     clean_config = config.model_copy(update={"runtime": config.runtime.model_copy(update={"artifact_root": str(clean_root)})})
     uninterrupted = synthesize_task.fn(_request(clean_config, inputs), clean_config.runtime)
     assert resumed == uninterrupted
-    killed_files = _files(killed_root / "synthesize" / resumed.fingerprint)
-    clean_files = _files(clean_root / "synthesize" / resumed.fingerprint)
+    killed_files = tree(killed_root / "synthesize" / resumed.fingerprint)
+    clean_files = tree(clean_root / "synthesize" / resumed.fingerprint)
     killed_files.pop("manifest.json"), clean_files.pop("manifest.json")  # holds timings
     assert killed_files.keys() == clean_files.keys()
     assert killed_files == clean_files
@@ -174,9 +189,10 @@ def test_one_image_per_class_is_built_without_a_similarity(tmp_path, tiny_artifa
     """IPC 1 is a standard setting; the within-class similarity has no pairs there and is left out."""
     config = resolve_config(preset="ci_tiny", artifact_root=str(tmp_path / "a"),
                             overrides=["synthesis.ipc=1", "synthesis.iterations=10"])
-    store = ArtifactStore(config.runtime.artifact_root)
-    ref = synthesize_task.fn(_request(config, _upstream(tiny_artifacts, config)), config.runtime)
+    store, inputs = ArtifactStore(config.runtime.artifact_root), _upstream(tiny_artifacts, config)
+    ref = synthesize_task.fn(_request(config, inputs), config.runtime)
     images, labels, _ = read_image_store(store.url(ref, IMAGES))
     assert images.shape == (10, 1, 28, 28) and labels.tolist() == list(range(10))
     metrics = store.read_manifest(ref)["metrics"]
-    assert "within_class_similarity" not in metrics and 0 <= metrics["teacher_agreement"] <= 1
+    agreement, _ = _teachers_view(store, inputs["teacher"], images, labels, config)
+    assert "within_class_similarity" not in metrics and metrics["teacher_agreement"] == pytest.approx(agreement)

@@ -38,9 +38,8 @@ def timed(run: Callable[[], T]) -> tuple[float, T]:
 
 
 def alternating_best(first: Callable[[], object], second: Callable[[], object], passes: int) -> tuple[float, float]:
-    """Best seconds of each side over ``passes`` rounds that alternate (first, second, first, ...):
-    measured one side after the other, the second gained from warm-up alone and a slow minute
-    fell on one side only."""
+    """Best seconds of each side over ``passes`` rounds that alternate (first, second, first, ...),
+    so warm-up and a slow minute of the machine fall on both sides, not on one."""
     first_s = second_s = float("inf")
     for _ in range(passes):
         first_s = min(first_s, timed(first)[0])
@@ -100,8 +99,8 @@ def student_store_vs_memory(
     def train(reader: Callable[[], SoftLabelReader]) -> Callable[[], object]:
         return lambda: train_student(images, reader(), config, num_classes=num_classes, seed=0, runtime=runtime)
 
-    # Alternating rounds: one side after the other, the second gained ~0.2 from warm-up alone,
-    # while a profile puts the reader under 2 % of a step.
+    # Alternating rounds: measured one side after the other, warm-up alone favours the second by
+    # about 0.2 of the ratio, while a profile puts the reader under 2 % of a step.
     store_s, memory_s = alternating_best(train(lambda: SoftLabelReader(url)),  # opened per round: cold caches
                                          train(lambda: in_memory), passes)
     return {"store steps/s": steps / store_s, "memory steps/s": steps / memory_s, "ratio": memory_s / store_s}

@@ -7,8 +7,9 @@ random-resized-crop box and a flip, then optionally CutMix (a permutation of the
 can be regenerated, a store may keep only an augmentation seed, and relabel, prune and the
 student all agree on what a step is.
 
+    geometry = StreamGeometry(num_images=500, batch_size=100, epochs=300)
     aug = sample_augmentation(step_seed(seed, 17), n=100, image_size=28, crop_scale_min=0.5, cutmix=True)
-    x = apply_augmentation(images[step_images(seed, 17, num_images=500, batch_size=100)], aug)
+    x = apply_augmentation(images[step_images(seed, 17, geometry)], aug)      # (100, C, 28, 28)
 """
 
 from __future__ import annotations

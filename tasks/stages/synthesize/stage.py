@@ -193,7 +193,7 @@ def synthesize_task(run: StageRun, runtime: RuntimeConfig) -> ArtifactRef:
         metrics["within_class_similarity"] = float(np.mean(list(per_class.values())))
         extra["within_class_similarity_per_class"] = [per_class[c] for c in sorted(per_class)]
     if curves is not None:
-        metrics["mean_final_loss"] = float(np.mean([l["loss"] for l in losses.values()]))
+        metrics["mean_final_loss"] = float(np.mean([unit["loss"] for unit in losses.values()]))
         extra["loss_curve"] = curve_summary(curves, request.synthesis.iterations)
         metrics["loss_last_fifth_drop"] = extra["loss_curve"]["last_fifth_drop"]
     run.finish(metrics=metrics, extra={"device": device.type, "unit_losses": {str(k): v for k, v in losses.items()},
