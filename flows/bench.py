@@ -14,7 +14,8 @@ bench root that starts empty, in this order:
    started and warmed up first), goal >= 1.7;
 6. ImageFolder decoding: images/s of a pass over a JPEG folder written from the Fashion-MNIST
    files (10,000 train images) by 1, 2 (and 4, 8 where the cores exist) DataLoader workers,
-   goal 2 workers >= 1.7x of 1;
+   goal 2 workers >= 1.7x of 1; and the seconds to take that split's listing identity, scaled
+   to 60,000 files (listing is linear in the files), goal <= 3;
 7. every label format's store: bytes per step and random-read MB/s against raw .npy rows.
 
 The table is printed, written to ``<root>/bench.md`` and published as the Prefect table artifact
@@ -33,13 +34,14 @@ from prefect.artifacts import create_table_artifact
 
 from flows.config import DistilleryConfig
 from flows.distill import distill
+from flows.pipeline import data_identity
 from flows.without_prefect import run_plain
 from flows.scale_out import map_units, unit_runner
 from flows.tables import render_table
 from storage.artifacts import ArtifactRef, ArtifactStore
 from storage.file_names import IMAGES, LABELS
 from storage.image_store import read_image_store
-from tasks.bench.imagefolder import decode_rates, worker_counts, write_fashion_jpeg_folder
+from tasks.bench.imagefolder import decode_rates, identity_seconds, worker_counts, write_fashion_jpeg_folder
 from tasks.bench.side_by_side import label_store_reads, relabel_vs_forward, student_store_vs_memory, timed
 from tasks.data import normalization
 from tasks.data.batches import DECODE_PIECE
@@ -77,6 +79,7 @@ def dask_synthesis_seconds(
     _link_inputs(refs, ("teacher", "stats"), source, root)
     runtime = config.runtime.model_copy(update={"artifact_root": str(root), "task_runner": "dask", "dask_workers": workers})
     request = SynthesizeRequest(data=config.data, synthesis=config.synthesis, seed=runtime.seed,
+                                data_identity=data_identity(config, "synthesize"),
                                 inputs={"teacher": refs["teacher"], "stats": refs["stats"]})
     with unit_runner(runtime) as runner:
         runner.client.run(_warm_up)
@@ -89,8 +92,11 @@ def decode_rows(folder: Path, *, passes: int, fashion_root: str | None) -> list[
     write_fashion_jpeg_folder(folder, train_per_class=1000, test_limit=100, fashion_root=fashion_root)
     rates = decode_rates(folder, worker_counts(), passes=passes)
     shown = ", ".join(f"{n}: {rate:,.0f}" for n, rate in rates.items())
+    seconds, files = identity_seconds(folder, mode="listing", passes=passes)
     return [row("ImageFolder decode 2 workers / 1 (images/s)", rates[2] / rates[1], ">=1.7",
-                f"images/s by workers {shown}; 10,000 28 px JPEGs, pieces of {DECODE_PIECE}")]
+                f"images/s by workers {shown}; 10,000 28 px JPEGs, pieces of {DECODE_PIECE}"),
+            row("ImageFolder listing identity, 60,000 files (s)", seconds * 60_000 / files, "<=3",
+                f"{seconds:.2f} s for {files:,} files, scaled; data.identity=listing")]
 
 
 def row(measure: str, figure: float, goal: str, detail: str) -> dict[str, object]:

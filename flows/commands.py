@@ -161,12 +161,18 @@ def long_running(body: Body) -> Handler:
 
 @long_running
 def run(args: argparse.Namespace, config: DistilleryConfig, grids: list, line: str) -> int:
-    """The pipeline up to --until, then the summary."""
+    """The pipeline up to --until, then the summary (and the regression, when the run is one)."""
     from flows.distill import STAGES, distill
+    from flows.history import RegressionAlert
 
     started = time.perf_counter()
-    outcomes = distill(config=config, until=args.until or STAGES[-1])
-    print_summary(outcomes, time.perf_counter() - started)
+    try:
+        outcomes = distill(config=config, until=args.until or STAGES[-1])
+    except RegressionAlert as alert:
+        print_summary(alert.outcomes, time.perf_counter() - started, config=config)
+        _say(alert)
+        return 1
+    print_summary(outcomes, time.perf_counter() - started, config=config)
     return 0
 
 
@@ -177,7 +183,7 @@ def export(args: argparse.Namespace, config: DistilleryConfig, grids: list, line
 
     started = time.perf_counter()
     outcomes, written = export_to(config, Path(args.to), command=line)
-    print_summary(outcomes, time.perf_counter() - started)
+    print_summary(outcomes, time.perf_counter() - started, config=config)
     print(f"exported to {written} (card: {written / 'card.md'})")
     return 0
 
@@ -222,12 +228,13 @@ def bench(args: argparse.Namespace, config: DistilleryConfig, grids: list, line:
     return 0
 
 
-def print_summary(outcomes: list[Any], wall_seconds: float) -> None:  # list[StageOutcome]
+def print_summary(outcomes: list[Any], wall_seconds: float, *, config: DistilleryConfig) -> None:  # StageOutcomes
     from flows.distill import summary_rows
     from flows.tables import render_table
 
     print("\n" + render_table(summary_rows(outcomes), style="text"), end="")
     print("artifacts:\n" + "".join(f"  {o.ref.stage:<10} {o.path}\n" for o in outcomes), end="")
+    print_data(outcomes, config)
     students = [o for o in outcomes if o.ref.stage == "evaluate"]
     if students:
         print("\nstudents (test top-1, mean ± std over seeds):")
@@ -236,7 +243,24 @@ def print_summary(outcomes: list[Any], wall_seconds: float) -> None:  # list[Sta
             labels = (f"soft labels {m['label_compression']:.4g}x: {m['label_steps']:.0f} stored steps, "
                       f"{m['labels_store_bytes'] / 1024:,.1f} KiB" if m["label_steps"] else "hard labels")
             print(f"  {labels:<52} {m['test_top1']:.4f} ± {m['test_top1_std']:.4f}")
+        print(f"  {'teacher':<52} {students[-1].metrics['teacher_test_top1']:.4f}")
     print(f"wall time {wall_seconds:.1f} s")
+
+
+def print_data(outcomes: list[Any], config: DistilleryConfig) -> None:
+    """Which data the run's stages are named by, and what changed since the previous run of this config."""
+    from flows import history
+    from storage.artifacts import ArtifactStore
+
+    store = ArtifactStore(config.runtime.artifact_root)
+    identity: dict[str, dict] = {}
+    for outcome in outcomes:
+        identity.update(store.read_manifest(outcome.ref)["config"].get("data_identity", {}))
+    print("data: " + ", ".join(f"{split} {ident['images']:,} images (digest {ident['digest'][:8]})"
+                               for split, ident in identity.items()))
+    rows = history.read_history(store, history.history_key(config, None)) if outcomes[-1].ref.stage == "evaluate" else []
+    for line in rows[-1]["data_changes"] if rows else []:
+        print(f"data changed since the previous run: {line}")
 
 
 HANDLERS: dict[str, Handler] = {

@@ -2,22 +2,28 @@
 
 No computation here: each stage is called through ``run_stage`` (cache by fingerprint,
 recompute when the artifact is gone), only ArtifactRefs pass between stages, and the flow
-publishes a summary table to the Prefect dashboard. With ``runtime.task_runner=dask`` the
-units of synthesis, relabel and evaluate are mapped onto Dask workers first
-(:mod:`flows.scale_out`).
+publishes a summary table to the Prefect dashboard. Each data split's identity names the stages
+that read it and is checked again at the end (:mod:`flows.data_watch`); a run through evaluate
+adds a row to its history (:mod:`flows.history`). With ``runtime.task_runner=dask`` the units
+of synthesis, relabel and evaluate are mapped onto Dask workers first (:mod:`flows.scale_out`).
 
     distillery run --until stats          # the CLI wraps this flow
 """
 
 from __future__ import annotations
 
+import time
+
 from prefect import Task, flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.runtime import deployment
 from prefect.states import State
 from pydantic import BaseModel
 
+from flows import history
 from flows.config import DistilleryConfig, PresetRef, config_of
-from flows.pipeline import STAGES, Stage, run_pipeline
+from flows.data_watch import DataChangedError, DataWatch
+from flows.pipeline import STAGES, Stage, data_identity, run_pipeline
 from flows.scale_out import map_units, unit_runner
 from flows.shutdown import stop_if_signalled
 from storage.artifacts import ArtifactRef, ArtifactStore, StageRequest
@@ -26,7 +32,7 @@ from storage.image_store import png_data_uri
 from tasks.runtime import device_tags
 from tasks.stages.stage_task import run_stage
 
-__all__ = ["STAGES", "StageOutcome", "distill"]
+__all__ = ["STAGES", "DataChangedError", "StageOutcome", "distill"]
 
 
 class StageOutcome(BaseModel):
@@ -74,16 +80,35 @@ def _publish_summary(store: ArtifactStore, outcomes: list[StageOutcome]) -> None
 def distill(config: DistilleryConfig | PresetRef, until: Stage = STAGES[-1]) -> list[StageOutcome]:
     """Run the stages up to ``until`` (see :func:`flows.pipeline.run_pipeline`); each is reused
     when its artifact already exists. ``config`` may name a preset (deployments do)."""
+    started = time.perf_counter()
     config = config_of(config)
     store, runtime = ArtifactStore(config.runtime.artifact_root), config.runtime
+    watch = DataWatch(data_identity(config, until))
     with unit_runner(runtime) as runner:
 
         def call(stage: Task, request: StageRequest) -> StageOutcome:
             stop_if_signalled()
+            watch.note(request, built=not store.is_complete(request.ref()))
             if runner is not None:
                 map_units(runner, request, runtime)
             return _outcome(store, run_stage(stage, request, extra_tags=device_tags(runtime), runtime=runtime))
 
-        outcomes = run_pipeline(config, until, call)
+        outcomes = run_pipeline(config, until, call, identity=watch.identity)
+    watch.check(config, until, store)
     _publish_summary(store, outcomes)
+    if until == "evaluate":
+        _record_history(config, watch, outcomes, store=store, seconds=time.perf_counter() - started)
     return outcomes
+
+
+def _record_history(config: DistilleryConfig, watch: DataWatch, outcomes: list[StageOutcome], *, store: ArtifactStore,
+                    seconds: float) -> None:
+    """Append this run to its history, publish it, and fail the run on a regression (after both)."""
+    key = history.history_key(config, deployment.name)
+    rows = history.read_history(store, key)
+    previous = history.previous_of_kind(rows, config.data.name)
+    row = history.history_row(config, watch.identity, outcomes, previous=previous, seconds=seconds,
+                              rebuilt=[ref.stage for ref in watch.built])
+    history.publish(key, history.append_row(store, key, row))
+    if why := history.regression(row, previous, config.evaluate.alert_drop):
+        raise history.RegressionAlert(why, outcomes)

@@ -3,6 +3,8 @@
 Both entry points use it: the `distill` Prefect flow (each stage a cached task run) and
 :mod:`flows.without_prefect` (the same stage entries called as plain functions: benchmarks, fault
 injection). ``call(stage_entry, request)`` runs one stage and returns an object with ``.ref``.
+The identity of each data split (:mod:`tasks.data.identity`) is taken once, before any stage,
+and given to the stages that read that split, so it names them: changed files are rebuilt.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any, Callable, Literal, TypeVar
 from flows.config import DistilleryConfig
 from storage.artifacts import ArtifactStore, StageRequest
 from tasks.data import needs_measured_normalization
+from tasks.data.identity import DigestMemo, SplitIdentity, split_identity
 from tasks.pretrained import pretrained_input
 from tasks.stages.evaluate import EvaluateRequest, evaluate_task
 from tasks.stages.normalization import NormalizationRequest, normalization_task, with_measured_normalization
@@ -26,7 +29,19 @@ Stage = Literal["teacher", "stats", "synthesize", "relabel", "prune", "evaluate"
 O = TypeVar("O")
 
 
-def run_pipeline(config: DistilleryConfig, until: str, call: Callable[[Any, StageRequest], O]) -> list[O]:
+def splits_read(config: DistilleryConfig, until: str) -> tuple[str, ...]:
+    """The data splits a run up to ``until`` reads: train always, test when students are evaluated."""
+    return ("train", "test") if until == "evaluate" else ("train",)
+
+
+def data_identity(config: DistilleryConfig, until: str) -> dict[str, SplitIdentity]:
+    """The identity of every split the run reads (one memo of file digests for all)."""
+    data, memo = pretrained_input(config.data, config.teacher.weights), DigestMemo()
+    return {split: split_identity(data, split, memo=memo) for split in splits_read(config, until)}
+
+
+def run_pipeline(config: DistilleryConfig, until: str, call: Callable[[Any, StageRequest], O], *,
+                 identity: dict[str, SplitIdentity]) -> list[O]:
     """Call every stage up to ``until`` in order; return what ``call`` returned for each.
 
     The class statistics are computed only where they are used: when asked for, or for lpld.
@@ -38,6 +53,7 @@ def run_pipeline(config: DistilleryConfig, until: str, call: Callable[[Any, Stag
     stage's ``data`` carries the figures (so they are in every fingerprint).
     """
     seed = config.runtime.seed
+    train = {"train": identity["train"]}
     wanted = STAGES[: STAGES.index(until) + 1]
     if until == "evaluate" and config.evaluate.train_set == "full":
         wanted = ("teacher", "evaluate")  # the full-data reference trains on real images and labels only
@@ -45,18 +61,20 @@ def run_pipeline(config: DistilleryConfig, until: str, call: Callable[[Any, Stag
     outcomes = []
     data = pretrained_input(config.data, config.teacher.weights)
     if needs_measured_normalization(data):  # no random draw: seed 0, shared by every run seed
-        outcomes.append(call(normalization_task, NormalizationRequest(data=data, seed=0)))
+        outcomes.append(call(normalization_task, NormalizationRequest(data=data, seed=0, data_identity=train)))
         data = with_measured_normalization(data, ArtifactStore(config.runtime.artifact_root), outcomes[-1].ref)
     config = config.model_copy(update={"data": data})
-    teacher = call(teacher_task, teacher_request(data=config.data, teacher=config.teacher, seed=seed))
+    teacher = call(teacher_task, teacher_request(data=config.data, teacher=config.teacher, seed=seed, data_identity=train))
     outcomes.append(teacher)
     inputs = {"teacher": teacher.ref}
     if until == "stats" or ("synthesize" in wanted and config.synthesis.mode == "lpld"):
-        request = StatsRequest(data=config.data, stats=config.stats, seed=seed, inputs={"teacher": teacher.ref})
+        request = StatsRequest(data=config.data, stats=config.stats, seed=seed, inputs={"teacher": teacher.ref},
+                               data_identity=train)
         outcomes.append(call(stats_task, request))
         inputs["stats"] = outcomes[-1].ref
     if "synthesize" in wanted:
-        request = synthesize_request(data=config.data, synthesis=config.synthesis, seed=seed, inputs=inputs)
+        request = synthesize_request(data=config.data, synthesis=config.synthesis, seed=seed, inputs=inputs,
+                                     data_identity=train)
         outcomes.append(call(synthesize_task, request))
     soft_labels = not (until == "evaluate" and config.evaluate.labels == "hard")
     if "relabel" in wanted and soft_labels:
@@ -74,9 +92,11 @@ def run_pipeline(config: DistilleryConfig, until: str, call: Callable[[Any, Stag
         label_sets = [outcomes[-1].ref] if config.evaluate.labels == "soft" else [None]
         if config.evaluate.also_unpruned and outcomes[-1].ref.stage == "prune" and config.relabel.generate == "all":
             label_sets.insert(0, outcomes[-2].ref)  # the unpruned store first; the configured one ends the run
+        read = ("test", "train") if config.evaluate.train_set == "full" else ("test",)
         for labels in label_sets:
-            inputs = {**images, **({"labels": labels} if labels is not None else {})}
-            request = EvaluateRequest(data=config.data, evaluate=evaluate, seed=seed, inputs=inputs)
+            inputs = {"teacher": teacher.ref, **images, **({"labels": labels} if labels is not None else {})}
+            request = EvaluateRequest(data=config.data, evaluate=evaluate, seed=seed, inputs=inputs,
+                                      data_identity={split: identity[split] for split in read})
             outcomes.append(call(evaluate_task, request))
 
     return outcomes

@@ -35,15 +35,15 @@ def refusal(config: DistilleryConfig, *, export_to: Path | None = None) -> str |
     from tasks.data import DataError, load_split
     from tasks.data.class_folders import check_import
     from tasks.export import ExportError
-    from tasks.pretrained import WeightsError
-    from tasks.stages.teacher import teacher_request
+    from tasks.pretrained import WeightsError, read_state_dict, weights_file
 
     try:
         load_split(config.data, "test")
     except DataError as err:
         return f"data: {err}"
     try:
-        teacher_request(data=config.data, teacher=config.teacher, seed=config.runtime.seed)  # a weights file that is no state dict
+        if config.teacher.weights is not None:  # a weights file that is missing or no state dict
+            read_state_dict(weights_file(config.teacher.weights), origin=config.teacher.weights)
         if config.synthesis.mode == "imported":
             check_import(config.data, root=config.synthesis.import_root, ipc=config.synthesis.ipc,
                          resize=config.synthesis.import_resize)

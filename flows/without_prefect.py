@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from flows.config import DistilleryConfig, resolve_config
-from flows.pipeline import STAGES, run_pipeline
+from flows.pipeline import STAGES, data_identity, run_pipeline
 from storage.artifacts import ArtifactRef, StageRequest
 
 
@@ -33,7 +33,7 @@ def run_plain(config: DistilleryConfig, until: str = STAGES[-1]) -> list[PlainOu
         started = time.perf_counter()
         return PlainOutcome(stage.fn(request, config.runtime), time.perf_counter() - started)
 
-    return run_pipeline(config, until, call)
+    return run_pipeline(config, until, call, identity=data_identity(config, until))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

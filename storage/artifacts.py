@@ -169,6 +169,14 @@ class ArtifactStore:
             listing[name] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
         return listing
 
+    def delete(self, ref: ArtifactRef) -> None:
+        """Remove the artifact's directory (absent: nothing to do); the manifest goes first, so a
+        delete cut short leaves an unfinished artifact, never a complete-looking partial one."""
+        if self.is_complete(ref):
+            self.fs.rm(self.path(ref, MANIFEST))
+        if self.fs.exists(self.path(ref)):
+            self.fs.rm(self.path(ref), recursive=True)
+
     def size_bytes(self, ref: ArtifactRef) -> int:
         """Bytes on disk of the artifact's files, manifest excluded."""
         sizes = self.fs.du(self.path(ref), total=False, withdirs=False)

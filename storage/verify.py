@@ -19,7 +19,7 @@ from typing import Literal
 from storage.artifacts import MANIFEST, ArtifactRef, ArtifactStore
 
 Status = Literal["ok", "unfinished", "damaged", "unchecked"]
-RESULT_FOLDERS = {"sweep"}  # result files of flows (tables, reports), not stage artifacts
+RESULT_FOLDERS = {"sweep", "history"}  # result files of flows (tables, reports, run histories), not stage artifacts
 
 
 @dataclass(frozen=True)

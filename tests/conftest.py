@@ -14,6 +14,7 @@ os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="distillery-prefec
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
 os.environ.pop("DISTILLERY_HOME", None)
+os.environ["DISTILLERY_CACHE"] = tempfile.mkdtemp(prefix="distillery-cache-")  # file digests of data splits
 # One torch thread per process. The suite runs on pytest-xdist workers (one per core), and on two
 # cores two processes of two OpenMP threads each slowed each other down many times over. Every
 # process of a session computes with the same thread count, so "same bytes" comparisons hold.

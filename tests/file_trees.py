@@ -1,6 +1,6 @@
 """What tests compare of a folder: its files by relative path, read the same way everywhere.
 
-Lock files are left out (they come and go with runs), and each ``manifest.json`` is compared
+Lock files and run histories (``history/``: each run adds a row) are left out, and each ``manifest.json`` is compared
 without its wall-clock ``seconds``, the one field two identical builds never share (a manifest
 that is not JSON is compared as it is). Roots may
 be local paths or any fsspec URI (``memory://``, ``s3://``).
@@ -25,7 +25,7 @@ def tree(root: str | Path) -> dict[str, bytes]:
     files = {}
     for path in sorted(fs.find(base)):
         name = path[len(base) + 1:]
-        if name.startswith(".locks/") or name.endswith(".lock"):
+        if name.startswith((".locks/", "history/")) or name.endswith(".lock"):
             continue
         data = fs.cat_file(path)
         if name.rsplit("/", 1)[-1] == "manifest.json":

@@ -14,15 +14,18 @@ from storage.artifacts import ArtifactError, ArtifactRef, ArtifactStore
 from tasks.stages.stats import StatsRequest
 from tasks.stages.teacher import teacher_request
 from tests.file_trees import tree
+from tests.tiny_artifacts import identity
 
 FINGERPRINT_SCRIPT = """
 import json
 import sys
 from flows.config import resolve_config
+from flows.pipeline import data_identity
 from tasks.stages.teacher import teacher_request
 for overrides in json.loads(sys.argv[1]):
     config = resolve_config(preset="ci_tiny", overrides=overrides)
-    print(teacher_request(data=config.data, teacher=config.teacher, seed=config.runtime.seed).fingerprint())
+    print(teacher_request(data=config.data, teacher=config.teacher, seed=config.runtime.seed,
+                          data_identity=data_identity(config, "teacher")).fingerprint())
 """
 OVERRIDE_SETS = ((), ("runtime.seed=0",), ("runtime.device=cpu", "runtime.artifact_root=/elsewhere"))
 
@@ -40,7 +43,7 @@ def fingerprints_in_a_new_process() -> dict[tuple[str, ...], str]:
 @pytest.mark.slow
 def test_same_config_gives_same_fingerprint_across_processes(fingerprints_in_a_new_process):
     config = resolve_config(preset="ci_tiny")
-    here = teacher_request(data=config.data, teacher=config.teacher, seed=0).fingerprint()
+    here = teacher_request(data=config.data, teacher=config.teacher, seed=0, data_identity=identity(config)).fingerprint()
     assert fingerprints_in_a_new_process[()] == here
     assert fingerprints_in_a_new_process[("runtime.seed=0",)] == here
 
@@ -59,14 +62,14 @@ def test_device_and_root_do_not_change_the_fingerprint(fingerprints_in_a_new_pro
 def test_any_relevant_change_gives_a_new_fingerprint(override):
     base = resolve_config(preset="ci_tiny")
     changed = resolve_config(preset="ci_tiny", overrides=[override])
-    fp = lambda c: teacher_request(data=c.data, teacher=c.teacher, seed=c.runtime.seed).fingerprint()  # noqa: E731
+    fp = lambda c: teacher_request(data=c.data, teacher=c.teacher, seed=c.runtime.seed, data_identity=identity(c)).fingerprint()  # noqa: E731
     assert fp(changed) != fp(base)
 
 
 def test_input_fingerprints_enter_the_fingerprint():
     config = resolve_config(preset="ci_tiny")
     requests = [
-        StatsRequest(data=config.data, stats=config.stats, seed=0, inputs={"teacher": ArtifactRef(stage="teacher", fingerprint=fp)})
+        StatsRequest(data=config.data, data_identity=identity(config), stats=config.stats, seed=0, inputs={"teacher": ArtifactRef(stage="teacher", fingerprint=fp)})
         for fp in ("a" * 32, "b" * 32)
     ]
     assert requests[0].fingerprint() != requests[1].fingerprint()
@@ -74,7 +77,7 @@ def test_input_fingerprints_enter_the_fingerprint():
 
 def test_manifest_records_stage_config_inputs_metrics_bytes_seconds(tmp_path):
     config = resolve_config(preset="ci_tiny")
-    request = teacher_request(data=config.data, teacher=config.teacher, seed=0)
+    request = teacher_request(data=config.data, teacher=config.teacher, seed=0, data_identity=identity(config))
     store, ref = ArtifactStore(tmp_path), request.ref()
     store.write_bytes(ref, "model.pt", b"x" * 1000)
     assert not store.is_complete(ref)
@@ -120,10 +123,12 @@ KILL_SCRIPT = """
 import logging
 import sys
 from flows.config import resolve_config
+from flows.pipeline import data_identity
 from tasks.stages.teacher import teacher_request, teacher_task
 logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout, force=True)
 config = resolve_config(preset="ci_tiny", overrides=sys.argv[2:], artifact_root=sys.argv[1])
-teacher_task.fn(teacher_request(data=config.data, teacher=config.teacher, seed=config.runtime.seed), config.runtime)
+teacher_task.fn(teacher_request(data=config.data, teacher=config.teacher, seed=config.runtime.seed,
+                                data_identity=data_identity(config, "teacher")), config.runtime)
 """
 # Four short epochs (500 images, four steps each): the kill lands with three still to train.
 TRAINING = ["teacher.epochs=4", "data.train_per_class=50"]
@@ -149,7 +154,7 @@ def test_a_teacher_killed_mid_training_reruns_to_the_bytes_of_an_uninterrupted_r
     output = _kill_after_first_epoch(killed)
     assert "teacher 1/4 train loss" in output, output[-3000:]
     config = resolve_config(preset="ci_tiny", overrides=TRAINING, artifact_root=str(killed))
-    request = teacher_request(data=config.data, teacher=config.teacher, seed=config.runtime.seed)
+    request = teacher_request(data=config.data, teacher=config.teacher, seed=config.runtime.seed, data_identity=identity(config))
     store, ref = ArtifactStore(killed), request.ref()
     assert f"building {ref}" in output  # the child built this very request
     assert not store.is_complete(ref) and not store.exists(ref, "model.pt"), "the kill should land mid-training"

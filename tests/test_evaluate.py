@@ -20,6 +20,7 @@ from tasks.models import create_model
 from tasks.stages.relabel import relabel_request
 from tasks.stages.synthesize import SynthesizeRequest
 from tasks.stages.teacher import teacher_request
+from tests.tiny_artifacts import identity
 from tests.conftest import needs_fashion_mnist
 
 pytestmark = needs_fashion_mnist
@@ -74,7 +75,7 @@ def test_students_train_the_streams_epochs_by_default_and_the_small_image_recipe
     assert rates[0] == pytest.approx(0.2 / 20) and rates[19] == pytest.approx(0.2)  # 5 epochs x 4 steps of warm-up
     assert all(a >= b for a, b in zip(rates[19:], rates[20:])) and rates[-1] < 1e-5
     with pytest.raises(ValueError, match="unresolved; build the request with EvaluateConfig.for_stream"):
-        EvaluateRequest(data=config.data, evaluate=config.evaluate, seed=0)
+        EvaluateRequest(data=config.data, data_identity=identity(config, "test"), evaluate=config.evaluate, seed=0)
 
 
 def _resolved(config) -> EvaluateConfig:
@@ -85,17 +86,18 @@ def _pipeline(tiny_artifacts, root: Path, *extra: str):
     """Teacher, random-real images and their soft labels for this config: the session's, copied into ``root``."""
     config = resolve_config(preset="ci_tiny", artifact_root=str(root), overrides=[*OVERRIDES, *extra])
     teacher, images, labels = tiny_artifacts.copy_into(root, *OVERRIDES, *extra, until="relabel")
-    assert teacher == teacher_request(data=config.data, teacher=config.teacher, seed=0).ref()
-    assert images == SynthesizeRequest(data=config.data, synthesis=config.synthesis, seed=0, inputs={"teacher": teacher}).ref()
+    assert teacher == teacher_request(data=config.data, teacher=config.teacher, seed=0, data_identity=identity(config)).ref()
+    assert images == SynthesizeRequest(data=config.data, data_identity=identity(config), synthesis=config.synthesis, seed=0, inputs={"teacher": teacher}).ref()
     assert labels == relabel_request(data=config.data, relabel=config.relabel, prune_ratio=0.0, prune_rule="prefix",
                                      seed=0, teacher=teacher, images=images).ref()
-    return config, images, labels
+    return config, {"teacher": teacher, "images": images, "labels": labels}
 
 
 @pytest.mark.slow  # five students of 300 steps: the suite's longest in-process test
 def test_students_learn_from_soft_labels_deterministically_and_resume_by_seed(tmp_path, tiny_artifacts):
-    config, images, labels = _pipeline(tiny_artifacts, tmp_path / "a")
-    request = EvaluateRequest(data=config.data, evaluate=_resolved(config), seed=0, inputs={"images": images, "labels": labels})
+    config, inputs = _pipeline(tiny_artifacts, tmp_path / "a")
+    request = EvaluateRequest(data=config.data, data_identity=identity(config, "test"), evaluate=_resolved(config), seed=0,
+                              inputs=inputs)
     ref = evaluate_task.fn(request, config.runtime)
     store = ArtifactStore(config.runtime.artifact_root)
     manifest = store.read_manifest(ref)
@@ -122,41 +124,48 @@ def test_students_learn_from_soft_labels_deterministically_and_resume_by_seed(tm
 
 
 def test_labels_made_for_other_images_are_refused_naming_both(tmp_path, tiny_artifacts):
-    config, images, labels = _pipeline(tiny_artifacts, tmp_path / "a")
-    other_config, other_images, _ = _pipeline(tiny_artifacts, tmp_path / "a", "synthesis.ipc=11")
-    request = EvaluateRequest(data=config.data, evaluate=_resolved(config), seed=0,
-                              inputs={"images": other_images, "labels": labels})
-    with pytest.raises(SoftLabelStoreError, match=f"made from images {images.fingerprint}, but this run uses images {other_images.fingerprint}"):
+    config, inputs = _pipeline(tiny_artifacts, tmp_path / "a")
+    _, other = _pipeline(tiny_artifacts, tmp_path / "a", "synthesis.ipc=11")
+    request = EvaluateRequest(data=config.data, data_identity=identity(config, "test"), evaluate=_resolved(config), seed=0,
+                              inputs={**inputs, "images": other["images"]})
+    with pytest.raises(SoftLabelStoreError, match=f"made from images {inputs['images'].fingerprint}, but this run uses "
+                                                  f"images {other['images'].fingerprint}"):
         evaluate_task.fn(request, config.runtime)
 
 
 def test_the_hard_label_baseline_trains_on_class_labels_alone(tmp_path, tiny_artifacts):
-    config, images, labels = _pipeline(tiny_artifacts, tmp_path / "a", "evaluate.labels=hard")
-    request = EvaluateRequest(data=config.data, evaluate=_resolved(config), seed=0, inputs={"images": images})
+    config, inputs = _pipeline(tiny_artifacts, tmp_path / "a", "evaluate.labels=hard")
+    hard_inputs = {"teacher": inputs["teacher"], "images": inputs["images"]}
+    request = EvaluateRequest(data=config.data, data_identity=identity(config, "test"), evaluate=_resolved(config), seed=0,
+                              inputs=hard_inputs)
     manifest = ArtifactStore(config.runtime.artifact_root).read_manifest(evaluate_task.fn(request, config.runtime))
     assert manifest["metrics"]["label_steps"] == 0 and manifest["metrics"]["labels_store_bytes"] == 0
     assert min(manifest["test_top1_per_seed"]) > 0.4  # 100 real images, hard labels: far above chance (0.1)
-    with pytest.raises(ValueError, match=r"labels=hard, train_set=distilled\) got inputs \['images', 'labels'\]"):
-        evaluate_task.fn(request.model_copy(update={"inputs": {"images": images, "labels": labels}}), config.runtime)
+    with pytest.raises(ValueError, match=r"labels=hard, train_set=distilled\) got inputs \['images', 'labels', 'teacher'\]"):
+        evaluate_task.fn(request.model_copy(update={"inputs": inputs}), config.runtime)
 
 
 def test_a_step_budget_fixes_student_compute_whatever_the_set_size(tmp_path, tiny_artifacts):
-    config, images, labels = _pipeline(tiny_artifacts, tmp_path / "a", "evaluate.steps=7", "evaluate.seeds=1")
+    config, inputs = _pipeline(tiny_artifacts, tmp_path / "a", "evaluate.steps=7", "evaluate.seeds=1")
     store = ArtifactStore(config.runtime.artifact_root)
-    soft = EvaluateRequest(data=config.data, evaluate=_resolved(config), seed=0, inputs={"images": images, "labels": labels})
+    soft = EvaluateRequest(data=config.data, data_identity=identity(config, "test"), evaluate=_resolved(config), seed=0,
+                           inputs=inputs)
     assert store.read_manifest(evaluate_task.fn(soft, config.runtime))["metrics"]["student_steps"] == 7
-    hard = EvaluateRequest(data=config.data, evaluate=_resolved(config).model_copy(update={"labels": "hard"}), seed=0,
-                           inputs={"images": images})
+    hard = EvaluateRequest(data=config.data, data_identity=identity(config, "test"),
+                           evaluate=_resolved(config).model_copy(update={"labels": "hard"}), seed=0,
+                           inputs={"teacher": inputs["teacher"], "images": inputs["images"]})
     assert store.read_manifest(evaluate_task.fn(hard, config.runtime))["metrics"]["student_steps"] == 7
     by_epochs = config.evaluate.model_copy(update={"steps": None})
     assert by_epochs.total_steps(5) == 60 * 5  # without a budget: epochs x steps per epoch
 
 
-def test_the_full_data_reference_trains_on_the_whole_real_split_without_images(tmp_path):
+def test_the_full_data_reference_trains_on_the_whole_real_split_without_images(tmp_path, tiny_artifacts):
     config = resolve_config(preset="ci_tiny", artifact_root=str(tmp_path),
                             overrides=["evaluate.train_set=full", "evaluate.labels=hard", "evaluate.steps=40",
                                        "evaluate.lr=0.01", "evaluate.seeds=1", "evaluate.batch_size=100"])
-    request = EvaluateRequest(data=config.data, evaluate=_resolved(config), seed=0, inputs={})
+    [teacher] = tiny_artifacts.copy_into(tmp_path, until="teacher")
+    request = EvaluateRequest(data=config.data, data_identity=identity(config, "test", "train"), evaluate=_resolved(config),
+                              seed=0, inputs={"teacher": teacher})
     manifest = ArtifactStore(str(tmp_path)).read_manifest(evaluate_task.fn(request, config.runtime))
     assert manifest["metrics"]["images_store_bytes"] == 0 and manifest["metrics"]["student_steps"] == 40
     assert manifest["metrics"]["test_top1"] > 0.5  # 2,000 real images (ci_tiny), 40 steps of 100: far above chance

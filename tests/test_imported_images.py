@@ -25,6 +25,7 @@ from tasks.data.class_folders import ImportedImagesError, write_class_folders
 from tasks.report.claims import ranking_rows
 from tasks.report.rows import result_row
 from tasks.stages.synthesize import synthesize_request, synthesize_task
+from tests.tiny_artifacts import identity
 from tests.conftest import needs_fashion_mnist
 
 pytestmark = needs_fashion_mnist
@@ -92,7 +93,7 @@ def test_an_imported_folder_runs_to_evaluate_and_into_dd_ranking(root, folder, r
 def test_imported_images_are_named_by_their_bytes_not_their_path_or_time(tmp_path, folder):
     def fingerprint(where: Path) -> str:
         config = imported(tmp_path / "a", where)
-        return synthesize_request(data=config.data, synthesis=config.synthesis, seed=0, inputs={}).fingerprint()
+        return synthesize_request(data=config.data, data_identity=identity(config), synthesis=config.synthesis, seed=0, inputs={}).fingerprint()
 
     first = fingerprint(folder)
     moved = shutil.copytree(folder, tmp_path / "elsewhere")
@@ -171,7 +172,7 @@ def test_images_of_another_size_are_resized_on_request(root, folder, real_set):
 def test_the_stage_refuses_a_folder_changed_after_the_run_named_it(root, folder):
     config = imported(root, folder)
     teacher = run_plain(config, until="teacher")[0].ref
-    request = synthesize_request(data=config.data, synthesis=config.synthesis, seed=0, inputs={"teacher": teacher})
+    request = synthesize_request(data=config.data, data_identity=identity(config), synthesis=config.synthesis, seed=0, inputs={"teacher": teacher})
     _first(folder, "Bag").write_bytes(_first(folder, "Sneaker").read_bytes())
     with pytest.raises(ImportedImagesError, match="changed after this run named them"):
         synthesize_task.fn(request, config.runtime)

@@ -13,6 +13,7 @@ file written from it and serve's refusals without a server.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
@@ -162,20 +163,38 @@ def deployed(server, pool, worker) -> str:
     return done.stdout
 
 
+def _change_one_test_pixel(fashion: Path) -> None:
+    """One pixel of the first Fashion-MNIST test image, one grey level brighter (still a valid IDX file)."""
+    path = fashion / "t10k-images-idx3-ubyte.gz"
+    raw = bytearray(gzip.decompress(path.read_bytes()))
+    raw[16] = (raw[16] + 1) % 256  # the first pixel after the 16-byte header
+    path.write_bytes(gzip.compress(bytes(raw), mtime=0))
+
+
 @pytest.fixture(scope="module")
 def worker_run(server, client, deployed, worker):
-    """The worker runs ci-tiny (artifact root overridden), then is stopped with SIGINT."""
+    """The worker runs ci-tiny twice on a copy of Fashion-MNIST (artifact root and data root overridden),
+    one test pixel changed between the runs, then is stopped with SIGINT."""
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    fashion = worker.folder / "fashion-mnist"
+    shutil.copytree("/usr/share/datasets/fashion-mnist", fashion)
     try:
         config = client.read_deployment_by_name("distill/ci-tiny").parameters["config"]
         root = worker.folder / "artifacts"
-        run = _run_to_end(client, "distill/ci-tiny", {"config": _with_root(config, root)}, 300, worker.log)
+        given = {"config": {**_with_root(config, root), "overrides": [*_with_root(config, root)["overrides"],
+                                                                      f"data.root={fashion}"]}}
+        run = _run_to_end(client, "distill/ci-tiny", given, 300, worker.log)
+        _change_one_test_pixel(fashion)
+        second = _run_to_end(client, "distill/ci-tiny", given, 300, worker.log)
     finally:
         code, seconds = _stop(worker.proc)
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
-    of_run = ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]))
-    return SimpleNamespace(run=run, artifacts=client.read_artifacts(artifact_filter=of_run), root=root, log=worker.log,
-                           stop_code=code, stop_seconds=seconds)
+    def artifacts_of(flow_run) -> list:
+        return client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run.id])))
+
+    return SimpleNamespace(run=run, artifacts=artifacts_of(run), second=second, second_artifacts=artifacts_of(second),
+                           root=root, log=worker.log, stop_code=code, stop_seconds=seconds)
 
 
 @pytest.mark.slow
@@ -210,6 +229,21 @@ def test_a_worker_started_elsewhere_runs_the_ci_tiny_deployment(worker_run):
 
 @needs_fashion_mnist
 @pytest.mark.slow
+def test_a_rerun_after_a_data_change_rebuilds_evaluate_and_adds_a_history_row(worker_run):
+    second = worker_run.second
+    assert second.state.is_completed(), f"{second.state.type}: {second.state.message}"
+    by_key = {a.key: a for a in worker_run.second_artifacts}
+    states = {row["stage"]: row["state"] for row in json.loads(by_key["distill-summary"].data)}
+    assert {stage for stage, state in states.items() if state != "Cached"} == {"evaluate"}, states
+    rows = json.loads(by_key["history-ci-tiny"].data)  # the deployment's history, newest first
+    assert len(rows) == 2 and rows[0]["rebuilt"] == "evaluate" and rows[1]["rebuilt"] != "none"
+    assert rows[0]["data changed"].startswith("test: 1,000 images, digest ") and rows[1]["data changed"] == ""
+    assert rows[0]["data"].split()[0] == rows[1]["data"].split()[0]  # the same train split, another test split
+    assert by_key["history-plot-ci-tiny"].data.startswith("![test top-1 over the runs of ci-tiny](data:image/png;base64,")
+
+
+@needs_fashion_mnist
+@pytest.mark.slow
 def test_the_dashboard_shows_the_results_artifact(worker_run, server, tmp_path):
     if CHROMIUM is None:
         pytest.skip("no chromium on PATH (bash deploy/install.sh test installs the Debian package)")
@@ -227,6 +261,28 @@ def test_the_dashboard_shows_the_results_artifact(worker_run, server, tmp_path):
                    capture_output=True, timeout=90)
     with Image.open(shot) as image:
         assert image.size == (1280, 900)
+        colours = image.convert("RGB").getcolors(maxcolors=1 << 20)
+    assert colours is not None and len(colours) > 50, "the screenshot is (nearly) blank"
+
+
+@needs_fashion_mnist
+@pytest.mark.slow
+def test_the_dashboard_shows_the_deployments_history(worker_run, server, tmp_path):
+    if CHROMIUM is None:
+        pytest.skip("no chromium on PATH (bash deploy/install.sh test installs the Debian package)")
+    from PIL import Image
+
+    table = next(a for a in worker_run.second_artifacts if a.key == "history-ci-tiny")
+    page = server.url.removesuffix("/api") + f"/artifacts/artifact/{table.id}"
+    browser = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+               f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=15000"]
+    dom = subprocess.run([*browser, "--dump-dom", page], capture_output=True, text=True, timeout=90).stdout
+    rows = json.loads(table.data)
+    for expected in ("history-ci-tiny", "students 1x", rows[0]["date"], rows[1]["date"], rows[0]["data changed"]):
+        assert expected in dom, f"{expected!r} not on {page}: {dom[-2000:]}"
+    shot = tmp_path / "history.png"
+    subprocess.run([*browser, f"--screenshot={shot}", "--window-size=1400,900", page], capture_output=True, timeout=90)
+    with Image.open(shot) as image:
         colours = image.convert("RGB").getcolors(maxcolors=1 << 20)
     assert colours is not None and len(colours) > 50, "the screenshot is (nearly) blank"
 

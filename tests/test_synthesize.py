@@ -24,6 +24,7 @@ from tasks.stages.synthesize.stage import plan_units, real_picks
 from tasks.models import load_teacher, penultimate_features
 from tasks.stages.teacher import teacher_request
 from tests.file_trees import tree
+from tests.tiny_artifacts import identity
 from tests.conftest import kill_when, needs_fashion_mnist
 
 pytestmark = needs_fashion_mnist
@@ -34,14 +35,14 @@ def _upstream(tiny_artifacts, config):
     """Teacher and stats artifacts for ``config``: the session's ci_tiny ones (synthesis settings do not
     enter them), copied into its artifact root."""
     teacher, stats = tiny_artifacts.copy_into(config.runtime.artifact_root, until="stats")
-    assert teacher == teacher_request(data=config.data, teacher=config.teacher, seed=0).ref()
-    assert stats == StatsRequest(data=config.data, stats=config.stats, seed=0, inputs={"teacher": teacher}).ref()
+    assert teacher == teacher_request(data=config.data, teacher=config.teacher, seed=0, data_identity=identity(config)).ref()
+    assert stats == StatsRequest(data=config.data, data_identity=identity(config), stats=config.stats, seed=0, inputs={"teacher": teacher}).ref()
     return {"teacher": teacher, "stats": stats}
 
 
 def _request(config, inputs):
     needed = inputs if config.synthesis.mode == "lpld" else {"teacher": inputs["teacher"]}
-    return SynthesizeRequest(data=config.data, synthesis=config.synthesis, seed=0, inputs=needed)
+    return SynthesizeRequest(data=config.data, data_identity=identity(config), synthesis=config.synthesis, seed=0, inputs=needed)
 
 
 @pytest.mark.parametrize("mode", ["lpld", "sre2l", "random_real"])
@@ -146,11 +147,13 @@ def test_a_nan_during_synthesis_stops_with_the_fix(tiny_config, tiny_artifacts):
 KILL_SCRIPT = """
 import sys
 from flows.config import resolve_config
+from flows.pipeline import data_identity
 from tasks.stages.synthesize import SynthesizeRequest, synthesize_task
 from storage.artifacts import ArtifactRef
 config = resolve_config(preset="ci_tiny", artifact_root=sys.argv[1], overrides=sys.argv[4:])
 inputs = {"teacher": ArtifactRef(stage="teacher", fingerprint=sys.argv[2]), "stats": ArtifactRef(stage="stats", fingerprint=sys.argv[3])}
-request = SynthesizeRequest(data=config.data, synthesis=config.synthesis, seed=0, inputs=inputs)
+request = SynthesizeRequest(data=config.data, data_identity=data_identity(config, "synthesize"), synthesis=config.synthesis,
+                            seed=0, inputs=inputs)
 print(request.ref().fingerprint, flush=True)
 synthesize_task.fn(request, config.runtime)
 """

@@ -9,12 +9,12 @@ from storage.artifacts import ArtifactStore
 from storage.file_names import CLASS_BN_STATS
 from storage.tensor_files import read_tensors
 from tasks.data import load_split, normalization
-from tasks.models import batchnorm_layers
+from tasks.models import batchnorm_layers, load_teacher
 from tasks.stages.stats import StatsRequest, class_bn_stats, stats_task
-from tasks.models import load_teacher
 from tasks.stages.teacher import teacher_request, teacher_task
 from tasks.training import top1_accuracy, warmup_cosine
 from tests.conftest import needs_fashion_mnist
+from tests.tiny_artifacts import identity
 
 pytestmark = needs_fashion_mnist
 
@@ -24,7 +24,7 @@ def stored_teacher(tiny_config, tiny_artifacts):
     """The ci_tiny teacher (trained once per session by its stage entry), copied into this test's root."""
     [teacher] = tiny_artifacts.copy_into(tiny_config.runtime.artifact_root, until="teacher")
     assert teacher == teacher_request(data=tiny_config.data, teacher=tiny_config.teacher,
-                                      seed=tiny_config.runtime.seed).ref()
+                                      seed=tiny_config.runtime.seed, data_identity=identity(tiny_config)).ref()
     return teacher
 
 
@@ -35,19 +35,22 @@ def test_lr_warms_up_linearly_then_decays_to_zero():
     assert factors[20] == pytest.approx(0.0)
 
 
-def test_teacher_learns_above_chance_and_reports_its_test_accuracy(tiny_config, stored_teacher):
+def test_teacher_learns_above_chance_and_evaluate_reports_its_test_accuracy(tiny_config, tiny_artifacts):
+    """The teacher is named by the train split alone; its test top-1 is measured where the test split is read."""
+    refs = {ref.stage: ref for ref in tiny_artifacts.copy_into(tiny_config.runtime.artifact_root)}
     store = ArtifactStore(tiny_config.runtime.artifact_root)
-    manifest = store.read_manifest(stored_teacher)
-    model = load_teacher(store, stored_teacher, torch.device("cpu"))
+    manifest = store.read_manifest(refs["teacher"])
+    assert set(manifest["config"]["data_identity"]) == {"train"} and "test_top1" not in manifest["metrics"]
+    model = load_teacher(store, refs["teacher"], torch.device("cpu"))
     test = load_split(tiny_config.data, "test")
     measured = top1_accuracy(model, test, norm=normalization(tiny_config.data), device=torch.device("cpu"))
-    assert manifest["metrics"]["test_top1"] == measured
+    assert store.read_manifest(refs["evaluate"])["metrics"]["teacher_test_top1"] == measured
     assert measured > 0.3  # 10 classes: chance is 0.1
 
 
 def test_same_request_gives_the_same_weight_bytes(tiny_config, stored_teacher, tmp_path):
     again = tiny_config.runtime.model_copy(update={"artifact_root": str(tmp_path / "second")})
-    request = teacher_request(data=tiny_config.data, teacher=tiny_config.teacher, seed=tiny_config.runtime.seed)
+    request = teacher_request(data=tiny_config.data, teacher=tiny_config.teacher, seed=tiny_config.runtime.seed, data_identity=identity(tiny_config))
     teacher_task.fn(request, again)
     first = ArtifactStore(tiny_config.runtime.artifact_root).read_bytes(stored_teacher, "model.pt")
     second = ArtifactStore(again.artifact_root).read_bytes(stored_teacher, "model.pt")
@@ -59,19 +62,21 @@ def test_given_weights_are_used_instead_of_training(tiny_config, stored_teacher,
     weights = tmp_path / "weights.pt"
     weights.write_bytes(store.read_bytes(stored_teacher, "model.pt"))
     given = tiny_config.teacher.model_copy(update={"weights": str(weights)})
-    request = teacher_request(data=tiny_config.data, teacher=given, seed=0)
+    request = teacher_request(data=tiny_config.data, teacher=given, seed=0, data_identity=identity(tiny_config))
     ref = teacher_task.fn(request, tiny_config.runtime)
     assert ref != stored_teacher
-    assert store.read_manifest(ref)["metrics"]["test_top1"] == store.read_manifest(stored_teacher)["metrics"]["test_top1"]
+    assert store.read_bytes(ref, "model.pt") == store.read_bytes(stored_teacher, "model.pt")
 
 
 def test_missing_or_foreign_weights_get_one_clear_message(tiny_config, tmp_path):
     with pytest.raises(FileNotFoundError, match="teacher.weights .* does not exist"):
-        teacher_request(data=tiny_config.data, teacher=tiny_config.teacher.model_copy(update={"weights": str(tmp_path / "x.pt")}), seed=0)
+        teacher_request(data=tiny_config.data, teacher=tiny_config.teacher.model_copy(update={"weights": str(tmp_path / "x.pt")}),
+                        seed=0, data_identity=identity(tiny_config))
     foreign = tmp_path / "foreign.pt"
     torch.save({"not": torch.zeros(1)}, foreign)
     request = teacher_request(
-        data=tiny_config.data, teacher=tiny_config.teacher.model_copy(update={"weights": str(foreign)}), seed=0
+        data=tiny_config.data, teacher=tiny_config.teacher.model_copy(update={"weights": str(foreign)}), seed=0,
+        data_identity=identity(tiny_config),
     )
     with pytest.raises(ValueError, match="cannot load teacher weights from .*foreign.pt"):
         teacher_task.fn(request, tiny_config.runtime)
@@ -91,7 +96,7 @@ def _direct_class_moments(model, images, layer):
 def test_stored_class_statistics_equal_the_direct_statistic_of_each_class(tiny_config, stored_teacher):
     store = ArtifactStore(tiny_config.runtime.artifact_root)
     stats_config = tiny_config.stats.model_copy(update={"augment": tiny_config.data.augment.model_copy(update={"enabled": False}), "batch_size": 333})
-    request = StatsRequest(data=tiny_config.data, stats=stats_config, seed=0, inputs={"teacher": stored_teacher})
+    request = StatsRequest(data=tiny_config.data, data_identity=identity(tiny_config), stats=stats_config, seed=0, inputs={"teacher": stored_teacher})
     stored = read_tensors(store, stats_task.fn(request, tiny_config.runtime), CLASS_BN_STATS)
 
     model = load_teacher(store, stored_teacher, torch.device("cpu"))

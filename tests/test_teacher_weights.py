@@ -14,8 +14,11 @@ from flows.cli import main
 from flows.config import ConfigError, resolve_config
 from flows.without_prefect import run_plain
 from storage.artifacts import ArtifactStore
-from tasks.pretrained import torchvision_weights
 from storage.file_names import MODEL as MODEL_FILE
+from tasks.data import DataConfig, load_split, normalization
+from tasks.models import load_teacher
+from tasks.pretrained import torchvision_weights
+from tasks.training import top1_accuracy
 
 RESNET18 = "torchvision:ResNet18_Weights.IMAGENET1K_V1"
 
@@ -63,7 +66,9 @@ def test_torchvision_weights_name_is_read_from_the_hub_cache_and_scored(hub_cach
 
     store = ArtifactStore(config.runtime.artifact_root)
     manifest = store.read_manifest(teacher.ref)
-    assert manifest["metrics"]["test_top1"] == pytest.approx(5 / 1004)  # class 0's five images, all others wrong
+    model, data = load_teacher(store, teacher.ref, torch.device("cpu")), DataConfig(**manifest["config"]["data"])
+    test_top1 = top1_accuracy(model, load_split(data, "test"), norm=normalization(data), device=torch.device("cpu"))
+    assert test_top1 == pytest.approx(5 / 1004)  # class 0's five images, all others wrong
     assert manifest["epoch_losses"] == []  # loaded, not trained
     assert manifest["model_input"] == {"channels": 3, "num_classes": 1000, "image_size": 16}
     assert manifest["config"]["data"]["mean"] == [0.485, 0.456, 0.406]

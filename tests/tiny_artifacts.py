@@ -15,6 +15,12 @@ from pathlib import Path
 
 from flows.config import DistilleryConfig, resolve_config
 from storage.artifacts import ArtifactRef
+from tasks.data.identity import SplitIdentity, split_identity
+
+
+def identity(config: DistilleryConfig, *splits: str) -> dict[str, SplitIdentity]:
+    """``data_identity`` for a hand-built request: the identity of each split it reads (default: train)."""
+    return {split: split_identity(config.data, split) for split in splits or ("train",)}
 
 
 class TinyArtifacts:

@@ -1,8 +1,10 @@
-"""ImageFolder figures for the benchmark: decode rate by worker count, and the peak memory of a
-class-statistics pass, both on a JPEG folder written from the installed Fashion-MNIST files.
+"""ImageFolder figures for the benchmark: decode rate by worker count, the peak memory of a
+class-statistics pass, and the time to take the train split's identity, all on a JPEG folder
+written from the installed Fashion-MNIST files.
 
     python -m tasks.bench.imagefolder --folder /tmp/fm-jpeg --workers 1 2        # images/s
     python -m tasks.bench.imagefolder --folder /tmp/fm-jpeg --memory --workers 2  # stats pass, 60k images
+    python -m tasks.bench.imagefolder --folder /tmp/fm-jpeg --identity            # listing and content digests
 
 The folder is ``train/<k>_<class>/*.jpg`` and ``val/<k>_<class>/*.jpg`` (28x28 grayscale JPEGs,
 quality 95), so ``data.name=imagefolder data.root=<folder> data.image_size=28`` reads it.
@@ -130,14 +132,36 @@ def stats_pass_peak_memory(folder: Path, *, workers: int, image_size: int = 28) 
             "peak_pss_mb": memory.peak_pss / 2**20}
 
 
+def identity_seconds(folder: Path, *, mode: str, passes: int = 3, image_size: int = 28) -> tuple[float, int]:
+    """Best seconds of ``passes`` identities of the folder's train split (listing: a fresh memo each
+    pass, nothing to remember; content: the first pass reads every file, later ones find the memo)."""
+    from tasks.data.identity import DigestMemo, split_identity
+
+    data = DataConfig(name="imagefolder", root=str(folder), image_size=image_size, identity=mode)
+    memo = DigestMemo(folder.parent / f".{folder.name}-bench-memo.json")
+    best, images = float("inf"), 0
+    for _ in range(passes):
+        started = time.perf_counter()
+        images = split_identity(data, "train", memo=memo).images
+        best = min(best, time.perf_counter() - started)
+    return best, images
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m tasks.bench.imagefolder", description=__doc__.splitlines()[0])
     parser.add_argument("--folder", type=Path, required=True, help="where the JPEG folder is (written if missing)")
     parser.add_argument("--workers", type=int, nargs="+", default=worker_counts())
     parser.add_argument("--passes", type=int, default=3)
     parser.add_argument("--memory", action="store_true", help="peak memory of a stats pass instead of decode rates")
+    parser.add_argument("--identity", action="store_true", help="seconds to take the train split's identity")
     args = parser.parse_args()
     write_fashion_jpeg_folder(args.folder)
+    if args.identity:
+        for mode in ("listing", "content"):
+            first, images = identity_seconds(args.folder, mode=mode, passes=1)
+            best, _ = identity_seconds(args.folder, mode=mode, passes=args.passes)
+            print(f"{mode}: {images:,} files, first {first:.2f} s, best of {args.passes} {best:.2f} s", flush=True)
+        return
     if args.memory:
         for n in args.workers:
             print(f"workers={n}", stats_pass_peak_memory(args.folder, workers=n), flush=True)

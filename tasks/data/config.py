@@ -43,6 +43,11 @@ class DataConfig(BaseModel):
         "imagefolder (stored under <artifact root>/normalization and part of every fingerprint)."
     )
     std: tuple[float, ...] | None = Field(None, description="Per-channel std, with data.mean.")
+    identity: Literal["listing", "content"] = Field(
+        "listing", description="What names an imagefolder split in every fingerprint: listing, the sorted "
+        "(path, size, mtime) of its image files (no image is read); content, every file's bytes (a full read, "
+        "memoised). Fashion-MNIST and CIFAR are always named by their files' bytes."
+    )
     train_per_class: int | None = Field(None, ge=1)  # first k training images of each class
     test_limit: int | None = Field(None, ge=1)  # first n test images
     augment: AugmentConfig = Field(

@@ -69,7 +69,8 @@ def _read_idx(path: Path, *, ndim: int) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
 
-def _load_fashion_mnist(config: DataConfig, split: Split) -> ImageSet:
+def _fashion_mnist_files(config: DataConfig, split: Split) -> list[Path]:
+    """The split's IDX files: images, then labels (downloaded first when asked and missing)."""
     root = Path(config.root) if config.root is not None else FASHION_MNIST_DEFAULT_ROOT
     image_stem, label_stem = _IDX_FILES[split]
     if config.download and (_find_idx(root, image_stem) is None or _find_idx(root, label_stem) is None):
@@ -79,6 +80,11 @@ def _load_fashion_mnist(config: DataConfig, split: Split) -> ImageSet:
         raise DataError(f"Fashion-MNIST not found in {root}; install it with `sudo apt-get install "
                         "dataset-fashion-mnist`, or set data.root to a folder holding the IDX files, "
                         "or set data.download=true (needs internet)")
+    return [image_path, label_path]
+
+
+def _load_fashion_mnist(config: DataConfig, split: Split) -> ImageSet:
+    image_path, label_path = _fashion_mnist_files(config, split)
     images, labels = _read_idx(image_path, ndim=3), _read_idx(label_path, ndim=1)
     if len(images) != len(labels) or images.shape[1] != images.shape[2] or labels.max(initial=0) >= 10:
         raise DataError(f"{image_path} ({images.shape}) and {label_path} ({labels.shape}) do not form "
@@ -142,7 +148,8 @@ def _unpickle(path: Path) -> dict[bytes, Any]:
     return entry
 
 
-def _load_cifar(cifar: _CifarFormat, config: DataConfig, split: Split) -> ImageSet:
+def _cifar_files(cifar: _CifarFormat, config: DataConfig, split: Split) -> list[Path]:
+    """The meta file, then the split's batch files (downloaded first when asked and missing)."""
     assert config.root is not None  # DataConfig requires it for CIFAR
     root = Path(config.root)
     candidates = (root, root / cifar.folder)  # the folder itself or its parent
@@ -154,13 +161,19 @@ def _load_cifar(cifar: _CifarFormat, config: DataConfig, split: Split) -> ImageS
         raise DataError(f"{cifar.title} not found: neither {root} nor {root / cifar.folder} holds "
                         f"'{cifar.meta}'; set data.root to the {cifar.folder} folder of the official "
                         "python archive (or its parent), or set data.download=true (needs internet)")
-    meta = _unpickle(folder / cifar.meta)
+    return [folder / cifar.meta, *(folder / name for name in cifar.files[split])]
+
+
+def _load_cifar(cifar: _CifarFormat, config: DataConfig, split: Split) -> ImageSet:
+    meta_path, *batch_paths = _cifar_files(cifar, config, split)
+    folder = meta_path.parent
+    meta = _unpickle(meta_path)
     class_names = tuple(name.decode() for name in meta.get(cifar.names_key, []))
     images, labels = [], []
-    for name in cifar.files[split]:
-        batch = _unpickle(folder / name)
+    for path in batch_paths:
+        batch = _unpickle(path)
         if b"data" not in batch or cifar.label_key not in batch:
-            raise DataError(f"{folder / name} lacks b'data' or {cifar.label_key!r}; replace it with the "
+            raise DataError(f"{path} lacks b'data' or {cifar.label_key!r}; replace it with the "
                             f"original {cifar.title} file")
         pixels = np.asarray(batch[b"data"], dtype=np.uint8)  # (n, 3072): R, G, B planes per row
         images.append(pixels.reshape(-1, 3, 32, 32))
@@ -180,6 +193,9 @@ def _load_cifar(cifar: _CifarFormat, config: DataConfig, split: Split) -> ImageS
 @dataclass(frozen=True)
 class _DataSetSpec:
     load: Callable[[DataConfig, Split], ImageSet | ImageFolderSource]
+    # The files a split is read from, whose content is its identity (tasks.data.identity); None:
+    # a folder of image files, identified by its listing (or content) instead.
+    files: Callable[[DataConfig, Split], list[Path]] | None
     # The train split's per-channel mean/std in [0, 1] pixel units, where the data set is one
     # fixed set of files: the streaming pass of tasks.stages.normalization gives these values to 4
     # decimals. None: measured from the train split (imagefolder).
@@ -187,13 +203,19 @@ class _DataSetSpec:
 
 
 _DATA_SETS: dict[str, _DataSetSpec] = {
-    "fashion_mnist": _DataSetSpec(_load_fashion_mnist, Normalization((0.2860,), (0.3530,))),
-    "cifar10": _DataSetSpec(functools.partial(_load_cifar, _CIFAR10),
+    "fashion_mnist": _DataSetSpec(_load_fashion_mnist, _fashion_mnist_files, Normalization((0.2860,), (0.3530,))),
+    "cifar10": _DataSetSpec(functools.partial(_load_cifar, _CIFAR10), functools.partial(_cifar_files, _CIFAR10),
                             Normalization((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))),
-    "cifar100": _DataSetSpec(functools.partial(_load_cifar, _CIFAR100),
+    "cifar100": _DataSetSpec(functools.partial(_load_cifar, _CIFAR100), functools.partial(_cifar_files, _CIFAR100),
                              Normalization((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762))),
-    "imagefolder": _DataSetSpec(load_imagefolder, None),
+    "imagefolder": _DataSetSpec(load_imagefolder, None, None),
 }
+
+
+def packaged_files(config: DataConfig, split: Split) -> list[Path] | None:
+    """The few files a packaged split (Fashion-MNIST, CIFAR) is read from; None for an image folder."""
+    files = _DATA_SETS[config.name].files
+    return None if files is None else files(config, split)
 
 
 def _kept_indices(labels: torch.Tensor, limit_per_class: int) -> torch.Tensor:

@@ -22,10 +22,6 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp", ".
 MODES = {1: "L", 3: "RGB"}
 
 
-def is_image_file(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
-
-
 def open_image(path: Path, *, channels: int) -> Image.Image:
     """The image at ``path`` in the data set's channels; DataError naming the file when it does not decode."""
     try:

@@ -13,6 +13,7 @@ split is ``root/val/<class>/*`` with the same class names, or Tiny-ImageNet's
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from tasks.data.config import IMAGEFOLDER_DEFAULT_SIZE, DataConfig, DataError, Split
-from tasks.data.decode import IMAGE_SUFFIXES, decode_image, is_image_file
+from tasks.data.decode import IMAGE_SUFFIXES, decode_image
 
 logger = logging.getLogger("distillery")
 
@@ -40,6 +41,7 @@ class ImageFolderSource:
     class_names: tuple[str, ...]
     image_size: int
     channels: int = 3
+    annotations: tuple[Path, ...] = ()  # files besides the images that say which is which (Tiny-ImageNet's val)
 
     @property
     def paths(self) -> tuple[Path, ...]:
@@ -61,17 +63,26 @@ class ImageFolderSource:
         return replace(self, files=self.files[index.numpy()], labels=self.labels[index])
 
 
-def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if is_image_file(p))
+def _image_files(folder: Path) -> list[str]:
+    """Every image file under ``folder`` (subfolders too, not through symlinked ones), as paths in
+    path order. One ``scandir`` per folder and no ``stat`` per file: 60,000 files list in well under a second."""
+    found, pending = [], [str(folder)]
+    while pending:
+        with os.scandir(pending.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(entry.path)
+                elif os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES and entry.is_file():
+                    found.append(entry.path)
+    return sorted(found, key=lambda path: path.split(os.sep))  # as Paths sort: part by part
 
 
 _GRAYSCALE_MODES = frozenset({"1", "L", "LA", "I", "I;16", "F"})
 
 
-def _detect_channels(class_dirs: list[Path]) -> int:
+def _detect_channels(first_images: list[str | None]) -> int:
     """1 when the first image of every train class is grayscale, else 3 (one colour image decides)."""
-    for class_dir in class_dirs:
-        first = next(iter(_image_files(class_dir)), None)
+    for first in first_images:
         if first is None:
             continue
         try:
@@ -108,10 +119,10 @@ def load_imagefolder(config: DataConfig, split: Split) -> ImageFolderSource:
     class_names = tuple(d.name for d in class_dirs)
     label_of = {name: label for label, name in enumerate(class_names)}
     val_dir, annotations = root / "val", root / "val" / "val_annotations.txt"
+    train_files = [_image_files(class_dir) for class_dir in class_dirs] if split == "train" or not config.channels else []
     if split == "train":
         samples = []
-        for class_dir in class_dirs:
-            files = _image_files(class_dir)
+        for class_dir, files in zip(class_dirs, train_files):
             if not files:
                 raise DataError(f"class folder {class_dir} holds no images "
                                 f"({'/'.join(sorted(IMAGE_SUFFIXES))}); add some or remove it")
@@ -122,8 +133,8 @@ def load_imagefolder(config: DataConfig, split: Split) -> ImageFolderSource:
         if bad:
             raise DataError(f"{annotations} has {len(bad)} lines without a train/ class, e.g. {bad[0]}; "
                             "expected 'filename<TAB>wnid' lines whose wnid is a folder in train/")
-        samples = [(val_dir / "images" / row[0], label_of[row[1]]) for row in rows]
-        absent = [str(path) for path, _ in samples if not path.is_file()]
+        samples = [(str(val_dir / "images" / row[0]), label_of[row[1]]) for row in rows]
+        absent = [path for path, _ in samples if not os.path.isfile(path)]
         if absent:
             raise DataError(f"{annotations} names {len(absent)} files that do not exist, e.g. {absent[0]}; "
                             "restore them or remove their lines")
@@ -140,8 +151,10 @@ def load_imagefolder(config: DataConfig, split: Split) -> ImageFolderSource:
         raise DataError(f"imagefolder root {root} has no val/ subfolder for the test split; {expected}")
     if not samples:
         raise DataError(f"imagefolder root {root} holds no {split} images; {expected}")
-    return ImageFolderSource(files=np.array([str(path) for path, _ in samples]),
+    labelled_by = (annotations,) if split == "test" and annotations.is_file() else ()
+    return ImageFolderSource(files=np.array([path for path, _ in samples]),
                              labels=torch.tensor([label for _, label in samples], dtype=torch.int64),
                              class_names=class_names,
                              image_size=config.image_size or IMAGEFOLDER_DEFAULT_SIZE,
-                             channels=config.channels or _detect_channels(class_dirs))
+                             channels=config.channels or _detect_channels([f[0] if f else None for f in train_files]),
+                             annotations=labelled_by)

@@ -18,6 +18,7 @@ from storage.artifacts import ArtifactRef, ArtifactStore, StageRequest
 from tasks.stages.stage_task import StageRun, stage_task
 from tasks.data import DataConfig, ImageSource, load_split
 from tasks.data.batches import image_batches
+from tasks.data.identity import SplitIdentity
 from tasks.normalization import Normalization
 from tasks.progress import StageProgress
 from tasks.runtime import RuntimeConfig
@@ -30,6 +31,7 @@ class NormalizationRequest(StageRequest):
     code_version = 1
 
     data: DataConfig  # data.mean/std unset; seed is unused (no random draw), give 0
+    data_identity: dict[str, SplitIdentity]  # the train split read
 
 
 def measure_normalization(source: ImageSource, *, workers: int) -> Normalization:

@@ -24,6 +24,7 @@ from storage.tensor_files import write_tensors
 from tasks.augment import AugmentConfig, augment_batch
 from tasks.data import DataConfig, ImageSource, load_split, normalization
 from tasks.data.batches import image_batches
+from tasks.data.identity import SplitIdentity
 from tasks.models import batchnorm_layers, load_teacher
 from tasks.normalization import Normalization
 from tasks.progress import StageProgress
@@ -49,6 +50,7 @@ class StatsRequest(StageRequest):
     code_version = 1
 
     data: DataConfig
+    data_identity: dict[str, SplitIdentity]  # the train split read
     stats: StatsConfig
 
 

@@ -1,8 +1,9 @@
 """Stage `teacher` (squeeze): train the teacher on the real training set, or load given weights.
 
 SGD with momentum and weight decay, linear warm-up then cosine decay per step, per-sample
-random-resized-crop and flip. Reports the teacher's top-1 on the real test split and stores the
-state dict (read back by :func:`tasks.models.load_teacher`, with ``weights_only=True``).
+random-resized-crop and flip. Stores the state dict (read back by :func:`tasks.models.load_teacher`,
+with ``weights_only=True``). The teacher reads the train split only, so its fingerprint names that
+split alone; its test top-1 is measured by `evaluate`, which reads the test split.
 
     distillery run --until teacher --set teacher.epochs=2
 """
@@ -24,13 +25,14 @@ from storage.tensor_files import write_tensors
 from tasks.augment import AugmentConfig, augment_batch
 from tasks.data import DataConfig, ImageSource, load_split, normalization
 from tasks.data.batches import image_batches
+from tasks.data.identity import SplitIdentity
 from tasks.models import create_model
 from tasks.normalization import Normalization
 from tasks.pretrained import load_weights, read_state_dict, torchvision_weights, weights_file
 from tasks.progress import StageProgress
 from tasks.runtime import RuntimeConfig, autocast, generator, resolve_device
 from tasks.stages.stage_task import StageRun, stage_task
-from tasks.training import LearningRate, param_groups, run_steps, top1_accuracy
+from tasks.training import LearningRate, param_groups, run_steps
 
 
 class TeacherConfig(BaseModel):
@@ -74,14 +76,16 @@ class TeacherConfig(BaseModel):
 
 class TeacherRequest(StageRequest):
     stage = "teacher"
-    code_version = 1
+    code_version = 2  # 2: named by the train split's identity; the test split is evaluate's to read
 
     data: DataConfig
+    data_identity: dict[str, SplitIdentity]  # the train split read
     teacher: TeacherConfig
     weights_sha256: str | None = None
 
 
-def teacher_request(*, data: DataConfig, teacher: TeacherConfig, seed: int) -> TeacherRequest:
+def teacher_request(*, data: DataConfig, teacher: TeacherConfig, seed: int,
+                    data_identity: dict[str, SplitIdentity]) -> TeacherRequest:
     """The request for this config; given weights are checked to be a state dict and enter the
     fingerprint by content. WeightsError names a file that is missing or not a state dict."""
     digest = None
@@ -89,7 +93,7 @@ def teacher_request(*, data: DataConfig, teacher: TeacherConfig, seed: int) -> T
         path = weights_file(teacher.weights)
         read_state_dict(path, origin=teacher.weights)
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    return TeacherRequest(data=data, teacher=teacher, seed=seed, weights_sha256=digest)
+    return TeacherRequest(data=data, teacher=teacher, seed=seed, weights_sha256=digest, data_identity=data_identity)
 
 
 def build_teacher(config: TeacherConfig, source: ImageSource) -> nn.Module:
@@ -146,7 +150,7 @@ def train_teacher(
 def teacher_task(run: StageRun, runtime: RuntimeConfig) -> ArtifactRef:
     store, ref, request = run.store, run.ref, run.request
     device = resolve_device(runtime)
-    train, test = load_split(request.data, "train"), load_split(request.data, "test")
+    train = load_split(request.data, "train")
     norm = normalization(request.data)
     torch.manual_seed(request.seed)
     model = build_teacher(request.teacher, train)
@@ -163,10 +167,8 @@ def teacher_task(run: StageRun, runtime: RuntimeConfig) -> ArtifactRef:
             model, train, request.teacher, augment=request.data.augment_with(request.teacher.augment), norm=norm,
             seed=request.seed, device=device, runtime=runtime, on_epoch=progress,
         )
-    test_top1 = top1_accuracy(model, test, norm=norm, device=device, workers=runtime.workers)
     write_tensors(store, ref, MODEL, {k: v.detach().cpu() for k, v in model.state_dict().items()})
-    metrics = {"test_top1": test_top1, **({"final_train_loss": losses[-1]} if losses else {})}
-    progress.info("teacher test top-1 %.4f", test_top1)
+    metrics = {"final_train_loss": losses[-1]} if losses else {}
     return run.finish(metrics=metrics, extra={
         "device": device.type,
         "model_input": {"channels": train.channels, "num_classes": train.num_classes, "image_size": train.image_size},

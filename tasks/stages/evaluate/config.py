@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from storage.artifacts import StageRequest
 from tasks.augment import AugmentConfig
 from tasks.data import DataConfig
+from tasks.data.identity import SplitIdentity
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,11 @@ class EvaluateConfig(BaseModel):
         False, description="With prune.ratio > 0, also train students on the unpruned labels, so the run shows "
         "what pruning cost side by side (needs relabel.generate=all)."
     )
+    alert_drop: float | None = Field(
+        None, ge=0, le=1, description="Fail the run when a student group's test top-1 falls more than this (a "
+        "fraction, e.g. 0.01) below the previous run of the same deployment (or config) on the same data kind; "
+        "None: no check. Read by the flow after the run, never part of the stage's fingerprint."
+    )
 
     @model_validator(mode="after")
     def _full_needs_hard_labels(self) -> EvaluateConfig:
@@ -90,8 +96,10 @@ class EvaluateConfig(BaseModel):
         return self
 
     def for_stream(self, *, epochs: int, batch_size: int) -> EvaluateConfig:
-        """This config with the stream's E and B filled in where left to them (None)."""
-        return self.model_copy(update={"epochs": self.epochs or epochs, "batch_size": self.batch_size or batch_size})
+        """The stage's view of this config: the stream's E and B filled in where left to them (None),
+        and the flow's alert setting left out (it changes nothing the stage computes)."""
+        return self.model_copy(update={"epochs": self.epochs or epochs, "batch_size": self.batch_size or batch_size,
+                                       "alert_drop": None})
 
     def settings(self) -> Recipe:
         """The recipe with this config's overrides applied."""
@@ -109,9 +117,10 @@ class EvaluateConfig(BaseModel):
 
 class EvaluateRequest(StageRequest):
     stage = "evaluate"
-    code_version = 3  # 3: recipes, E epochs of the stream by default, label_steps / label_compression
+    code_version = 4  # 4: the teacher's test top-1 beside the students'
 
     data: DataConfig
+    data_identity: dict[str, SplitIdentity]  # the splits read: test (and train for train_set=full)
     evaluate: EvaluateConfig
 
     @model_validator(mode="after")

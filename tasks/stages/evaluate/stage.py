@@ -9,7 +9,8 @@ the stored crop / flip / CutMix to the stored images and minimises
 The optimizer is a named recipe (:data:`tasks.stages.evaluate.config.RECIPES`: ``small_image`` SGD with warm-up, or
 ``imagenet`` AdamW), warm-up then cosine per step, no weight decay on biases and norm layers.
 One student per seed, each saved as it finishes (a killed run resumes at the next seed); top-1
-on the real test split reported as mean and std over seeds. ``evaluate.labels=hard`` trains the
+on the real test split reported as mean and std over seeds, beside the teacher's (an input, so
+the test split is read here alone). ``evaluate.labels=hard`` trains the
 baseline instead: cross-entropy on the images' class labels, the same steps of the same batch
 size, fresh seeded crops and flips.
 
@@ -30,6 +31,7 @@ from storage.image_store import read_image_store
 from storage.label_codec import array_bytes
 from storage.softlabels import SoftLabelReader
 from tasks.data import load_split, normalization
+from tasks.models import load_teacher
 from tasks.progress import StageProgress
 from tasks.runtime import RuntimeConfig, generator, resolve_device
 from tasks.stages.evaluate.config import EvaluateRequest
@@ -54,7 +56,8 @@ class EvaluateJob:
         self.request, self.runtime, config = request, runtime, request.evaluate
         self.store, self.ref, self.device = ArtifactStore(runtime.artifact_root), request.ref(), resolve_device(runtime)
         images_ref, labels_ref = request.inputs.get("images"), request.inputs.get("labels")
-        if (labels_ref is None) != (config.labels == "hard") or (images_ref is None) != (config.train_set == "full"):
+        wired = "teacher" in request.inputs and (labels_ref is None) == (config.labels == "hard")
+        if not wired or (images_ref is None) != (config.train_set == "full"):
             raise ValueError(f"evaluate (labels={config.labels}, train_set={config.train_set}) got inputs "
                              f"{sorted(request.inputs)}; the distill flow wires these, check a hand-made request")
         images_u8, self.classes, self.num_classes = training_images(request, self.store)
@@ -98,9 +101,12 @@ def evaluate_task(run: StageRun, runtime: RuntimeConfig) -> ArtifactRef:
     for index in units_in_order(job, "evaluate"):
         progress(index + 1, f"seed {index}: test top-1 {job.result(index)['test_top1']:.4f}")
     top1s = [job.result(i)["test_top1"] for i in range(config.seeds)]
+    teacher = load_teacher(store, request.inputs["teacher"], job.device)
+    teacher_top1 = top1_accuracy(teacher, job.test, norm=job.norm, device=job.device, workers=runtime.workers)
     per_epoch = labels.attrs["steps_per_epoch"] if labels is not None else -(-len(job.images) // config.batch_size)
     metrics = {"test_top1": statistics.fmean(top1s),
                "test_top1_std": statistics.stdev(top1s) if len(top1s) > 1 else 0.0,
+               "teacher_test_top1": teacher_top1,
                "labels_store_bytes": float(sum(array_bytes(store.url(labels_ref, LABELS)).values())) if labels_ref else 0.0,
                "images_store_bytes": float(sum(array_bytes(store.url(images_ref, IMAGES)).values())) if images_ref else 0.0,
                "student_steps": float(config.total_steps(per_epoch)),

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from storage.artifacts import ArtifactRef, StageRequest
 from tasks.data import DataConfig, load_split
 from tasks.data.class_folders import folder_digest, scan_class_folders
+from tasks.data.identity import SplitIdentity
 
 
 class SynthesisError(RuntimeError):
@@ -66,6 +67,7 @@ class SynthesizeRequest(StageRequest):
     code_version = 2  # 2: loss curves stored; crop and flip from data.augment
 
     data: DataConfig
+    data_identity: dict[str, SplitIdentity]  # the train split read (real images, class names)
     synthesis: SynthesisConfig
     import_digest: str | None = None  # mode=imported: the content hash of the files (tasks.data.class_folders)
 
@@ -78,7 +80,8 @@ class SynthesizeRequest(StageRequest):
 
 
 def synthesize_request(
-    *, data: DataConfig, synthesis: SynthesisConfig, seed: int, inputs: dict[str, ArtifactRef]
+    *, data: DataConfig, synthesis: SynthesisConfig, seed: int, inputs: dict[str, ArtifactRef],
+    data_identity: dict[str, SplitIdentity],
 ) -> SynthesizeRequest:
     """The request for this config; imported images enter the fingerprint by content."""
     digest = None
@@ -86,4 +89,5 @@ def synthesize_request(
         folders = scan_class_folders(synthesis.import_root, class_names=load_split(data, "train").class_names,
                                      ipc=synthesis.ipc)
         digest = folder_digest(folders)
-    return SynthesizeRequest(data=data, synthesis=synthesis, seed=seed, inputs=inputs, import_digest=digest)
+    return SynthesizeRequest(data=data, synthesis=synthesis, seed=seed, inputs=inputs, import_digest=digest,
+                             data_identity=data_identity)
