@@ -83,7 +83,7 @@ def dask_synthesis_seconds(
                                 inputs={"teacher": refs["teacher"], "stats": refs["stats"]})
     with unit_runner(runtime) as runner:
         runner.client.run(_warm_up)
-        seconds, _ = timed(lambda: map_units(runner, request, runtime))
+        seconds, _ = timed(lambda: map_units(runner, [request], runtime))
     return seconds
 
 

@@ -13,6 +13,8 @@ of synthesis, relabel and evaluate are mapped onto Dask workers first (:mod:`flo
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
+from typing import Callable
 
 from prefect import Task, flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -23,7 +25,7 @@ from pydantic import BaseModel
 from flows import history
 from flows.config import DistilleryConfig, PresetRef, config_of
 from flows.data_watch import DataChangedError, DataWatch
-from flows.pipeline import STAGES, Stage, data_identity, run_pipeline
+from flows.pipeline import STAGES, Stage, data_identity, last_before_evaluate, replicate_config, run_pipeline
 from flows.scale_out import map_units, unit_runner
 from flows.shutdown import stop_if_signalled
 from storage.artifacts import ArtifactRef, ArtifactStore, StageRequest
@@ -36,13 +38,15 @@ __all__ = ["STAGES", "DataChangedError", "StageOutcome", "distill"]
 
 
 class StageOutcome(BaseModel):
-    """What the flow reports per stage: the artifact, its Prefect state and its manifest figures."""
+    """What the flow reports per stage: the artifact, its Prefect state and its manifest figures
+    (and the replicate it served, in a run of several)."""
 
     ref: ArtifactRef
     state: str
     path: str
     seconds: float
     metrics: dict[str, float]
+    replicate: int = 0
 
 
 def _outcome(store: ArtifactStore, state: State) -> StageOutcome:
@@ -77,28 +81,59 @@ def _publish_summary(store: ArtifactStore, outcomes: list[StageOutcome]) -> None
 
 
 @flow(name="distill", validate_parameters=True)
-def distill(config: DistilleryConfig | PresetRef, until: Stage = STAGES[-1]) -> list[StageOutcome]:
+def distill(config: DistilleryConfig | PresetRef, until: Stage = STAGES[-1], replicates: int = 1,
+            share_teacher: bool = True) -> list[StageOutcome]:
     """Run the stages up to ``until`` (see :func:`flows.pipeline.run_pipeline`); each is reused
-    when its artifact already exists. ``config`` may name a preset (deployments do)."""
+    when its artifact already exists. ``config`` may name a preset (deployments do). With
+    ``replicates`` > 1 the whole pipeline runs that many times, replicate r from run seed
+    ``seed + r`` (:func:`flows.pipeline.replicate_config`), and the outcomes of all come back,
+    each with its replicate; on a Dask runner every replicate is built up to its students first,
+    then all their students are trained side by side."""
     started = time.perf_counter()
     config = config_of(config)
     store, runtime = ArtifactStore(config.runtime.artifact_root), config.runtime
     watch = DataWatch(data_identity(config, until))
+    runs = [replicate_config(config, r, share_teacher=share_teacher) for r in range(replicates)] if replicates > 1 else [config]
+    outcomes: list[StageOutcome] = []
     with unit_runner(runtime) as runner:
+        called: dict[ArtifactRef, StageOutcome] = {}  # each artifact once, though replicates share some
 
-        def call(stage: Task, request: StageRequest) -> StageOutcome:
-            stop_if_signalled()
-            watch.note(request, built=not store.is_complete(request.ref()))
-            if runner is not None:
-                map_units(runner, request, runtime)
-            return _outcome(store, run_stage(stage, request, extra_tags=device_tags(runtime), runtime=runtime))
+        def caller(replicate: int) -> Callable[[Task, StageRequest], StageOutcome]:
+            def call(stage: Task, request: StageRequest) -> StageOutcome:
+                if request.ref() not in called:
+                    stop_if_signalled()
+                    watch.note(request, built=not store.is_complete(request.ref()))
+                    if runner is not None:
+                        map_units(runner, [request], runtime)
+                    called[request.ref()] = _outcome(store, run_stage(stage, request, extra_tags=device_tags(runtime),
+                                                                      runtime=runtime))
+                return called[request.ref()].model_copy(update={"replicate": replicate})
+            return call
 
-        outcomes = run_pipeline(config, until, call, identity=watch.identity)
+        if runner is not None and len(runs) > 1 and until == "evaluate":
+            for r, run in enumerate(runs):
+                run_pipeline(run, last_before_evaluate(run), caller(r), identity=watch.identity)
+            map_units(runner, [request for run in runs for request in planned_requests(run, watch.identity, "evaluate")],
+                      runtime)
+        for r, run in enumerate(runs):
+            outcomes += run_pipeline(run, until, caller(r), identity=watch.identity)
     watch.check(config, until, store)
     _publish_summary(store, outcomes)
-    if until == "evaluate":
+    if until == "evaluate" and replicates == 1:
         _record_history(config, watch, outcomes, store=store, seconds=time.perf_counter() - started)
     return outcomes
+
+
+def planned_requests(config: DistilleryConfig, identity: dict, stage: str) -> list[StageRequest]:
+    """The requests of ``stage`` a run of ``config`` makes, its earlier stages already built."""
+    planned: list[StageRequest] = []
+
+    def plan(_: Task, request: StageRequest) -> SimpleNamespace:
+        planned.append(request)
+        return SimpleNamespace(ref=request.ref())
+
+    run_pipeline(config, stage, plan, identity=identity)
+    return [request for request in planned if request.stage == stage]
 
 
 def _record_history(config: DistilleryConfig, watch: DataWatch, outcomes: list[StageOutcome], *, store: ArtifactStore,

@@ -13,7 +13,7 @@ from typing import Any, Callable, Literal, TypeVar
 
 from flows.config import DistilleryConfig
 from storage.artifacts import ArtifactStore, StageRequest
-from tasks.data import needs_measured_normalization
+from tasks.data import has_validation, needs_measured_normalization
 from tasks.data.identity import DigestMemo, SplitIdentity, split_identity
 from tasks.pretrained import pretrained_input
 from tasks.stages.evaluate import EvaluateRequest, evaluate_task
@@ -29,9 +29,31 @@ Stage = Literal["teacher", "stats", "synthesize", "relabel", "prune", "evaluate"
 O = TypeVar("O")
 
 
+def replicate_config(config: DistilleryConfig, replicate: int, *, share_teacher: bool) -> DistilleryConfig:
+    """Replicate ``replicate`` of ``config``: every draw after the teacher from run seed ``seed +
+    replicate`` (synthesis initialisation, label stream, random real subset, students); the teacher
+    (and its class statistics) from the base seed when shared, else from the replicate's too."""
+    runtime = config.runtime.model_copy(update={"seed": config.runtime.seed + replicate})
+    teacher = config.teacher
+    if share_teacher and teacher.seed is None:
+        teacher = teacher.model_copy(update={"seed": config.runtime.seed})
+    return config.model_copy(update={"runtime": runtime, "teacher": teacher})
+
+
+def last_before_evaluate(config: DistilleryConfig) -> str:
+    """The last stage a run through evaluate builds before it: what the students read."""
+    if config.evaluate.train_set == "full":
+        return "teacher"
+    if config.evaluate.labels == "hard":
+        return "synthesize"
+    return "prune" if config.prune.ratio > 0 else "relabel"
+
+
 def splits_read(config: DistilleryConfig, until: str) -> tuple[str, ...]:
-    """The data splits a run up to ``until`` reads: train always, test when students are evaluated."""
-    return ("train", "test") if until == "evaluate" else ("train",)
+    """The data splits a run up to ``until`` reads: train always, validation where the data has one
+    (the teacher is scored on it), test when students are evaluated."""
+    held_out = ("val",) if has_validation(pretrained_input(config.data, config.teacher.weights)) else ()
+    return ("train", *held_out, *(("test",) if until == "evaluate" else ()))
 
 
 def data_identity(config: DistilleryConfig, until: str) -> dict[str, SplitIdentity]:
@@ -53,7 +75,10 @@ def run_pipeline(config: DistilleryConfig, until: str, call: Callable[[Any, Stag
     stage's ``data`` carries the figures (so they are in every fingerprint).
     """
     seed = config.runtime.seed
+    teacher_seed = seed if config.teacher.seed is None else config.teacher.seed  # the teacher's and its statistics'
+    teacher_config = config.teacher.model_copy(update={"seed": None})  # the seed is the request's: one name per teacher
     train = {"train": identity["train"]}
+    scored = {split: identity[split] for split in ("train", "val") if split in identity}  # the teacher's reads
     wanted = STAGES[: STAGES.index(until) + 1]
     if until == "evaluate" and config.evaluate.train_set == "full":
         wanted = ("teacher", "evaluate")  # the full-data reference trains on real images and labels only
@@ -64,11 +89,13 @@ def run_pipeline(config: DistilleryConfig, until: str, call: Callable[[Any, Stag
         outcomes.append(call(normalization_task, NormalizationRequest(data=data, seed=0, data_identity=train)))
         data = with_measured_normalization(data, ArtifactStore(config.runtime.artifact_root), outcomes[-1].ref)
     config = config.model_copy(update={"data": data})
-    teacher = call(teacher_task, teacher_request(data=config.data, teacher=config.teacher, seed=seed, data_identity=train))
+    teacher = call(teacher_task, teacher_request(data=config.data, teacher=teacher_config, seed=teacher_seed,
+                                                 data_identity=scored))
     outcomes.append(teacher)
     inputs = {"teacher": teacher.ref}
-    if until == "stats" or ("synthesize" in wanted and config.synthesis.mode == "lpld"):
-        request = StatsRequest(data=config.data, stats=config.stats, seed=seed, inputs={"teacher": teacher.ref},
+    matches_class_statistics = config.synthesis.mode == "lpld" or config.synthesis.sre2l_statistics == "pooled"
+    if until == "stats" or ("synthesize" in wanted and matches_class_statistics):
+        request = StatsRequest(data=config.data, stats=config.stats, seed=teacher_seed, inputs={"teacher": teacher.ref},
                                data_identity=train)
         outcomes.append(call(stats_task, request))
         inputs["stats"] = outcomes[-1].ref
@@ -92,7 +119,7 @@ def run_pipeline(config: DistilleryConfig, until: str, call: Callable[[Any, Stag
         label_sets = [outcomes[-1].ref] if config.evaluate.labels == "soft" else [None]
         if config.evaluate.also_unpruned and outcomes[-1].ref.stage == "prune" and config.relabel.generate == "all":
             label_sets.insert(0, outcomes[-2].ref)  # the unpruned store first; the configured one ends the run
-        read = ("test", "train") if config.evaluate.train_set == "full" else ("test",)
+        read = [s for s in ("train", "val", "test") if s in identity and (s != "train" or config.evaluate.train_set == "full")]
         for labels in label_sets:
             inputs = {"teacher": teacher.ref, **images, **({"labels": labels} if labels is not None else {})}
             request = EvaluateRequest(data=config.data, evaluate=evaluate, seed=seed, inputs=inputs,

@@ -27,15 +27,16 @@ from flows.sweep import Grid, sweep, sweep_runs
 from storage.artifacts import ArtifactRef, ArtifactStore
 from storage.file_names import GRID
 from storage.image_store import png_data_uri
-from tasks.report.claims import DECIDED, answers, ranking_rows
+from tasks.report.claims import answers, ranking_rows
+from tasks.report.decisions import ALPHA
 from tasks.report.rows import Row, plot_accuracy_vs_label_bytes, to_csv
 from flows.tables import render_table
 
 DEFAULT_REPORT = "fashion_mnist"
 REPORT_MD, REPORT_CSV, PLOT = "results.md", "results.csv", "results-accuracy-vs-label-bytes.png"
-TABLE = ("mode", "ipc", "labels", "real_compression", "prune_rule", "label_format", "test_top1", "test_top1_std",
-         "label_bytes", "smaller_than_fp16", "image_bytes", "within_class_similarity", "teacher_agreement",
-         "student_steps")
+TABLE = ("mode", "ipc", "labels", "real_compression", "prune_rule", "label_format", "replicates", "val_top1",
+         "val_top1_std", "test_top1", "test_top1_std", "label_bytes", "smaller_than_fp16", "image_bytes",
+         "within_class_similarity", "teacher_agreement", "student_steps")
 
 
 class ReportSpec(BaseModel):
@@ -46,6 +47,10 @@ class ReportSpec(BaseModel):
     set: list[str] = Field(default_factory=list, description="section.field=VALUE overrides for every point.")
     notes: str = Field("", description="Markdown placed under the heading (what was chosen and why).")
     grids: list[dict[str, list[str]]] = Field(min_length=1, description="Grids whose points are run in order.")
+    replicates: int = Field(5, ge=1, le=100, description="Runs of the whole pipeline per point (run seeds seed..seed+R-1).")
+    share_teacher: bool = Field(True, description="One teacher (and its class statistics) for every replicate; "
+                                "false: a teacher per replicate too.")
+    margin: float = Field(0.005, ge=0, lt=1, description="Non-inferiority margin of claim (c), in top-1 (0.005 = half a point).")
     discussion: str = Field("", description="Markdown after the answers: what the numbers mean, what was checked.")
 
     def base(self, *, artifact_root: str | None = None, device: str | None = None) -> DistilleryConfig:
@@ -99,11 +104,17 @@ def render(spec: ReportSpec, rows: list[Row], *, command: str, runs: list[dict[s
     out = [f"# {spec.title}", "", spec.notes.strip(), "",
            f"Regenerate with `{command}`: the `{spec.preset}` preset with {', '.join(spec.set) or 'no overrides'}.",
            f"Machine: {machine()}.", "", "Sweep wall time:", *timing_lines(runs), ""]
-    out += ["Each claim below is settled by a paired difference (students of one seed index share their initial "
-            "weights; similarities pair by class) and its standard error: it **holds** beyond "
-            f"{DECIDED:g} standard errors on its side, **does not hold** beyond them on the other, and is "
-            "**undecided at this noise** in between.", ""]
-    for question, lines in answers(rows).items():
+    teacher = "one teacher shared by every replicate" if spec.share_teacher else "a teacher per replicate"
+    out += [f"Every point is {spec.replicates} replicates of the whole pipeline ({teacher}; replicate r draws its "
+            "synthesis initialisation, label stream, random real subset and student from run seed r). Each claim is a "
+            "paired difference over replicates (replicate r against replicate r) with a 95 % two-sided t-interval on "
+            f"n - 1 degrees of freedom; the report's decisions are Holm-corrected at {ALPHA:g}. A claim **holds** when "
+            "its p-value passes Holm's level in its direction, **does not hold** when it passes the other way (a "
+            "non-inferiority claim: when its interval lies wholly below minus the margin), and is **undecided** "
+            f"otherwise, with about how many replicates would settle it at the observed spread. Non-inferiority "
+            f"margin: {spec.margin:g} top-1. Test top-1 decides; validation top-1 is shown beside it, and every knob "
+            "was chosen on validation.", ""]
+    for question, lines in answers(rows, margin=spec.margin).items():
         out += [f"## {question}", "", *lines, ""]
     if spec.discussion.strip():
         out += ["## Discussion", "", spec.discussion.strip(), ""]
@@ -113,7 +124,7 @@ def render(spec: ReportSpec, rows: list[Row], *, command: str, runs: list[dict[s
                 "On accuracy fractions; HLR = full-data hard - images' hard, IOR = soft - random_real soft "
                 "(both at 1x), LRS in [0, 1], higher is better.", "", render_table(ranking)]
     out += ["## Accuracy against soft-label bytes", "", f"![accuracy against label bytes]({PLOT})", "",
-            "## All points", "", "Test top-1 is mean ± std over the students' seeds; `real_compression` is the "
+            "## All points", "", "Validation and test top-1 are mean ± std over the replicates; `real_compression` is the "
             "soft-label pruning factor stored (stream steps / kept steps; 0 = hard labels, nothing stored) by "
             "`prune_rule`; bytes are on-disk store sizes and `smaller_than_fp16` the unpruned fp16 size over them.", "",
             render_table(rows, TABLE)]
@@ -135,7 +146,7 @@ def _grid_names(rows: list[Row]) -> dict[str, str]:
 def report(spec: ReportSpec, base: DistilleryConfig, out_dir: str, command: str) -> list[Row]:
     """Run the spec's sweep, then write ``out_dir``/results.md, .csv, the plot and the image grids."""
     grids: list[Grid] = list(spec.grids)
-    rows = sweep(base=base, grids=grids)
+    rows = sweep(base=base, grids=grids, replicates=spec.replicates, share_teacher=spec.share_teacher)
     out = Path(out_dir)
     (out / "grids").mkdir(parents=True, exist_ok=True)
     store = ArtifactStore(base.runtime.artifact_root)
@@ -144,7 +155,7 @@ def report(spec: ReportSpec, base: DistilleryConfig, out_dir: str, command: str)
     plot = plot_accuracy_vs_label_bytes(rows)
     (out / PLOT).write_bytes(plot)
     (out / REPORT_CSV).write_text(to_csv(rows))
-    text = render(spec, rows, command=command, runs=sweep_runs(base, grids))
+    text = render(spec, rows, command=command, runs=sweep_runs(base, grids, spec.replicates, spec.share_teacher))
     (out / REPORT_MD).write_text(text)
     inline = text.replace(f"]({PLOT})", f"]({png_data_uri(plot)})")
     for name in _grid_names(rows):  # the dashboard cannot follow relative links: pictures go inline

@@ -97,20 +97,22 @@ def _api_url() -> str:
         return str(client.api_url)
 
 
-def map_units(runner: TaskRunner, request: StageRequest, runtime: RuntimeConfig) -> int:
-    """Build the missing units of ``request`` on ``runner``; return how many were mapped."""
-    if ArtifactStore(runtime.artifact_root).is_complete(request.ref()):
-        return 0
-    job = open_job(request, runtime)
-    pending = job.pending() if job is not None else []
+def map_units(runner: TaskRunner, requests: list[StageRequest], runtime: RuntimeConfig) -> int:
+    """Build the missing units of every request on ``runner``, all at once (the replicates of a
+    report point train their students side by side); return how many were mapped."""
+    store, pending = ArtifactStore(runtime.artifact_root), []
+    for request in requests:
+        job = None if store.is_complete(request.ref()) else open_job(request, runtime)
+        pending += [(request, unit) for unit in (job.pending() if job is not None else [])]
     if pending:
-        get_run_logger().info("%s: mapping %d units onto %s", request.stage, len(pending), type(runner).__name__)
+        stages = sorted({request.stage for request, _ in pending})
+        get_run_logger().info("%s: mapping %d units onto %s", "+".join(stages), len(pending), type(runner).__name__)
         entry = unit_task.with_options(tags=set(unit_task.tags) | device_tags(runtime))
-        futures: PrefectFutureList = runner.map(
-            entry, parameters={"request": unmapped(request), "runtime": unmapped(runtime), "unit": pending}
-        )
-        record_progress(request.stage, 0, len(pending))
+        futures: PrefectFutureList = runner.map(entry, parameters={
+            "request": [request for request, _ in pending], "runtime": unmapped(runtime),
+            "unit": [unit for _, unit in pending]})
+        record_progress(stages[0], 0, len(pending))
         for done, future in enumerate(as_completed(futures), start=1):
             future.result()  # raises the first failed unit's error
-            record_progress(request.stage, done, len(pending))  # what a stopped run reports
+            record_progress(stages[0], done, len(pending))  # what a stopped run reports
     return len(pending)

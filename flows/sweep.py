@@ -27,15 +27,16 @@ from tasks.report.rows import Row, result_row, to_csv
 from flows.tables import render_table
 
 RESULTS_CSV, RESULTS_MD, RUNS = "results.csv", "results.md", "runs.jsonl"
-SHOWN = ("mode", "ipc", "labels", "real_compression", "prune_rule", "label_format", "test_top1", "test_top1_std",
-         "label_bytes", "within_class_similarity", "evaluate_state")
+SHOWN = ("mode", "ipc", "labels", "real_compression", "prune_rule", "label_format", "replicates", "val_top1",
+         "val_top1_std", "test_top1", "test_top1_std", "label_bytes", "within_class_similarity", "evaluate_state")
 
 Grid = dict[str, list[str]]
 
 
-def sweep_ref(base: DistilleryConfig, grids: list[Grid]) -> ArtifactRef:
-    """Where a sweep's result files live: named by its base config (runtime aside) and grids."""
-    identity = canonical_json({"base": base.model_dump(mode="json", exclude={"runtime"}), "grids": grids})
+def sweep_ref(base: DistilleryConfig, grids: list[Grid], replicates: int = 1, share_teacher: bool = True) -> ArtifactRef:
+    """Where a sweep's result files live: named by its base config (runtime aside), grids and replicates."""
+    identity = canonical_json({"base": base.model_dump(mode="json", exclude={"runtime"}), "grids": grids,
+                               **({"replicates": replicates, "share_teacher": share_teacher} if replicates > 1 else {})})
     return ArtifactRef(stage="sweep", fingerprint=hashlib.sha256(identity.encode()).hexdigest()[:32])
 
 
@@ -43,30 +44,34 @@ def points_of(grids: list[Grid]) -> list[dict[str, str]]:
     return [point for grid in grids for point in grid_points(grid)]
 
 
-def _row(point: dict[str, str], config: DistilleryConfig, outcomes: list[StageOutcome]) -> Row:
-    by_stage = {o.ref.stage: o for o in outcomes}  # the last evaluate is the configured one
+def _row(point: dict[str, str], config: DistilleryConfig, outcomes: list[StageOutcome], *, shared_teacher: bool) -> Row:
     store = ArtifactStore(config.runtime.artifact_root)
+    replicates: dict[int, dict[str, StageOutcome]] = {}
+    for outcome in outcomes:  # per replicate, the last evaluate is the configured one
+        replicates.setdefault(outcome.replicate, {})[outcome.ref.stage] = outcome
+    first = replicates[0]
     return result_row(
-        point, config, {stage: store.read_manifest(o.ref) for stage, o in by_stage.items()},
-        evaluate_state=by_stage["evaluate"].state,
-        images_fingerprint=by_stage["synthesize"].ref.fingerprint if "synthesize" in by_stage else "",
+        point, config, [{stage: store.read_manifest(o.ref) for stage, o in run.items()} for _, run in sorted(replicates.items())],
+        evaluate_state=first["evaluate"].state, shared_teacher=shared_teacher,
+        images_fingerprint=first["synthesize"].ref.fingerprint if "synthesize" in first else "",
     )
 
 
 @flow(name="sweep", validate_parameters=True)
-def sweep(base: DistilleryConfig | PresetRef, grids: list[Grid]) -> list[Row]:
-    """Run ``base`` with every point of every grid applied; return (and publish) one row per point.
-    ``base`` may name a preset (deployments do)."""
+def sweep(base: DistilleryConfig | PresetRef, grids: list[Grid], replicates: int = 1, share_teacher: bool = True) -> list[Row]:
+    """Run ``base`` with every point of every grid applied, each point ``replicates`` times (the whole
+    pipeline, the teacher shared or not); return (and publish) one row per point. ``base`` may name a
+    preset (deployments do)."""
     base = config_of(base)
     started = time.perf_counter()
     rows, computed = [], 0
     with shared_cluster(base.runtime) as runtime:  # a dask sweep starts its workers once
         for point in points_of(grids):
             config = with_overrides(base.model_copy(update={"runtime": runtime}), point)
-            outcomes = distill(config=config, until="evaluate")
-            computed += sum(o.state != "Cached" for o in outcomes)
-            rows.append(_row(point, config, outcomes))
-    store, ref = ArtifactStore(base.runtime.artifact_root), sweep_ref(base, grids)
+            outcomes = distill(config=config, until="evaluate", replicates=replicates, share_teacher=share_teacher)
+            computed += len({o.ref for o in outcomes if o.state != "Cached"})
+            rows.append(_row(point, config, outcomes, shared_teacher=share_teacher and replicates > 1))
+    store, ref = ArtifactStore(base.runtime.artifact_root), sweep_ref(base, grids, replicates, share_teacher)
     table = render_table(rows, SHOWN)
     store.write_bytes(ref, RESULTS_CSV, to_csv(rows).encode())
     store.write_bytes(ref, RESULTS_MD, table.encode())
@@ -79,9 +84,10 @@ def sweep(base: DistilleryConfig | PresetRef, grids: list[Grid]) -> list[Row]:
     return rows
 
 
-def sweep_runs(base: DistilleryConfig, grids: list[Grid]) -> list[dict[str, object]]:
+def sweep_runs(base: DistilleryConfig, grids: list[Grid], replicates: int = 1,
+               share_teacher: bool = True) -> list[dict[str, object]]:
     """Every finished run of this sweep, oldest first (wall seconds, stages computed)."""
-    store, ref = ArtifactStore(base.runtime.artifact_root), sweep_ref(base, grids)
+    store, ref = ArtifactStore(base.runtime.artifact_root), sweep_ref(base, grids, replicates, share_teacher)
     if not store.exists(ref, RUNS):
         return []
     return [json.loads(line) for line in store.read_bytes(ref, RUNS).decode().splitlines() if line.strip()]

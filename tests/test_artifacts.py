@@ -43,7 +43,7 @@ def fingerprints_in_a_new_process() -> dict[tuple[str, ...], str]:
 @pytest.mark.slow
 def test_same_config_gives_same_fingerprint_across_processes(fingerprints_in_a_new_process):
     config = resolve_config(preset="ci_tiny")
-    here = teacher_request(data=config.data, teacher=config.teacher, seed=0, data_identity=identity(config)).fingerprint()
+    here = teacher_request(data=config.data, teacher=config.teacher, seed=0, data_identity=identity(config, "train", "val")).fingerprint()
     assert fingerprints_in_a_new_process[()] == here
     assert fingerprints_in_a_new_process[("runtime.seed=0",)] == here
 
@@ -62,7 +62,7 @@ def test_device_and_root_do_not_change_the_fingerprint(fingerprints_in_a_new_pro
 def test_any_relevant_change_gives_a_new_fingerprint(override):
     base = resolve_config(preset="ci_tiny")
     changed = resolve_config(preset="ci_tiny", overrides=[override])
-    fp = lambda c: teacher_request(data=c.data, teacher=c.teacher, seed=c.runtime.seed, data_identity=identity(c)).fingerprint()  # noqa: E731
+    fp = lambda c: teacher_request(data=c.data, teacher=c.teacher, seed=c.runtime.seed, data_identity=identity(c, "train", "val")).fingerprint()  # noqa: E731
     assert fp(changed) != fp(base)
 
 
@@ -77,7 +77,7 @@ def test_input_fingerprints_enter_the_fingerprint():
 
 def test_manifest_records_stage_config_inputs_metrics_bytes_seconds(tmp_path):
     config = resolve_config(preset="ci_tiny")
-    request = teacher_request(data=config.data, teacher=config.teacher, seed=0, data_identity=identity(config))
+    request = teacher_request(data=config.data, teacher=config.teacher, seed=0, data_identity=identity(config, "train", "val"))
     store, ref = ArtifactStore(tmp_path), request.ref()
     store.write_bytes(ref, "model.pt", b"x" * 1000)
     assert not store.is_complete(ref)
@@ -154,7 +154,7 @@ def test_a_teacher_killed_mid_training_reruns_to_the_bytes_of_an_uninterrupted_r
     output = _kill_after_first_epoch(killed)
     assert "teacher 1/4 train loss" in output, output[-3000:]
     config = resolve_config(preset="ci_tiny", overrides=TRAINING, artifact_root=str(killed))
-    request = teacher_request(data=config.data, teacher=config.teacher, seed=config.runtime.seed, data_identity=identity(config))
+    request = teacher_request(data=config.data, teacher=config.teacher, seed=config.runtime.seed, data_identity=identity(config, "train", "val"))
     store, ref = ArtifactStore(killed), request.ref()
     assert f"building {ref}" in output  # the child built this very request
     assert not store.is_complete(ref) and not store.exists(ref, "model.pt"), "the kill should land mid-training"

@@ -55,7 +55,7 @@ def test_val_class_folder_unknown_to_train_is_named(tmp_path):
     _jpeg(root / "val" / "cow" / "0.jpg")
 
     with pytest.raises(DataError, match=r"val must hold class folders named as in train/; 1 are not \(e.g. \['cow'\]\)"):
-        load_split(DataConfig(name="imagefolder", root=str(root)), "test")
+        load_split(DataConfig(name="imagefolder", root=str(root), val_fraction=0), "test")
 
 
 def test_train_class_without_test_images_is_reported(tmp_path, caplog):
@@ -65,7 +65,7 @@ def test_train_class_without_test_images_is_reported(tmp_path, caplog):
     (root / "val" / "emu").rmdir()
 
     with caplog.at_level(logging.WARNING, logger="distillery"):
-        test = load_split(DataConfig(name="imagefolder", root=str(root)), "test")
+        test = load_split(DataConfig(name="imagefolder", root=str(root), val_fraction=0), "test")
 
     assert len(test) == 4
     assert "has no test images of 1 of the 3 train/ classes (e.g. ['emu'])" in caplog.text
@@ -105,7 +105,7 @@ def test_images_of_mixed_sizes_are_resized_and_centre_cropped_to_one_size(tmp_pa
     _jpeg(root / "train" / "dog" / "tall.jpg", size=(13, 70))
     _jpeg(root / "train" / "dog" / "large.jpg", size=(300, 300))
 
-    train = load_split(DataConfig(name="imagefolder", root=str(root), image_size=20), "train")
+    train = load_split(DataConfig(name="imagefolder", root=str(root), val_fraction=0, image_size=20), "train")
 
     images = train.images_at(torch.arange(len(train)))
     assert images.shape == (19, 3, 20, 20)  # 16 + 3 files, every one 20 x 20

@@ -35,7 +35,7 @@ def _folder(root: Path, per_class: int = 12, classes: int = 3, test_per_class: i
 
 
 def _data(root: Path, **fields) -> DataConfig:
-    return DataConfig(name="imagefolder", root=str(root), image_size=28, **fields)
+    return DataConfig(name="imagefolder", root=str(root), image_size=28, val_fraction=0, **fields)
 
 
 def _add_image(root: Path, split: str = "train") -> Path:
@@ -133,14 +133,15 @@ def test_an_image_added_to_train_rebuilds_the_teacher_and_the_summary_says_why(t
     code, first = _run(capfd, *argv)
     assert code == 0, first[-3000:]
     train = data_identity(_tiny_on(root, artifacts), "evaluate")["train"]
-    assert f"train 36 images (digest {train.short()})" in first and "data changed" not in first
+    assert f"train {train.images} images (digest {train.short()})" in first and "data changed" not in first
 
     _add_image(root)
     code, second = _run(capfd, *argv)
     assert code == 0, second[-3000:]
     now = data_identity(_tiny_on(root, artifacts), "evaluate")["train"]
-    assert f"data changed since the previous run: train: 37 images, digest {now.short()} (was {train.short()}, " \
-           "36 images)" in second
+    assert now.images == train.images + 1  # 33 -> 34: a class of 12 gives 1 to validation, of 13 too
+    assert f"data changed since the previous run: train: {now.images} images, digest {now.short()} (was " \
+           f"{train.short()}, {train.images} images)" in second
     assert {stage: state for stage, state in _states(second).items()} == {
         "normalization": "Completed", "teacher": "Completed", "stats": "Completed", "synthesize": "Completed",
         "relabel": "Completed", "evaluate": "Completed"}
@@ -164,8 +165,9 @@ def test_data_that_changes_during_a_run_leaves_nothing_built_from_it(tmp_path, c
         return outcomes
 
     monkeypatch.setattr(flows.distill, "run_pipeline", images_arrive_meanwhile)
-    with pytest.raises(flows.distill.DataChangedError, match=r"changed while this run read it \(train: 36 images, "
-                       r"digest \w+ -> 37 images, digest \w+\); the 4 artifacts it built from it were removed"):
+    with pytest.raises(flows.distill.DataChangedError, match=r"changed while this run read it \(train: 33 images, "
+                       r"digest \w+ -> 34 images, digest \w+; val: 3 images, digest \w+ -> 3 images, digest \w+\); "
+                       r"the 4 artifacts it built from it were removed"):
         flows.distill.distill(config=config)
     store = ArtifactStore(artifacts)
     assert all(store.is_complete(ref) for ref in kept)

@@ -13,6 +13,7 @@ from PIL import Image
 
 from tasks.data import datasets as data
 from tasks.data import DataConfig, DataError, load_split, normalization
+from tasks.data.splits import carve_validation
 from tasks.normalization import Normalization
 
 INSTALLED_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -48,7 +49,7 @@ def write_image(path: Path, color: tuple[int, int, int], size: tuple[int, int] =
 def test_fashion_mnist_reads_gzipped_and_plain_idx_files(tmp_path):
     train_images = write_fashion_split(tmp_path, "train", [3, 1, 3, 0], compress=True)
     write_fashion_split(tmp_path, "t10k", [9, 8], compress=False)
-    config = DataConfig(root=str(tmp_path))
+    config = DataConfig(root=str(tmp_path), val_fraction=0)
 
     train, test = load_split(config, "train"), load_split(config, "test")
 
@@ -64,7 +65,7 @@ def test_fashion_mnist_reads_gzipped_and_plain_idx_files(tmp_path):
 def test_fashion_mnist_reads_torchvision_raw_layout(tmp_path):
     write_fashion_split(tmp_path / "FashionMNIST" / "raw", "t10k", [4, 5, 6])
 
-    test = load_split(DataConfig(root=str(tmp_path)), "test")
+    test = load_split(DataConfig(root=str(tmp_path), val_fraction=0), "test")
 
     assert test.labels.tolist() == [4, 5, 6]
 
@@ -72,7 +73,7 @@ def test_fashion_mnist_reads_torchvision_raw_layout(tmp_path):
 def test_train_per_class_keeps_first_images_of_each_class_in_file_order(tmp_path):
     images = write_fashion_split(tmp_path, "train", [2, 0, 2, 2, 1, 0, 0, 2])
 
-    train = load_split(DataConfig(root=str(tmp_path), train_per_class=2), "train")
+    train = load_split(DataConfig(root=str(tmp_path), val_fraction=0, train_per_class=2), "train")
 
     assert train.labels.tolist() == [2, 0, 2, 1, 0]
     assert torch.equal(train.images_at(torch.arange(5))[:, 0], torch.from_numpy(images[[0, 1, 2, 4, 5]]))
@@ -81,7 +82,7 @@ def test_train_per_class_keeps_first_images_of_each_class_in_file_order(tmp_path
 def test_test_limit_keeps_first_test_images(tmp_path):
     write_fashion_split(tmp_path, "t10k", [7, 3, 3, 1])
 
-    test = load_split(DataConfig(root=str(tmp_path), test_limit=2), "test")
+    test = load_split(DataConfig(root=str(tmp_path), val_fraction=0, test_limit=2), "test")
 
     assert test.labels.tolist() == [7, 3]
 
@@ -103,7 +104,7 @@ def test_corrupt_idx_magic_is_an_error_naming_the_file(tmp_path):
     write_idx(tmp_path / "train-labels-idx1-ubyte", np.array([0, 1], dtype=np.uint8), magic=2051)
 
     with pytest.raises(DataError, match="train-labels-idx1-ubyte.gz.*magic 2051, expected 2049"):
-        load_split(DataConfig(root=str(tmp_path)), "train")
+        load_split(DataConfig(root=str(tmp_path), val_fraction=0), "train")
 
 
 def test_truncated_idx_is_an_error_naming_the_file(tmp_path):
@@ -112,7 +113,7 @@ def test_truncated_idx_is_an_error_naming_the_file(tmp_path):
     path.write_bytes(path.read_bytes()[:-10])
 
     with pytest.raises(DataError, match="t10k-images-idx3-ubyte holds .* truncated or corrupt"):
-        load_split(DataConfig(root=str(tmp_path)), "test")
+        load_split(DataConfig(root=str(tmp_path), val_fraction=0), "test")
 
 
 def cifar_batch(labels: list[int], label_key: bytes) -> tuple[dict, np.ndarray]:
@@ -132,7 +133,7 @@ def test_cifar10_reads_official_pickle_folder_or_its_parent(tmp_path, point_at_p
         write_pickle(folder / f"data_batch_{i}", entry)
         first_pixels = pixels if first_pixels is None else first_pixels
     write_pickle(folder / "test_batch", cifar_batch([0, 1, 2], b"labels")[0])
-    config = DataConfig(name="cifar10", root=str(tmp_path if point_at_parent else folder))
+    config = DataConfig(name="cifar10", root=str(tmp_path if point_at_parent else folder), val_fraction=0)
 
     train, test = load_split(config, "train"), load_split(config, "test")
 
@@ -151,7 +152,7 @@ def test_cifar100_uses_fine_labels(tmp_path):
     train_entry, _ = cifar_batch([99, 5, 5], b"fine_labels")
     write_pickle(folder / "train", {**train_entry, b"coarse_labels": [0, 1, 1]})
     write_pickle(folder / "test", cifar_batch([42], b"fine_labels")[0])
-    config = DataConfig(name="cifar100", root=str(folder), train_per_class=1)
+    config = DataConfig(name="cifar100", root=str(folder), val_fraction=0, train_per_class=1)
 
     train, test = load_split(config, "train"), load_split(config, "test")
 
@@ -162,7 +163,7 @@ def test_cifar100_uses_fine_labels(tmp_path):
 
 def test_missing_cifar_folder_says_what_is_expected(tmp_path):
     with pytest.raises(DataError, match="cifar-10-batches-py.*batches.meta.*data.download=true"):
-        load_split(DataConfig(name="cifar10", root=str(tmp_path)), "train")
+        load_split(DataConfig(name="cifar10", root=str(tmp_path), val_fraction=0), "train")
 
 
 def test_imagefolder_resizes_shorter_side_and_centre_crops(tmp_path):
@@ -174,8 +175,8 @@ def test_imagefolder_resizes_shorter_side_and_centre_crops(tmp_path):
     write_image(tmp_path / "train" / "dog" / "b.jpg", (10, 20, 30))
     write_image(tmp_path / "val" / "dog" / "c.JPEG", (10, 20, 30))
 
-    train = load_split(DataConfig(name="imagefolder", root=str(tmp_path), image_size=16), "train")
-    test = load_split(DataConfig(name="imagefolder", root=str(tmp_path), image_size=16), "test")
+    train = load_split(DataConfig(name="imagefolder", root=str(tmp_path), val_fraction=0, image_size=16), "train")
+    test = load_split(DataConfig(name="imagefolder", root=str(tmp_path), val_fraction=0, image_size=16), "test")
 
     assert train.class_names == ("cat", "dog") and train.labels.tolist() == [0, 1]
     assert test.labels.tolist() == [1]
@@ -189,7 +190,7 @@ def test_imagefolder_resizes_shorter_side_and_centre_crops(tmp_path):
 def test_imagefolder_image_size_defaults_to_64(tmp_path):
     write_image(tmp_path / "train" / "cat" / "a.png", (1, 2, 3))
 
-    config = DataConfig(name="imagefolder", root=str(tmp_path))
+    config = DataConfig(name="imagefolder", root=str(tmp_path), val_fraction=0)
 
     assert config.image_size == 64
     assert load_split(config, "train").images_at(torch.tensor([0])).shape == (1, 3, 64, 64)
@@ -204,7 +205,7 @@ def test_tiny_imagenet_val_annotations_layout(tmp_path):
     write_image(tmp_path / "val" / "images" / "val_1.JPEG", (0, 0, 200), (64, 64))
     (tmp_path / "val" / "val_annotations.txt").write_text(
         "val_0.JPEG\tn01629819\t0\t32\t44\t62\nval_1.JPEG\tn01443537\t52\t37\t61\t63\n")
-    config = DataConfig(name="imagefolder", root=str(tmp_path), train_per_class=2)
+    config = DataConfig(name="imagefolder", root=str(tmp_path), val_fraction=0, train_per_class=2)
 
     train, test = load_split(config, "train"), load_split(config, "test")
 
@@ -219,7 +220,7 @@ def test_imagefolder_without_train_folder_says_what_is_expected(tmp_path):
     write_image(tmp_path / "cat" / "a.png", (1, 2, 3))
 
     with pytest.raises(DataError, match=r"no train/ subfolder.*expected root/train/<class>/\*\.JPEG"):
-        load_split(DataConfig(name="imagefolder", root=str(tmp_path)), "train")
+        load_split(DataConfig(name="imagefolder", root=str(tmp_path), val_fraction=0), "train")
 
 
 def test_undecodable_image_is_an_error_naming_the_file(tmp_path):
@@ -227,7 +228,7 @@ def test_undecodable_image_is_an_error_naming_the_file(tmp_path):
     broken.parent.mkdir(parents=True)
     broken.write_bytes(b"not a png")
 
-    source = load_split(DataConfig(name="imagefolder", root=str(tmp_path)), "train")
+    source = load_split(DataConfig(name="imagefolder", root=str(tmp_path), val_fraction=0), "train")
 
     with pytest.raises(DataError, match="broken.png"):
         source.images_at(torch.tensor([0]))
@@ -260,15 +261,47 @@ def test_normalization_gives_per_channel_mean_and_std():
 
 
 @pytest.mark.skipif(not INSTALLED_FASHION_MNIST.is_dir(), reason="dataset-fashion-mnist is not installed")
-def test_installed_fashion_mnist_has_60000_train_and_10000_test_images():
-    train, test = load_split(DataConfig(), "train"), load_split(DataConfig(), "test")
-    assert (len(train), len(test)) == (60000, 10000)
-    assert torch.bincount(train.labels).tolist() == [6000] * 10
+def test_installed_fashion_mnist_has_60000_train_and_10000_test_images_and_a_stratified_validation_carve():
+    whole = load_split(DataConfig(val_fraction=0), "train")
+    train, val, test = (load_split(DataConfig(), split) for split in ("train", "val", "test"))
+    assert (len(whole), len(train), len(val), len(test)) == (60000, 54000, 6000, 10000)
+    assert torch.bincount(train.labels).tolist() == [5400] * 10 and torch.bincount(val.labels).tolist() == [600] * 10
     assert torch.bincount(test.labels).tolist() == [1000] * 10
+    held_out, kept = carve_validation(whole.labels, fraction=0.1, seed=0, class_names=whole.class_names)
+    assert not set(held_out.tolist()) & set(kept.tolist()) and len(held_out) + len(kept) == 60000  # disjoint, all
+    assert torch.equal(val.images_at(torch.arange(6000)), whole.images_at(held_out))
+    assert torch.equal(train.images_at(torch.arange(54000)), whole.images_at(kept))
+    again, _ = carve_validation(whole.labels, fraction=0.1, seed=0, class_names=whole.class_names)
+    other, _ = carve_validation(whole.labels, fraction=0.1, seed=1, class_names=whole.class_names)
+    assert torch.equal(again, held_out) and not torch.equal(other, held_out)  # seeded by data.val_seed
 
-    subset = load_split(DataConfig(train_per_class=5), "train")
-
+    subset = load_split(DataConfig(train_per_class=5, val_limit=7), "train")
     assert len(subset) == 50 and torch.bincount(subset.labels).tolist() == [5] * 10
     first_five = torch.cat([torch.nonzero(train.labels == c)[:5, 0] for c in range(10)]).sort().values
-    assert torch.equal(subset.labels, train.labels[first_five])
+    assert torch.equal(subset.labels, train.labels[first_five])  # the first of what the carve left for training
     assert torch.equal(subset.images_at(torch.arange(50)), train.images_at(first_five))
+    assert len(load_split(DataConfig(val_limit=7), "val")) == 7
+
+
+def test_a_validation_fraction_that_empties_a_side_of_a_class_is_refused_with_the_counts():
+    labels = torch.tensor([0] * 20 + [1] * 3)
+    with pytest.raises(DataError, match=r"data.val_fraction=0.1 leaves class 1 \(b, 3 images\) with no validation "
+                                        r"image \(0 for validation, 3 for training\); choose data.val_fraction between "
+                                        r"0.333 and 0.667"):
+        carve_validation(labels, fraction=0.1, seed=0, class_names=("a", "b"))
+    with pytest.raises(DataError, match=r"class 1 \(b, 3 images\) with no training image \(3 for validation, 0"):
+        carve_validation(labels, fraction=0.9, seed=0, class_names=("a", "b"))
+    with pytest.raises(DataError, match="reads a validation split but data.val_fraction is 0"):
+        load_split(DataConfig(val_fraction=0), "val")
+
+
+def test_an_imagefolder_with_a_test_folder_reads_val_as_its_validation_split(tmp_path):
+    for split, per_class in (("train", 4), ("val", 2), ("test", 3)):
+        for name in ("cat", "dog"):
+            (tmp_path / split / name).mkdir(parents=True)
+            for i in range(per_class):
+                Image.new("RGB", (16, 16), (i * 30, 0, 0)).save(tmp_path / split / name / f"{i}.png")
+    config = DataConfig(name="imagefolder", root=str(tmp_path), image_size=16)  # val_fraction 0.1 is not used
+    sizes = {split: len(load_split(config, split)) for split in ("train", "val", "test")}
+    assert sizes == {"train": 8, "val": 4, "test": 6}
+    assert all("/val/" in f for f in load_split(config, "val").files)

@@ -86,7 +86,7 @@ def _pipeline(tiny_artifacts, root: Path, *extra: str):
     """Teacher, random-real images and their soft labels for this config: the session's, copied into ``root``."""
     config = resolve_config(preset="ci_tiny", artifact_root=str(root), overrides=[*OVERRIDES, *extra])
     teacher, images, labels = tiny_artifacts.copy_into(root, *OVERRIDES, *extra, until="relabel")
-    assert teacher == teacher_request(data=config.data, teacher=config.teacher, seed=0, data_identity=identity(config)).ref()
+    assert teacher == teacher_request(data=config.data, teacher=config.teacher, seed=0, data_identity=identity(config, "train", "val")).ref()
     assert images == SynthesizeRequest(data=config.data, data_identity=identity(config), synthesis=config.synthesis, seed=0, inputs={"teacher": teacher}).ref()
     assert labels == relabel_request(data=config.data, relabel=config.relabel, prune_ratio=0.0, prune_rule="prefix",
                                      seed=0, teacher=teacher, images=images).ref()

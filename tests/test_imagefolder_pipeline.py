@@ -56,7 +56,7 @@ def tiny_imagenet_folder(jpeg_folder: Path, tmp_path_factory) -> Path:
 def _config(root: Path, artifacts: Path, *extra: str):
     return resolve_config(preset="ci_tiny", artifact_root=str(artifacts), overrides=[
         "data.name=imagefolder", f"data.root={root}", "data.image_size=28", "data.train_per_class=null",
-        "data.test_limit=null", "runtime.workers=2", "teacher.epochs=3", *extra])
+        "data.test_limit=null", "data.val_fraction=0", "runtime.workers=2", "teacher.epochs=3", *extra])
 
 
 @pytest.mark.parametrize("layout", ["imagefolder", "tiny_imagenet"])
@@ -154,7 +154,7 @@ def test_worker_count_does_not_change_the_images(jpeg_folder):
 
 
 def _decode_in_daemon(folder: str, results: multiprocessing.Queue) -> None:
-    train = load_split(DataConfig(name="imagefolder", root=folder, image_size=20), "train")
+    train = load_split(DataConfig(name="imagefolder", root=folder, image_size=20, val_fraction=0), "train")
     batches = torch.arange(len(train)).split(100)
     results.put(sum(len(images) for _, images in image_batches(train, batches, workers=2, device=torch.device("cpu"))))
 

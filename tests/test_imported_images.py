@@ -74,7 +74,7 @@ def test_an_imported_folder_runs_to_evaluate_and_into_dd_ranking(root, folder, r
     def row(config, point):
         refs = {o.ref.stage: o.ref for o in run_plain(config)}
         manifests = {stage: store.read_manifest(ref) for stage, ref in refs.items()}
-        return result_row(point, config, manifests, evaluate_state="Completed",
+        return result_row(point, config, [manifests], evaluate_state="Completed", shared_teacher=False,
                           images_fingerprint=refs["synthesize"].fingerprint if "synthesize" in refs else "")
 
     base = imported(root, folder)
@@ -195,7 +195,7 @@ def test_imported_jpegs_enter_an_imagefolder_set_as_its_own_loader_reads_them(tm
     data_root = write_fashion_jpeg_folder(tmp_path / "jpeg", train_per_class=20, test_limit=100)
     config = resolve_config(preset="ci_tiny", artifact_root=str(tmp_path / "a"), overrides=[
         "data.name=imagefolder", f"data.root={data_root}", "data.image_size=28", "data.train_per_class=null",
-        "data.test_limit=null", "runtime.workers=0", "synthesis.mode=imported",
+        "data.test_limit=null", "data.val_fraction=0", "runtime.workers=0", "synthesis.mode=imported",
         f"synthesis.import_root={data_root / 'train'}", "synthesis.ipc=20"])  # the train JPEGs, imported as a set
     refs = {o.ref.stage: o.ref for o in run_plain(config, until="synthesize")}
     pixels, classes, _ = read_image_store(ArtifactStore(tmp_path / "a").url(refs["synthesize"], IMAGES))

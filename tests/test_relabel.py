@@ -199,11 +199,19 @@ def test_generating_only_the_kept_prefix_matches_the_full_stream(upstream, tmp_p
 
 
 def test_training_schedule_draws_each_epoch_from_the_kept_pool_with_replacement():
-    schedule = training_schedule(8, steps_per_epoch=13, epochs=300, seed=0)
+    draw = lambda seed: training_schedule(8, steps_per_epoch=13, epochs=300, seed=seed, stream_steps=3900)  # noqa: E731
+    schedule = draw(0)
     assert schedule.shape == (300, 13) and schedule.min() == 0 and schedule.max() == 7
     assert any(len(set(epoch)) < 13 for epoch in schedule)  # 13 draws from 8: repeats
-    np.testing.assert_array_equal(schedule, training_schedule(8, steps_per_epoch=13, epochs=300, seed=0))
-    assert not np.array_equal(schedule, training_schedule(8, steps_per_epoch=13, epochs=300, seed=1))
+    np.testing.assert_array_equal(schedule, draw(0))
+    assert not np.array_equal(schedule, draw(1))
+
+
+def test_an_unpruned_store_is_replayed_as_stored_every_step_once():
+    schedule = training_schedule(3900, steps_per_epoch=13, epochs=300, seed=0, stream_steps=3900)
+    np.testing.assert_array_equal(schedule.reshape(-1), np.arange(3900))  # stream order, each step once
+    longer = training_schedule(26, steps_per_epoch=13, epochs=4, seed=0, stream_steps=26)
+    np.testing.assert_array_equal(longer.reshape(-1), np.r_[np.arange(26), np.arange(26)])  # then again from the start
     geometry = StreamGeometry(num_images=100, batch_size=8, epochs=300)
     assert geometry.steps_per_epoch == 13 and geometry.total_steps == 3900
 

@@ -58,6 +58,32 @@ def test_dask_run_is_byte_identical_to_sequential(prefect_server, sequential, tm
 
 
 @pytest.mark.slow
+def test_replicates_train_their_students_together_on_dask_and_match_sequential_runs(prefect_server, tiny_artifacts,
+                                                                                  tmp_path):
+    """Two replicates, a shared teacher: every replicate is built up to its students, then all the
+    students are mapped at once; the artifacts are those of the two runs made one after another."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    one = ["evaluate.seeds=1"]
+    for r in range(2):
+        tiny_artifacts.copy_into(tmp_path / "sequential", *one, f"runtime.seed={r}", "teacher.seed=0")
+    config = tiny_artifacts.config(*one, artifact_root=tmp_path / "dask")
+    scaled = with_overrides(config, {"runtime.task_runner": "dask", "runtime.dask_workers": "2"})
+    state = distill(config=scaled, replicates=2, share_teacher=True, return_state=True)
+    assert state.is_completed()
+    outcomes = state.result()
+    assert sorted({(o.replicate, o.ref.stage) for o in outcomes if o.ref.stage in ("teacher", "evaluate")}) == [
+        (0, "evaluate"), (0, "teacher"), (1, "evaluate"), (1, "teacher")]
+    assert len({o.ref for o in outcomes if o.ref.stage == "teacher"}) == 1  # shared
+    assert tree(str(tmp_path / "dask")) == tree(tmp_path / "sequential")
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+    mapped = [r for r in runs if r.name.startswith("evaluate-unit-")]
+    assert len(mapped) == 2 and all(r.state.is_completed() for r in mapped)
+
+
+@pytest.mark.slow
 def test_memory_fsspec_root_gives_the_same_artifacts(prefect_server, sequential):
     from storage.verify import verify_tree
 

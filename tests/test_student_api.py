@@ -69,6 +69,18 @@ def test_replayed_batches_are_the_images_the_teacher_labelled(tmp_path, tiny_art
     assert checked == len(steps) == 4 * 3
 
 
+def test_an_unpruned_store_is_replayed_in_stream_order_every_step_once_per_epoch(tmp_path, tiny_artifacts):
+    run = Run(tiny_artifacts, tmp_path / "a", [])
+    steps = ReplayedSteps(run.images, run.labels, seed=7)
+    assert run.labels.num_steps == run.labels.attrs["stream_steps"] == len(steps) == 12  # E=4 epochs of 3 steps
+    rows = [step.stored_step for step in steps]
+    assert rows == list(range(12))  # every stored step once, as the teacher's stream ran
+    for epoch in range(4):
+        replayed = [s for s in steps if s.epoch == epoch]
+        ids = [run.labels.step(s.stored_step).step_id for s in replayed]
+        assert ids == list(range(3 * epoch, 3 * epoch + 3))  # the epoch's own steps, in order
+
+
 def test_epochs_draw_the_stream_steps_with_replacement_from_the_kept_pool(pruned_run):
     steps = ReplayedSteps(pruned_run.images, pruned_run.labels, seed=7)
     assert pruned_run.labels.num_steps == 6 and steps.steps_per_epoch == 3

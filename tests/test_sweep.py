@@ -45,15 +45,17 @@ def test_a_report_sweeps_its_grids_reuses_shared_stages_and_reruns_cached(prefec
     assert [(r["mode"], r["labels"], r["compression"]) for r in rows] == [
         ("lpld", "soft", 1.0), ("lpld", "soft", 4.0), ("random_real", "soft", 1.0), ("random_real", "soft", 4.0),
         ("lpld", "hard", 0.0), ("random_real", "hard", 0.0), ("full", "hard", 0.0)]
-    assert all(0 < r["test_top1"] <= 1 and r["evaluate_state"] == "Completed" and r["student_steps"] == 6
-               for r in rows[:-1])
+    assert all(0 < r["test_top1"] <= 1 and 0 < r["val_top1"] <= 1 and r["evaluate_state"] == "Completed"
+               and r["student_steps"] == 6 for r in rows[:-1])
+    assert all(r["replicates"] == 2 and len(r["test_runs"]) == len(r["val_runs"]) == 2 and r["teacher"] == "shared"
+               for r in rows)
     assert rows[1]["label_bytes"] < rows[0]["label_bytes"] and rows[0]["image_bytes"] == rows[1]["image_bytes"]
     assert rows[-1]["image_bytes"] == 0 and rows[-1]["ipc"] is None  # the full-data reference needs no images
     root = tmp_path / "a"
-    assert len(list((root / "teacher").iterdir())) == 1  # one teacher for all points
-    assert len(list((root / "synthesize").iterdir())) == 2  # one image set per mode
-    assert len(list((root / "relabel").iterdir())) == 2  # labels shared across ratios
-    assert len(list((root / "evaluate").iterdir())) == 7
+    assert len(list((root / "teacher").iterdir())) == 1  # one teacher for all points and replicates
+    assert len(list((root / "synthesize").iterdir())) == 4  # an image set per mode and replicate
+    assert len(list((root / "relabel").iterdir())) == 4  # labels shared across ratios, one stream per replicate
+    assert len(list((root / "evaluate").iterdir())) == 14
 
     [results] = list(root.glob("sweep/*/results.csv"))
     with results.open() as handle:
@@ -61,6 +63,8 @@ def test_a_report_sweeps_its_grids_reuses_shared_stages_and_reruns_cached(prefec
     docs = tmp_path / "docs"
     text = (docs / "results.md").read_text()
     assert "Regenerate with `distillery report ci_tiny`" in text and "n/a (the sweep has no lpld and sre2l" in text
+    assert "Every point is 2 replicates of the whole pipeline (one teacher shared by every replicate" in text
+    assert "95 % CI [" in text  # (d) and (e) are decided on the two replicates
     assert "| lpld | 2 | " in text and "- first run:" in text
     assert (docs / "results-accuracy-vs-label-bytes.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in (docs / "grids").iterdir()) == ["lpld-ipc2.png", "random_real-ipc2.png"]

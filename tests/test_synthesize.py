@@ -35,7 +35,7 @@ def _upstream(tiny_artifacts, config):
     """Teacher and stats artifacts for ``config``: the session's ci_tiny ones (synthesis settings do not
     enter them), copied into its artifact root."""
     teacher, stats = tiny_artifacts.copy_into(config.runtime.artifact_root, until="stats")
-    assert teacher == teacher_request(data=config.data, teacher=config.teacher, seed=0, data_identity=identity(config)).ref()
+    assert teacher == teacher_request(data=config.data, teacher=config.teacher, seed=0, data_identity=identity(config, "train", "val")).ref()
     assert stats == StatsRequest(data=config.data, data_identity=identity(config), stats=config.stats, seed=0, inputs={"teacher": teacher}).ref()
     return {"teacher": teacher, "stats": stats}
 
@@ -199,3 +199,42 @@ def test_one_image_per_class_is_built_without_a_similarity(tmp_path, tiny_artifa
     metrics = store.read_manifest(ref)["metrics"]
     agreement, _ = _teachers_view(store, inputs["teacher"], images, labels, config)
     assert "within_class_similarity" not in metrics and metrics["teacher_agreement"] == pytest.approx(agreement)
+
+
+def test_pooled_statistics_are_the_exact_moments_of_all_classes_together(tmp_path, tiny_artifacts):
+    """sre2l+pooled matches what lpld matches, pooled over the classes: the moments of the whole train split."""
+    from tasks.stages.stats import class_bn_stats
+    from tasks.stages.synthesize.recovery import pooled_moments
+    from tasks.models import batchnorm_layers
+
+    config = resolve_config(preset="ci_tiny", artifact_root=str(tmp_path / "a"))
+    inputs = _upstream(tiny_artifacts, config)
+    model = load_teacher(ArtifactStore(config.runtime.artifact_root), inputs["teacher"], torch.device("cpu"))
+    train, norm = load_split(config.data, "train"), normalization(config.data)
+    plain = config.data.augment.model_copy(update={"enabled": False})
+    per_class = class_bn_stats(model, train, config.stats, augment=plain, norm=norm, seed=0, device=torch.device("cpu"))
+    layer_name, layer = next(iter(batchnorm_layers(model).items()))
+    captured = []
+    handle = layer.register_forward_pre_hook(lambda _m, args: captured.append(args[0].double()))
+    with torch.no_grad():
+        model(norm.to_input(train.images_at(torch.arange(len(train)))))
+    handle.remove()
+    x = captured[0].transpose(0, 1).flatten(1)  # (C, N*H*W)
+    mean, var = pooled_moments(per_class[layer_name])
+    torch.testing.assert_close(mean, x.mean(1), atol=1e-6, rtol=0)
+    torch.testing.assert_close(var, x.var(1, unbiased=False), atol=1e-6, rtol=0)
+
+
+def test_sre2l_on_pooled_statistics_reads_the_class_statistics_and_makes_other_images(tmp_path, tiny_artifacts):
+    from flows.config import ConfigError
+
+    base = ["synthesis.mode=sre2l", "synthesis.ipc=2", "synthesis.iterations=20"]
+    running = tiny_artifacts.copy_into(tmp_path / "a", *base, until="synthesize")
+    pooled = tiny_artifacts.copy_into(tmp_path / "a", *base, "synthesis.sre2l_statistics=pooled", until="synthesize")
+    assert [r.stage for r in running] == ["teacher", "synthesize"] and [r.stage for r in pooled] == ["teacher", "stats", "synthesize"]
+    store = ArtifactStore(tmp_path / "a")
+    assert store.read_manifest(pooled[-1])["inputs"]["stats"] == str(pooled[1])
+    first, second = (read_image_store(store.url(refs[-1], IMAGES))[0] for refs in (running, pooled))
+    assert first.shape == second.shape and not np.array_equal(first, second)
+    with pytest.raises(ConfigError, match="sre2l_statistics=pooled applies to mode=sre2l"):
+        resolve_config(preset="ci_tiny", overrides=["synthesis.sre2l_statistics=pooled"])

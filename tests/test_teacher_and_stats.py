@@ -24,7 +24,7 @@ def stored_teacher(tiny_config, tiny_artifacts):
     """The ci_tiny teacher (trained once per session by its stage entry), copied into this test's root."""
     [teacher] = tiny_artifacts.copy_into(tiny_config.runtime.artifact_root, until="teacher")
     assert teacher == teacher_request(data=tiny_config.data, teacher=tiny_config.teacher,
-                                      seed=tiny_config.runtime.seed, data_identity=identity(tiny_config)).ref()
+                                      seed=tiny_config.runtime.seed, data_identity=identity(tiny_config, "train", "val")).ref()
     return teacher
 
 
@@ -36,11 +36,13 @@ def test_lr_warms_up_linearly_then_decays_to_zero():
 
 
 def test_teacher_learns_above_chance_and_evaluate_reports_its_test_accuracy(tiny_config, tiny_artifacts):
-    """The teacher is named by the train split alone; its test top-1 is measured where the test split is read."""
+    """The teacher is named by the train and validation splits (scored on the latter); its test top-1 is
+    measured where the test split is read."""
     refs = {ref.stage: ref for ref in tiny_artifacts.copy_into(tiny_config.runtime.artifact_root)}
     store = ArtifactStore(tiny_config.runtime.artifact_root)
     manifest = store.read_manifest(refs["teacher"])
-    assert set(manifest["config"]["data_identity"]) == {"train"} and "test_top1" not in manifest["metrics"]
+    assert set(manifest["config"]["data_identity"]) == {"train", "val"} and "test_top1" not in manifest["metrics"]
+    assert 0.3 < manifest["metrics"]["val_top1"] <= 1
     model = load_teacher(store, refs["teacher"], torch.device("cpu"))
     test = load_split(tiny_config.data, "test")
     measured = top1_accuracy(model, test, norm=normalization(tiny_config.data), device=torch.device("cpu"))
@@ -50,7 +52,7 @@ def test_teacher_learns_above_chance_and_evaluate_reports_its_test_accuracy(tiny
 
 def test_same_request_gives_the_same_weight_bytes(tiny_config, stored_teacher, tmp_path):
     again = tiny_config.runtime.model_copy(update={"artifact_root": str(tmp_path / "second")})
-    request = teacher_request(data=tiny_config.data, teacher=tiny_config.teacher, seed=tiny_config.runtime.seed, data_identity=identity(tiny_config))
+    request = teacher_request(data=tiny_config.data, teacher=tiny_config.teacher, seed=tiny_config.runtime.seed, data_identity=identity(tiny_config, "train", "val"))
     teacher_task.fn(request, again)
     first = ArtifactStore(tiny_config.runtime.artifact_root).read_bytes(stored_teacher, "model.pt")
     second = ArtifactStore(again.artifact_root).read_bytes(stored_teacher, "model.pt")
@@ -62,7 +64,7 @@ def test_given_weights_are_used_instead_of_training(tiny_config, stored_teacher,
     weights = tmp_path / "weights.pt"
     weights.write_bytes(store.read_bytes(stored_teacher, "model.pt"))
     given = tiny_config.teacher.model_copy(update={"weights": str(weights)})
-    request = teacher_request(data=tiny_config.data, teacher=given, seed=0, data_identity=identity(tiny_config))
+    request = teacher_request(data=tiny_config.data, teacher=given, seed=0, data_identity=identity(tiny_config, "train", "val"))
     ref = teacher_task.fn(request, tiny_config.runtime)
     assert ref != stored_teacher
     assert store.read_bytes(ref, "model.pt") == store.read_bytes(stored_teacher, "model.pt")
@@ -71,7 +73,7 @@ def test_given_weights_are_used_instead_of_training(tiny_config, stored_teacher,
 def test_missing_or_foreign_weights_get_one_clear_message(tiny_config, tmp_path):
     with pytest.raises(FileNotFoundError, match="teacher.weights .* does not exist"):
         teacher_request(data=tiny_config.data, teacher=tiny_config.teacher.model_copy(update={"weights": str(tmp_path / "x.pt")}),
-                        seed=0, data_identity=identity(tiny_config))
+                        seed=0, data_identity=identity(tiny_config, "train", "val"))
     foreign = tmp_path / "foreign.pt"
     torch.save({"not": torch.zeros(1)}, foreign)
     request = teacher_request(

@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from tasks.data.config import DataConfig, DataError
-from tasks.data.datasets import load_split
+from tasks.data.splits import load_split
 from tasks.data.decode import IMAGE_SUFFIXES, fit_to_size, open_image, to_pixels
 
 

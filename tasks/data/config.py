@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tasks.augment import AugmentConfig
 
-Split = Literal["train", "test"]
+Split = Literal["train", "val", "test"]
 DataSetName = Literal["fashion_mnist", "cifar10", "cifar100", "imagefolder"]
 
 IMAGEFOLDER_DEFAULT_SIZE = 64
@@ -48,7 +48,14 @@ class DataConfig(BaseModel):
         "(path, size, mtime) of its image files (no image is read); content, every file's bytes (a full read, "
         "memoised). Fashion-MNIST and CIFAR are always named by their files' bytes."
     )
-    train_per_class: int | None = Field(None, ge=1)  # first k training images of each class
+    val_fraction: float = Field(
+        0.1, ge=0, lt=1, description="Share of each class's training images taken out as the validation split "
+        "before any stage sees the data (every knob is chosen on it; test is read once); 0: none. An imagefolder "
+        "with test/ beside val/ uses val/ instead."
+    )
+    val_seed: int = Field(0, ge=0, description="Seed of the validation carve (fixed for a data set, not per run).")
+    train_per_class: int | None = Field(None, ge=1)  # first k training images of each class (after the carve)
+    val_limit: int | None = Field(None, ge=1)  # first n validation images
     test_limit: int | None = Field(None, ge=1)  # first n test images
     augment: AugmentConfig = Field(
         AugmentConfig(crop_scale_min=0.5), description="The one training augmentation of this data: class "

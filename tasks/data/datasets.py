@@ -20,13 +20,13 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torchvision import datasets
 
-from tasks.data.config import DataConfig, DataError, ImageSet, ImageSource, Split
+from tasks.data.config import DataConfig, DataError, ImageSet, Split
 from tasks.data.image_folder import ImageFolderSource, load_imagefolder
 from tasks.normalization import Normalization
 
@@ -213,30 +213,16 @@ _DATA_SETS: dict[str, _DataSetSpec] = {
 
 
 def packaged_files(config: DataConfig, split: Split) -> list[Path] | None:
-    """The few files a packaged split (Fashion-MNIST, CIFAR) is read from; None for an image folder."""
+    """The few files a packaged split (Fashion-MNIST, CIFAR) is read from (validation: the train
+    files it is carved from); None for an image folder."""
     files = _DATA_SETS[config.name].files
-    return None if files is None else files(config, split)
+    return None if files is None else files(config, "test" if split == "test" else "train")
 
 
-def _kept_indices(labels: torch.Tensor, limit_per_class: int) -> torch.Tensor:
-    order = torch.argsort(labels, stable=True)  # (N,) grouped by class, file order within a class
-    sorted_labels = labels[order]
-    rank_in_class = torch.arange(len(labels)) - torch.searchsorted(sorted_labels, sorted_labels)
-    return order[rank_in_class < limit_per_class].sort().values
-
-
-def load_split(config: DataConfig, split: Split) -> ImageSource:
-    """The train or test split of `config`'s data set, cut to `train_per_class` / `test_limit`."""
-    source = _DATA_SETS[config.name].load(config, split)
-    if config.mean is not None and len(config.mean) != source.channels:
-        also = f", or set data.channels={len(config.mean)}" if config.name == "imagefolder" else ""
-        raise DataError(f"data.mean/std give {len(config.mean)} values per pixel but the {config.name} images at "
-                        f"{config.root} have {source.channels} channel(s); give one value per channel{also}")
-    if split == "train" and config.train_per_class is not None:
-        return source.select(_kept_indices(source.labels, config.train_per_class))
-    if split == "test" and config.test_limit is not None:
-        return source.select(torch.arange(min(config.test_limit, len(source))))
-    return source
+def stored_split(config: DataConfig, split: Literal["train", "val", "test"]) -> ImageSet | ImageFolderSource:
+    """A split as the data set stores it (no validation carved, no cut): ``val`` is an ImageFolder's
+    own val/ folder (:func:`tasks.data.image_folder.has_own_validation`)."""
+    return _DATA_SETS[config.name].load(config, split)
 
 
 def needs_measured_normalization(config: DataConfig) -> bool:

@@ -26,7 +26,8 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from tasks.data.config import DataConfig, Split
-from tasks.data.datasets import load_split, packaged_files
+from tasks.data.datasets import packaged_files
+from tasks.data.splits import load_split
 from tasks.data.image_folder import ImageFolderSource
 
 MEMO_FILE = "file-digests.json"

@@ -104,22 +104,31 @@ def _check_val_classes(found: set[str], class_names: tuple[str, ...], where: Pat
                        len(class_names), missing[:5])
 
 
+def has_own_validation(config: DataConfig) -> bool:
+    """An ImageFolder with ``test/`` beside ``val/``: then ``val/`` is the validation split (nothing is
+    carved from train) and ``test/`` the test split; otherwise ``val/`` is the test split."""
+    return config.name == "imagefolder" and config.root is not None and (Path(config.root) / "test").is_dir()
+
+
+EXPECTED = ("expected root/train/<class>/*.JPEG and root/val/<class>/*.JPEG (and optionally root/test/<class>/*.JPEG), "
+            "or Tiny-ImageNet's root/val/images/*.JPEG with root/val/val_annotations.txt")
+
+
 def load_imagefolder(config: DataConfig, split: Split) -> ImageFolderSource:
+    """``train/``; ``test``: ``test/`` if present, else ``val/`` (class folders or Tiny-ImageNet's
+    annotations); ``val``: ``val/`` when ``test/`` is present (:func:`has_own_validation`)."""
     assert config.root is not None  # DataConfig requires it for imagefolder
     root = Path(config.root)
-    expected = ("expected root/train/<class>/*.JPEG and root/val/<class>/*.JPEG, or Tiny-ImageNet's "
-                "root/val/images/*.JPEG with root/val/val_annotations.txt")
     if not root.is_dir():
         raise DataError(f"imagefolder root {root} is not a folder; set data.root to the folder holding train/ and val/")
     train_dir = root / "train"
     class_dirs = sorted(p for p in train_dir.iterdir() if p.is_dir()) if train_dir.is_dir() else []
     if not class_dirs:
-        raise DataError(f"imagefolder root {root} has no train/ subfolder with one folder per "
-                        f"class; {expected}")
+        raise DataError(f"imagefolder root {root} has no train/ subfolder with one folder per class; {EXPECTED}")
     class_names = tuple(d.name for d in class_dirs)
     label_of = {name: label for label, name in enumerate(class_names)}
-    val_dir, annotations = root / "val", root / "val" / "val_annotations.txt"
     train_files = [_image_files(class_dir) for class_dir in class_dirs] if split == "train" or not config.channels else []
+    labelled_by: tuple[Path, ...] = ()
     if split == "train":
         samples = []
         for class_dir, files in zip(class_dirs, train_files):
@@ -127,34 +136,44 @@ def load_imagefolder(config: DataConfig, split: Split) -> ImageFolderSource:
                 raise DataError(f"class folder {class_dir} holds no images "
                                 f"({'/'.join(sorted(IMAGE_SUFFIXES))}); add some or remove it")
             samples += [(path, label_of[class_dir.name]) for path in files]
-    elif annotations.is_file():  # Tiny-ImageNet: "filename<TAB>wnid<TAB>box..." per line
-        rows = [line.split("\t")[:2] for line in annotations.read_text().splitlines() if line.strip()]
-        bad = [row for row in rows if len(row) < 2 or row[1] not in label_of]
-        if bad:
-            raise DataError(f"{annotations} has {len(bad)} lines without a train/ class, e.g. {bad[0]}; "
-                            "expected 'filename<TAB>wnid' lines whose wnid is a folder in train/")
-        samples = [(str(val_dir / "images" / row[0]), label_of[row[1]]) for row in rows]
-        absent = [path for path, _ in samples if not os.path.isfile(path)]
-        if absent:
-            raise DataError(f"{annotations} names {len(absent)} files that do not exist, e.g. {absent[0]}; "
-                            "restore them or remove their lines")
-        _check_val_classes({row[1] for row in rows}, class_names, annotations)
-    elif val_dir.is_dir():
-        val_classes = sorted(p for p in val_dir.iterdir() if p.is_dir())
-        unknown = [d.name for d in val_classes if d.name not in label_of]
-        if unknown or not val_classes:
-            raise DataError(f"{val_dir} must hold class folders named as in train/; {len(unknown)} are not "
-                            f"(e.g. {unknown[:5]}): rename or remove them. {expected}")
-        samples = [(path, label_of[d.name]) for d in val_classes for path in _image_files(d)]
-        _check_val_classes({class_names[label] for _, label in samples}, class_names, val_dir)
     else:
-        raise DataError(f"imagefolder root {root} has no val/ subfolder for the test split; {expected}")
+        folder = root / "test" if split == "test" and (root / "test").is_dir() else root / "val"
+        samples, labelled_by = _labelled_split(folder, label_of, class_names, root=root, split=split)
     if not samples:
-        raise DataError(f"imagefolder root {root} holds no {split} images; {expected}")
-    labelled_by = (annotations,) if split == "test" and annotations.is_file() else ()
+        raise DataError(f"imagefolder root {root} holds no {split} images; {EXPECTED}")
     return ImageFolderSource(files=np.array([path for path, _ in samples]),
                              labels=torch.tensor([label for _, label in samples], dtype=torch.int64),
                              class_names=class_names,
                              image_size=config.image_size or IMAGEFOLDER_DEFAULT_SIZE,
                              channels=config.channels or _detect_channels([f[0] if f else None for f in train_files]),
                              annotations=labelled_by)
+
+
+def _labelled_split(folder: Path, label_of: dict[str, int], class_names: tuple[str, ...], *, root: Path,
+                    split: str) -> tuple[list[tuple[str, int]], tuple[Path, ...]]:
+    """The (file, label) pairs of a held-out folder: class folders named as in train/, or Tiny-ImageNet's
+    ``images/`` with ``val_annotations.txt`` (returned too: it says which image is which)."""
+    annotations = folder / "val_annotations.txt"
+    if annotations.is_file():  # Tiny-ImageNet: "filename<TAB>wnid<TAB>box..." per line
+        rows = [line.split("\t")[:2] for line in annotations.read_text().splitlines() if line.strip()]
+        bad = [row for row in rows if len(row) < 2 or row[1] not in label_of]
+        if bad:
+            raise DataError(f"{annotations} has {len(bad)} lines without a train/ class, e.g. {bad[0]}; "
+                            "expected 'filename<TAB>wnid' lines whose wnid is a folder in train/")
+        samples = [(str(folder / "images" / row[0]), label_of[row[1]]) for row in rows]
+        absent = [path for path, _ in samples if not os.path.isfile(path)]
+        if absent:
+            raise DataError(f"{annotations} names {len(absent)} files that do not exist, e.g. {absent[0]}; "
+                            "restore them or remove their lines")
+        _check_val_classes({row[1] for row in rows}, class_names, annotations)
+        return samples, (annotations,)
+    if not folder.is_dir():
+        raise DataError(f"imagefolder root {root} has no {folder.name}/ subfolder for the {split} split; {EXPECTED}")
+    held_out = sorted(p for p in folder.iterdir() if p.is_dir())
+    unknown = [d.name for d in held_out if d.name not in label_of]
+    if unknown or not held_out:
+        raise DataError(f"{folder} must hold class folders named as in train/; {len(unknown)} are not "
+                        f"(e.g. {unknown[:5]}): rename or remove them. {EXPECTED}")
+    samples = [(path, label_of[d.name]) for d in held_out for path in _image_files(d)]
+    _check_val_classes({class_names[label] for _, label in samples}, class_names, folder)
+    return samples, ()

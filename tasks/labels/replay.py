@@ -4,9 +4,11 @@ The public way to use a distilled set outside this pipeline, and the one replay 
 `evaluate` stage. A :class:`ReplayedSteps` yields one :class:`StudentStep` per optimizer step:
 the stored images of the step, replayed through the stored crop / flip / CutMix exactly as the
 teacher saw them (normalised floats, on the images' device), and the teacher's logits for them.
-Its epochs are drawn as evaluate draws them (:func:`training_schedule`): each epoch takes the
-stream's steps-per-epoch steps uniformly with replacement from the stored (kept) pool, seeded by
-``seed``, so a pruned store still gives E full epochs.
+Its epochs are drawn as evaluate draws them (:func:`training_schedule`), as the reference does: an
+unpruned store is replayed as stored, each epoch the stream's next steps in order (every stored
+step once per E epochs); a pruned store gives each epoch the stream's steps-per-epoch steps drawn
+uniformly with replacement from the kept pool, seeded by ``seed``, so it still gives E full
+epochs.
 
     steps = ReplayedSteps.from_export("distilled", seed=0)   # after `distillery export --to distilled`
     for step in steps:                                      # len(steps) = epochs x steps per epoch
@@ -32,8 +34,12 @@ from tasks.normalization import Normalization
 from tasks.runtime import generator
 
 
-def training_schedule(num_kept: int, *, steps_per_epoch: int, epochs: int, seed: int) -> np.ndarray:
-    """(epochs, steps_per_epoch) store rows: each epoch draws uniformly with replacement from the pool."""
+def training_schedule(num_kept: int, *, steps_per_epoch: int, epochs: int, seed: int, stream_steps: int) -> np.ndarray:
+    """(epochs, steps_per_epoch) store rows. Unpruned (``num_kept == stream_steps``): the stored steps
+    in stream order, every one once, starting over after the last. Pruned: each epoch draws
+    uniformly with replacement from the kept pool."""
+    if num_kept == stream_steps:
+        return (np.arange(epochs * steps_per_epoch) % num_kept).reshape(epochs, steps_per_epoch)
     gen = generator(seed, "prune", "schedule")
     return torch.randint(0, num_kept, (epochs, steps_per_epoch), generator=gen).numpy()
 
@@ -74,10 +80,11 @@ class ReplayedSteps(IterableDataset):
         return self.total
 
     def schedule(self) -> list[int]:
-        """The store row of each step: epochs drawn with replacement from the stored pool."""
+        """The store row of each step: in stream order when nothing was pruned, else epochs drawn with
+        replacement from the kept pool."""
         epochs = -(-self.total // self.steps_per_epoch)
         drawn = training_schedule(self.labels.num_steps, steps_per_epoch=self.steps_per_epoch, epochs=epochs,
-                                  seed=self.seed)  # (epochs, steps per epoch)
+                                  seed=self.seed, stream_steps=int(self.labels.attrs["stream_steps"]))
         return [int(row) for row in drawn.reshape(-1)[: self.total]]
 
     def __iter__(self) -> Iterator[StudentStep]:

@@ -2,65 +2,100 @@
 
 A row is flat and JSON-safe (it becomes a Prefect table artifact as it is):
 
-    {"mode": "lpld", "ipc": 10, "labels": "soft", "compression": 40.0, "test_top1": 0.67, ...}
+    {"mode": "lpld", "ipc": 10, "labels": "soft", "compression": 40.0, "val_top1": 0.84, "test_top1": 0.83, ...}
 
-``mode`` is ``full`` for the full-real-data reference and ``lpld+real`` for lpld started from
-real images; ``compression`` is the factor asked for, 1 / (1 - prune ratio), and
-``real_compression`` the one stored (stream steps / kept steps; 0 for hard labels: none are
-stored); ``smaller_than_fp16`` is the unpruned fp16 size (images x E x classes x 2 bytes) over
-the bytes the store takes on disk. ``top1_per_seed`` and ``similarity_per_class`` carry what
-paired differences need.
+A point is run as R replicates of the whole pipeline (``replicates``): replicate r has its own
+synthesis initialisation, label stream, random real subset and student initialisation, all drawn
+from its run seed; the teacher is shared or not (``teacher``). ``val_top1`` / ``test_top1`` are
+means over the replicates (each replicate's own mean over its students) and ``*_std`` their
+spread; ``test_runs``, ``val_runs`` and ``similarity_runs`` carry one value per replicate for
+the paired differences of the claims. With R = 1 the students' seeds are the only replicates:
+the runs are the per-seed values (and the similarity runs the per-class values).
+
+``mode`` is ``full`` for the full-real-data reference, ``lpld+real`` for lpld started from real
+images, ``sre2l+pooled`` for sre2l matching the pooled exact statistics; ``compression`` is the
+factor asked for, 1 / (1 - prune ratio), and ``real_compression`` the one stored (stream steps /
+kept steps; 0 for hard labels: none are stored); ``smaller_than_fp16`` is the unpruned fp16
+size (images x E x classes x 2 bytes) over the bytes the store takes on disk.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import math
+from statistics import fmean, stdev
 from typing import Any
 
 Row = dict[str, Any]
 COLUMNS = (
-    "mode", "ipc", "labels", "compression", "real_compression", "prune_rule", "label_format", "test_top1",
-    "test_top1_std", "label_bytes", "smaller_than_fp16", "image_bytes", "within_class_similarity", "teacher_agreement", "student_steps",
-    "evaluate_seconds", "evaluate_state", "evaluate", "images", "point", "top1_per_seed", "similarity_per_class",
+    "mode", "ipc", "labels", "compression", "real_compression", "prune_rule", "label_format", "replicates",
+    "val_top1", "val_top1_std", "test_top1", "test_top1_std", "teacher", "label_bytes", "smaller_than_fp16",
+    "image_bytes", "within_class_similarity", "teacher_agreement", "student_steps", "evaluate_seconds",
+    "evaluate_state", "evaluate", "images", "point", "test_runs", "val_runs", "similarity_runs",
 )
 
 
+def mode_name(config: Any) -> str:
+    """The image set a config makes: its mode, ``+real`` when recovery starts from real images,
+    ``+pooled`` for sre2l on the pooled exact statistics, ``full`` for the full-data reference."""
+    synthesis = config.synthesis
+    if config.evaluate.train_set == "full":
+        return "full"
+    suffix = "+real" if synthesis.init == "real" and synthesis.mode != "random_real" else ""
+    return synthesis.mode + suffix + ("+pooled" if synthesis.sre2l_statistics == "pooled" else "")
+
+
+def _runs(values_per_replicate: list[list[float]]) -> list[float]:
+    """One value per replicate (its mean), or the single replicate's values themselves."""
+    if len(values_per_replicate) == 1:
+        return list(values_per_replicate[0])
+    return [fmean(values) for values in values_per_replicate]
+
+
+def _spread(values: list[float]) -> float:
+    return stdev(values) if len(values) > 1 else 0.0
+
+
 def result_row(
-    point: dict[str, str], config: Any, manifests: dict[str, dict[str, Any]], *, evaluate_state: str,
-    images_fingerprint: str,
+    point: dict[str, str], config: Any, replicates: list[dict[str, dict[str, Any]]], *, evaluate_state: str,
+    images_fingerprint: str, shared_teacher: bool,
 ) -> Row:
-    """The row of one grid point: ``config`` is its DistilleryConfig, ``manifests`` keyed by stage."""
-    full = config.evaluate.train_set == "full"
-    soft = config.evaluate.labels == "soft"
-    evaluate, images = manifests["evaluate"]["metrics"], manifests.get("synthesize", {}).get("metrics", {})
-    labels = manifests.get("prune", manifests.get("relabel", {})).get("metrics")  # the store the students read
-    mode = config.synthesis.mode + ("+real" if config.synthesis.init == "real" and config.synthesis.mode != "random_real" else "")
+    """The row of one grid point: ``config`` is its DistilleryConfig (replicate 0's), ``replicates`` one
+    ``{stage: manifest}`` per replicate."""
+    soft, first = config.evaluate.labels == "soft", replicates[0]
+    evaluate, images = first["evaluate"]["metrics"], first.get("synthesize", {}).get("metrics", {})
+    labels = first.get("prune", first.get("relabel", {})).get("metrics")  # the store the students read
+    runs = {split: _runs([m["evaluate"].get(f"{split}_top1_per_seed", []) for m in replicates]) for split in ("val", "test")}
+    similarity = (_runs([m["synthesize"].get("within_class_similarity_per_class", []) for m in replicates])
+                  if "synthesize" in first else [])
     return {
-        "mode": "full" if full else mode,
-        "ipc": None if full else config.synthesis.ipc,
+        "mode": mode_name(config),
+        "ipc": None if config.evaluate.train_set == "full" else config.synthesis.ipc,
         "labels": config.evaluate.labels,
         "compression": round(1.0 / (1.0 - config.prune.ratio), 2) if soft else 0.0,
         "real_compression": round(evaluate["label_compression"], 2),
         "prune_rule": (config.prune.rule if config.prune.ratio > 0 else "none") if soft else "",
         "label_format": config.relabel.label_format + ("+seed" if config.relabel.augmentation == "seed" else "")
         if soft else "",
-        "test_top1": round(evaluate["test_top1"], 4),
-        "test_top1_std": round(evaluate["test_top1_std"], 4),
+        "replicates": len(replicates),
+        **{key: value for split in ("val", "test") for key, value in (
+            (f"{split}_top1", round(fmean(runs[split]), 4) if runs[split] else None),
+            (f"{split}_top1_std", round(_spread(runs[split]), 4) if runs[split] else None))},
+        "teacher": "shared" if shared_teacher else "replicated",
         "label_bytes": int(evaluate["labels_store_bytes"]),
         "smaller_than_fp16": round(labels["compression_vs_unpruned_fp16"], 1) if labels else 0.0,
         "image_bytes": int(evaluate["images_store_bytes"]),
-        "within_class_similarity": _rounded(images.get("within_class_similarity")),
+        "within_class_similarity": _rounded(fmean(similarity) if similarity else None),
         "teacher_agreement": _rounded(images.get("teacher_agreement")),
         "student_steps": int(evaluate["student_steps"]),
-        "evaluate_seconds": round(manifests["evaluate"]["seconds"], 1),
+        "evaluate_seconds": round(sum(m["evaluate"]["seconds"] for m in replicates), 1),
         "evaluate_state": evaluate_state,
-        "evaluate": manifests["evaluate"]["fingerprint"],
+        "evaluate": first["evaluate"]["fingerprint"],
         "images": images_fingerprint,
         "point": " ".join(f"{k}={v}" for k, v in point.items()),
-        "top1_per_seed": [round(v, 4) for v in manifests["evaluate"]["test_top1_per_seed"]],
-        "similarity_per_class": [round(v, 4) for v in manifests.get("synthesize", {}).get("within_class_similarity_per_class", [])],
+        "test_runs": [round(v, 4) for v in runs["test"]],
+        "val_runs": [round(v, 4) for v in runs["val"]],
+        "similarity_runs": [round(v, 4) for v in similarity],
     }
 
 
@@ -82,22 +117,8 @@ def find(rows: list[Row], **where: Any) -> Row | None:
 
 
 def pm(row: Row | None) -> str:
-    """``0.7244 ± 0.0121`` or ``n/a`` when the sweep did not have that point."""
+    """``0.7244 ± 0.0121`` (test top-1) or ``n/a`` when the sweep did not have that point."""
     return "n/a" if row is None else f"{row['test_top1']:.4f} ± {row['test_top1_std']:.4f}"
-
-
-def paired_difference(a: Row, b: Row, *, key: str = "top1_per_seed") -> tuple[float, float]:
-    """Mean of ``a[key][i] - b[key][i]`` over the paired values and its standard error.
-
-    Pairs are seed indices (students of one index share their initial weights) or classes.
-    With fewer than two pairs the error is unknown and returned as infinity, so no claim settles.
-    """
-    pairs = [x - y for x, y in zip(a[key], b[key])]
-    if len(pairs) < 2:
-        return (pairs[0] if pairs else math.nan), math.inf
-    mean = sum(pairs) / len(pairs)
-    spread = math.sqrt(sum((d - mean) ** 2 for d in pairs) / (len(pairs) - 1))
-    return mean, spread / math.sqrt(len(pairs))
 
 
 def plot_accuracy_vs_label_bytes(rows: list[Row]) -> bytes:

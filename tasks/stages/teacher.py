@@ -2,8 +2,9 @@
 
 SGD with momentum and weight decay, linear warm-up then cosine decay per step, per-sample
 random-resized-crop and flip. Stores the state dict (read back by :func:`tasks.models.load_teacher`,
-with ``weights_only=True``). The teacher reads the train split only, so its fingerprint names that
-split alone; its test top-1 is measured by `evaluate`, which reads the test split.
+with ``weights_only=True``). The teacher reads the train split and reports its top-1 on the
+validation split; its fingerprint names those two alone, and its test top-1 is measured by
+`evaluate`, which reads the test split.
 
     distillery run --until teacher --set teacher.epochs=2
 """
@@ -32,7 +33,7 @@ from tasks.pretrained import load_weights, read_state_dict, torchvision_weights,
 from tasks.progress import StageProgress
 from tasks.runtime import RuntimeConfig, autocast, generator, resolve_device
 from tasks.stages.stage_task import StageRun, stage_task
-from tasks.training import LearningRate, param_groups, run_steps
+from tasks.training import LearningRate, param_groups, run_steps, top1_accuracy
 
 
 class TeacherConfig(BaseModel):
@@ -50,6 +51,10 @@ class TeacherConfig(BaseModel):
         0.5, ge=0, description="Linear warm-up before cosine decay (reference: 5 of 200 epochs)."
     )
     augment: AugmentConfig | None = Field(None, description="Training augmentation; None: data.augment.")
+    seed: int | None = Field(
+        None, ge=0, description="The teacher's own seed (and its class statistics'); None: runtime.seed. Set, one "
+        "teacher is shared by every run seed: replicates then differ in everything after it."
+    )
     weights: str | None = Field(
         None, description="Use these weights instead of training: a state-dict file (loaded weights_only), or "
         "torchvision:<Enum>.<MEMBER> (e.g. torchvision:ResNet18_Weights.IMAGENET1K_V1) read from the local torch "
@@ -79,7 +84,7 @@ class TeacherRequest(StageRequest):
     code_version = 2  # 2: named by the train split's identity; the test split is evaluate's to read
 
     data: DataConfig
-    data_identity: dict[str, SplitIdentity]  # the train split read
+    data_identity: dict[str, SplitIdentity]  # the splits read: train, and val to score the teacher
     teacher: TeacherConfig
     weights_sha256: str | None = None
 
@@ -169,6 +174,10 @@ def teacher_task(run: StageRun, runtime: RuntimeConfig) -> ArtifactRef:
         )
     write_tensors(store, ref, MODEL, {k: v.detach().cpu() for k, v in model.state_dict().items()})
     metrics = {"final_train_loss": losses[-1]} if losses else {}
+    if "val" in request.data_identity:  # the knobs are chosen on it; test is evaluate's to read, once
+        metrics["val_top1"] = top1_accuracy(model, load_split(request.data, "val"), norm=norm, device=device,
+                                            workers=runtime.workers)
+        progress.info("teacher val top-1 %.4f", metrics["val_top1"])
     return run.finish(metrics=metrics, extra={
         "device": device.type,
         "model_input": {"channels": train.channels, "num_classes": train.num_classes, "image_size": train.image_size},

@@ -1,9 +1,9 @@
 """Stage `evaluate`: a fresh student trained only on a store's images and kept soft labels.
 
 The reference protocol: ``evaluate.epochs`` epochs (default the stream's own E) of the
-stream's steps per epoch, each epoch drawing its steps uniformly with replacement from the kept
-pool (:func:`tasks.labels.replay.training_schedule`), so every pruning factor gets the same
-compute. Each step (replayed by :class:`tasks.labels.ReplayedSteps`, the public replay path) applies
+stream's steps per epoch: an unpruned store replayed as stored, every step once; a pruned one
+drawing each epoch's steps uniformly with replacement from the kept pool
+(:func:`tasks.labels.replay.training_schedule`), so every pruning factor gets the same compute. Each step (replayed by :class:`tasks.labels.ReplayedSteps`, the public replay path) applies
 the stored crop / flip / CutMix to the stored images and minimises
 ``KL(softmax(t / T) || softmax(s / T))`` (batchmean; times T^2 in the small-image recipe).
 The optimizer is a named recipe (:data:`tasks.stages.evaluate.config.RECIPES`: ``small_image`` SGD with warm-up, or
@@ -39,6 +39,8 @@ from tasks.stages.evaluate.students import train_student, train_student_hard
 from tasks.stages.stage_task import StageRun, stage_task, units_in_order
 from tasks.training import top1_accuracy
 
+HELD_OUT = ("val", "test")
+
 
 def training_images(request: EvaluateRequest, store: ArtifactStore) -> tuple[np.ndarray, np.ndarray, int]:
     """(N, C, H, W) uint8 images, (N,) class labels and the class count the students train on."""
@@ -65,7 +67,8 @@ class EvaluateJob:
                        if labels_ref is not None else None)
         self.norm = normalization(request.data)
         self.images = self.norm.to_input(torch.from_numpy(images_u8).to(self.device))
-        self.test = load_split(request.data, "test")
+        # The held-out splits the students are scored on: validation (where the data has one), then test.
+        self.scored = {split: load_split(request.data, split) for split in HELD_OUT if split in request.data_identity}
 
     def __len__(self) -> int:
         return self.request.evaluate.seeds
@@ -73,8 +76,13 @@ class EvaluateJob:
     def pending(self) -> list[int]:
         return [index for index in range(self.request.evaluate.seeds) if not self.store.exists(self.ref, seed_file(index))]
 
+    def top1(self, model: torch.nn.Module) -> dict[str, float]:
+        """``{"val_top1": ..., "test_top1": ...}`` of ``model`` on the held-out splits read."""
+        return {f"{split}_top1": top1_accuracy(model, source, norm=self.norm, device=self.device,
+                                              workers=self.runtime.workers) for split, source in self.scored.items()}
+
     def build(self, index: int) -> None:
-        """Train and test student ``index``; save its seed and top-1."""
+        """Train and score student ``index``; save its seed and top-1 on each held-out split."""
         config, device, runtime = self.request.evaluate, self.device, self.runtime
         seed = int(torch.randint(0, 2**62, (1,), generator=generator(self.request.seed, "evaluate", index)))
         student = (
@@ -84,11 +92,14 @@ class EvaluateJob:
                                     augment=self.request.data.augment_with(config.augment), num_classes=self.num_classes,
                                     seed=seed, runtime=runtime)
         )
-        top1 = top1_accuracy(student, self.test, norm=self.norm, device=device, workers=self.runtime.workers)
-        self.store.write_bytes(self.ref, seed_file(index), json.dumps({"seed": seed, "test_top1": top1}).encode())
+        self.store.write_bytes(self.ref, seed_file(index), json.dumps({"seed": seed, **self.top1(student)}).encode())
 
     def result(self, index: int) -> dict:
         return json.loads(self.store.read_bytes(self.ref, seed_file(index)))
+
+
+def spread(values: list[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 @stage_task("evaluate", tags=("distillery", "compute"))
@@ -99,18 +110,19 @@ def evaluate_task(run: StageRun, runtime: RuntimeConfig) -> ArtifactRef:
     labels_ref, images_ref = request.inputs.get("labels"), request.inputs.get("images")
     progress = StageProgress("evaluate", config.seeds)
     for index in units_in_order(job, "evaluate"):
-        progress(index + 1, f"seed {index}: test top-1 {job.result(index)['test_top1']:.4f}")
-    top1s = [job.result(i)["test_top1"] for i in range(config.seeds)]
-    teacher = load_teacher(store, request.inputs["teacher"], job.device)
-    teacher_top1 = top1_accuracy(teacher, job.test, norm=job.norm, device=job.device, workers=runtime.workers)
+        progress(index + 1, f"seed {index}: " + ", ".join(f"{k} {v:.4f}" for k, v in job.result(index).items()
+                                                          if k.endswith("top1")))
+    per_seed = {f"{split}_top1": [job.result(i)[f"{split}_top1"] for i in range(config.seeds)] for split in job.scored}
+    teacher = job.top1(load_teacher(store, request.inputs["teacher"], job.device))
     per_epoch = labels.attrs["steps_per_epoch"] if labels is not None else -(-len(job.images) // config.batch_size)
-    metrics = {"test_top1": statistics.fmean(top1s),
-               "test_top1_std": statistics.stdev(top1s) if len(top1s) > 1 else 0.0,
-               "teacher_test_top1": teacher_top1,
+    metrics = {**{name: statistics.fmean(values) for name, values in per_seed.items()},
+               **{f"{name}_std": spread(values) for name, values in per_seed.items()},
+               **{f"teacher_{name}": value for name, value in teacher.items()},
                "labels_store_bytes": float(sum(array_bytes(store.url(labels_ref, LABELS)).values())) if labels_ref else 0.0,
                "images_store_bytes": float(sum(array_bytes(store.url(images_ref, IMAGES)).values())) if images_ref else 0.0,
                "student_steps": float(config.total_steps(per_epoch)),
                "label_steps": float(labels.num_steps) if labels is not None else 0.0,
                "label_compression": labels.attrs["stream_steps"] / labels.num_steps if labels is not None else 0.0}
-    return run.finish(metrics=metrics, extra={"device": job.device.type, "test_top1_per_seed": top1s,
+    return run.finish(metrics=metrics, extra={"device": job.device.type,
+                                              **{f"{name}_per_seed": values for name, values in per_seed.items()},
                                               "prune_rule": labels.attrs.get("prune_rule") if labels is not None else None})

@@ -32,6 +32,11 @@ class SynthesisConfig(BaseModel):
     )
     ipc: int = Field(10, ge=1, le=10000, description="Synthetic images per class (imported: the count found).")
     init: Literal["noise", "real"] = Field("noise", description="Start from randn or from real images of the class.")
+    sre2l_statistics: Literal["running", "pooled"] = Field(
+        "running", description="mode=sre2l: running, the teacher's running BN statistics (as published); pooled, "
+        "the exact statistics of the final teacher that lpld matches per class, pooled over all classes (so "
+        "class-wise versus global is the only difference from lpld)."
+    )
     iterations: int = Field(500, ge=1, le=100000)
     lr: float = Field(0.1, gt=0, le=10, description="Adam learning rate (ImageNet 0.25, Tiny-ImageNet 0.1).")
     r_bn: float = Field(0.05, ge=0, description="Weight of the BN-matching loss (ImageNet 0.01, Tiny 0.05).")
@@ -56,6 +61,8 @@ class SynthesisConfig(BaseModel):
             raise ValueError("synthesis.mode=imported reads synthesis.import_root: set it to the folder of class folders")
         if self.mode == "imported" and self.init == "real":
             raise ValueError("synthesis.init applies to lpld and sre2l; remove it for mode=imported")
+        if self.sre2l_statistics == "pooled" and self.mode != "sre2l":
+            raise ValueError(f"synthesis.sre2l_statistics=pooled applies to mode=sre2l (mode is {self.mode}); remove it")
         if self.mode != "imported" and (self.import_root is not None or self.import_resize):
             raise ValueError(f"synthesis.import_root and import_resize apply only to mode=imported (mode is "
                              f"{self.mode}); remove them or set synthesis.mode=imported")

@@ -4,7 +4,7 @@ Per step: one random-resized-crop and flip shared by the batch, a random roll (j
 ``CE(teacher(x), y) + r_bn * sum_l w_l (||mu_l - mu*_l||_2 + ||var_l - var*_l||_2)`` with
 ``w_1 = first_bn_weight``; Adam(betas 0.5, 0.9), cosine LR, pixels clipped every step, the last
 iterate returned as uint8. The targets are one class's stored moments (lpld) or the teacher's
-running statistics (sre2l).
+running statistics (sre2l), or those moments pooled over classes (sre2l, ``sre2l_statistics=pooled``).
 
     targets = bn_targets_for("lpld", teacher, class_stats, label=3, device=device)
     images_u8, losses, curve = optimise_unit(teacher, start, labels, targets, config, crop_scale_min=0.5, flip=True,
@@ -122,7 +122,18 @@ def optimise_unit(
 def bn_targets_for(
     mode: str, model: nn.Module, class_stats: dict | None, label: int, device: torch.device
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """lpld: class ``label``'s stored moments; sre2l: the teacher's running statistics."""
+    """lpld: class ``label``'s stored moments; sre2l with class statistics given: their pool over
+    all classes; sre2l without: the teacher's running statistics."""
     if mode == "lpld":
         return {name: (s["mean"][label].float().to(device), s["var"][label].float().to(device)) for name, s in class_stats.items()}
+    if class_stats is not None:
+        return {name: tuple(m.float().to(device) for m in pooled_moments(s)) for name, s in class_stats.items()}
     return {name: (bn.running_mean.float(), bn.running_var.float()) for name, bn in batchnorm_layers(model).items()}
+
+
+def pooled_moments(stats: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and biased variance over all classes together, from each class's (K, C) moments and counts."""
+    weights = (stats["count"] / stats["count"].sum()).unsqueeze(1)  # (K, 1)
+    mean = (weights * stats["mean"]).sum(0)  # (C,)
+    second = (weights * (stats["var"] + stats["mean"] ** 2)).sum(0)
+    return mean, (second - mean**2).clamp(min=0)

@@ -99,7 +99,7 @@ class SynthesisJob:
         self.model.requires_grad_(False)
         self.norm = normalization(request.data)
         self.train = load_split(request.data, "train")
-        self.class_stats = read_tensors(self.store, request.inputs["stats"], CLASS_BN_STATS) if config.mode == "lpld" else None
+        self.class_stats = read_tensors(self.store, request.inputs["stats"], CLASS_BN_STATS) if "stats" in request.inputs else None
         self.picks = (real_picks(self.train, ipc=config.ipc, seed=request.seed)
                       if config.mode == "random_real" or config.init == "real" else None)
         self.units = [] if config.mode == "imported" else plan_units(
