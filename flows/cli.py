@@ -125,6 +125,10 @@ def _after_stop(args: argparse.Namespace, line: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Before anything imports Prefect: it reads its settings from the environment once.
+    for name, value in PREFECT_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    os.environ.update(_terminal_output(args))
     line = shlex.join(["distillery", *(sys.argv[1:] if argv is None else argv)])
     if args.command not in LONG_RUNNING:
         return _command(args, line)
@@ -134,9 +138,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _command(args: argparse.Namespace, line: str) -> int:
-    for name, value in PREFECT_DEFAULTS.items():
-        os.environ.setdefault(name, value)
-    os.environ.update(_terminal_output(args))
     from flows.commands import HANDLERS
 
     return HANDLERS[args.command](args, line)

@@ -128,3 +128,28 @@ def test_cli_without_config_or_preset_uses_the_tuned_fashion_mnist_preset(capsys
     preset = resolve_config(preset="fashion_mnist").model_dump(mode="json")
     shown["runtime"].pop("artifact_root"), preset["runtime"].pop("artifact_root")
     assert shown == preset and shown["synthesis"]["r_bn"] == 0.5
+
+
+PROBE = """
+import flows.commands, flows.cli
+def probe(args, line):
+    from prefect.settings import get_current_settings
+    settings = get_current_settings()
+    print(settings.server.ephemeral.startup_timeout_seconds, flush=True)
+    return 0
+flows.commands.HANDLERS["run"] = probe
+flows.cli.main(["run", "--preset", "ci_tiny", "--quiet"])
+"""
+
+
+@pytest.mark.slow
+def test_the_cli_sets_prefects_defaults_before_prefect_reads_its_settings():
+    """A brand-new PREFECT_HOME needs ~30 s to start the temporary server (Prefect waits 20 s by default),
+    and Prefect reads its settings once, when first imported: the CLI's defaults must come before that."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"}
+    done = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=120)
+    assert float(done.stdout.split()[-1]) == 180, done.stdout + done.stderr[-2000:]
