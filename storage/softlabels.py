@@ -2,7 +2,9 @@
 
 The step axis is the first axis of every array. A *step* is one batch of B images as the
 student will see it: which images (``image_index``, -1 pads a short last batch), how they
-were augmented (``crop``/``flip``/``mix_*``, or only ``aug_seed`` to regenerate them), what the
+were augmented (``crop``/``flip``/``mix_*``, or only ``aug_seed`` to regenerate them; with
+``augmentation="stream"`` neither: both are regenerated from the stream's seed and the step's
+position), what the
 teacher said (the arrays of the label format, :mod:`storage.label_codec`), and the position of
 the step in the seeded stream (``step_id``). ``complete`` marks finished chunks.
 
@@ -31,7 +33,7 @@ from storage.label_codec import ArraySpecs, LabelFormat, decode_labels, label_ar
 
 FORMAT_VERSION = 1
 CHUNK_TARGET_BYTES = 1 << 20
-AugmentationStorage = Literal["boxes", "seed"]
+AugmentationStorage = Literal["boxes", "seed", "stream"]
 
 
 class SoftLabelStoreError(RuntimeError):
@@ -54,13 +56,14 @@ class StoreLayout:
     def arrays(self) -> ArraySpecs:
         """name -> (shape after the step axis, dtype)."""
         b = self.batch_size
-        specs: ArraySpecs = {"step_id": ((), "int32"), "image_index": ((b,), "int32")}
-        if self.augmentation == "seed":
-            specs["aug_seed"] = ((), "int64")
-        else:
-            specs.update(crop=((b, 4), "float16"), flip=((b,), "bool"))
+        specs: ArraySpecs = {"step_id": ((), "int32")}
+        if self.augmentation == "boxes":
+            specs.update(image_index=((b,), "int32"), crop=((b, 4), "float16"), flip=((b,), "bool"))
             if self.cutmix:
                 specs.update(mix_perm=((b,), "int32"), mix_lambda=((), "float32"), mix_box=((4,), "int16"))
+        elif self.augmentation == "seed":
+            specs.update(image_index=((b,), "int32"), aug_seed=((), "int64"))
+        # "stream": the images and their augmentation come back from (stream seed, step_id) alone
         specs.update(label_arrays(self.label_format, batch_size=b, num_classes=self.num_classes, topk=self.topk))
         return specs
 
@@ -159,8 +162,8 @@ class StoredStep:
     """One stored step as plain numpy arrays, padding removed. ``logits`` is decoded to float32."""
 
     step_id: int
-    image_index: np.ndarray
-    logits: np.ndarray
+    image_index: np.ndarray | None  # None: regenerated from the stream (augmentation="stream")
+    logits: np.ndarray  # (n, K); padded to the batch when image_index is None
     crop: np.ndarray | None = None
     flip: np.ndarray | None = None
     mix_perm: np.ndarray | None = None
@@ -256,8 +259,8 @@ class SoftLabelReader:
 
     def step(self, step: int) -> StoredStep:
         rows = self.rows(step)
-        image_index = rows["image_index"]
-        n = int(np.count_nonzero(image_index >= 0))
+        image_index = rows.get("image_index")
+        n = int(np.count_nonzero(image_index >= 0)) if image_index is not None else self.layout.batch_size
         fields: dict[str, Any] = {}
         for name in ("crop", "flip", "mix_perm"):
             if name in rows:
@@ -268,4 +271,5 @@ class SoftLabelReader:
             fields["aug_seed"] = int(rows["aug_seed"])
         logits = decode_labels(rows, self.layout.label_format, num_classes=self.layout.num_classes,
                                temperature=float(self.attrs["label_temperature"]))
-        return StoredStep(step_id=int(rows["step_id"]), image_index=image_index[:n], logits=logits[:n], **fields)
+        return StoredStep(step_id=int(rows["step_id"]), image_index=image_index[:n] if image_index is not None else None,
+                          logits=logits[:n], **fields)

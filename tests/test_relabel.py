@@ -17,7 +17,7 @@ from storage.file_names import IMAGES, LABELS
 from storage.image_store import read_image_store
 from storage.softlabels import SoftLabelReader, SoftLabelStoreError
 from tasks.data import normalization
-from tasks.labels.stream import StreamGeometry, apply_augmentation, kept_step_count, stored_augmentation
+from tasks.labels.stream import StreamGeometry, apply_augmentation, kept_step_count, stored_augmentation, stored_images
 from tasks.labels.replay import training_schedule
 from tasks.stages.prune import PruneError, PruneRequest, prune_task
 from tasks.stages.relabel import RelabelError, relabel_request, relabel_task
@@ -67,7 +67,7 @@ def test_every_epoch_labels_each_image_once_and_pads_the_short_step(upstream, tm
     assert [reader.step(s).step_id for s in range(reader.num_steps)] == list(range(52))
 
 
-@pytest.mark.parametrize("augmentation", ["boxes", "seed"])
+@pytest.mark.parametrize("augmentation", ["boxes", "seed", "stream"])
 def test_replaying_stored_augmentation_reproduces_the_stored_logits(upstream, tmp_path, augmentation):
     config = _config(_root(upstream, tmp_path), f"relabel.augmentation={augmentation}")
     store = ArtifactStore(config.runtime.artifact_root)
@@ -75,13 +75,17 @@ def test_replaying_stored_augmentation_reproduces_the_stored_logits(upstream, tm
     model = load_teacher(store, upstream[1], torch.device("cpu"))
     images_u8, _, _ = read_image_store(store.url(upstream[2], IMAGES))
     images = normalization(config.data).to_input(torch.from_numpy(images_u8))
-    for step_index in np.random.default_rng(0).choice(reader.num_steps, 6, replace=False):
+    geometry = StreamGeometry(100, 8, 4)
+    assert ("image_index" in reader.arrays) == (augmentation != "stream")  # stream: the step id and labels alone
+    for step_index in [12, *np.random.default_rng(0).choice(reader.num_steps, 6, replace=False)]:  # 12: a short step
         step = reader.step(int(step_index))
-        aug = stored_augmentation(step, image_size=28, crop_scale_min=config.data.augment.crop_scale_min, cutmix=True)
+        chosen = stored_images(step, seed=0, geometry=geometry)
+        aug = stored_augmentation(step, n=len(chosen), seed=0, image_size=28,
+                                  crop_scale_min=config.data.augment.crop_scale_min, cutmix=True)
         assert aug.mix_perm is not None
         with torch.no_grad():
-            replayed = model(apply_augmentation(images[torch.from_numpy(step.image_index).long()], aug)).numpy()
-        np.testing.assert_allclose(step.logits, replayed, rtol=2e-3, atol=2e-3)  # fp16 storage
+            replayed = model(apply_augmentation(images[chosen], aug)).numpy()
+        np.testing.assert_allclose(step.logits[: len(chosen)], replayed, rtol=2e-3, atol=2e-3)  # fp16 storage
 
 
 def test_label_formats_decode_close_to_the_teacher(upstream, tmp_path):

@@ -54,7 +54,7 @@ def exported(tmp_path_factory, pruned_run) -> Path:
                         dest=dest)
 
 
-@pytest.mark.parametrize("storage", ["boxes", "seed"])
+@pytest.mark.parametrize("storage", ["boxes", "seed", "stream"])
 def test_replayed_batches_are_the_images_the_teacher_labelled(tmp_path, tiny_artifacts, storage):
     run = Run(tiny_artifacts, tmp_path / "a", [f"relabel.augmentation={storage}"])
     teacher = load_teacher(run.store, run.refs["teacher"], torch.device("cpu"))

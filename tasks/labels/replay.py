@@ -29,7 +29,7 @@ from torch.utils.data import IterableDataset
 from storage.file_names import CARD_JSON, EXPORT_IMAGES, EXPORT_LABELS
 from storage.softlabels import SoftLabelReader, SoftLabelStoreError
 from tasks.data.class_folders import decode_class_folders, scan_class_folders
-from tasks.labels.stream import apply_augmentation, stored_augmentation
+from tasks.labels.stream import StreamGeometry, apply_augmentation, stored_augmentation, stored_images
 from tasks.normalization import Normalization
 from tasks.runtime import generator
 
@@ -75,6 +75,8 @@ class ReplayedSteps(IterableDataset):
         self.num_classes = int(attrs["num_classes"])
         self.total = steps if steps is not None else (epochs or int(attrs["epochs"])) * self.steps_per_epoch
         self._cutmix, self._crop_scale_min = attrs["mix"] == "cutmix", float(attrs["crop_scale_min"])
+        self._stream_seed = int(attrs["seed"])
+        self._geometry = StreamGeometry(int(attrs["num_images"]), int(attrs["batch_size"]), int(attrs["epochs"]))
 
     def __len__(self) -> int:
         return self.total
@@ -91,10 +93,12 @@ class ReplayedSteps(IterableDataset):
         device, size = self.images.device, self.images.shape[-1]
         for index, row in enumerate(self.schedule()):
             step = self.labels.step(row)
-            aug = stored_augmentation(step, image_size=size, crop_scale_min=self._crop_scale_min, cutmix=self._cutmix)
-            batch = apply_augmentation(self.images[torch.from_numpy(step.image_index).long().to(device)], aug)
-            yield StudentStep(images=batch, teacher_logits=torch.from_numpy(step.logits).to(device), index=index,
-                              epoch=index // self.steps_per_epoch, stored_step=row)
+            chosen = stored_images(step, seed=self._stream_seed, geometry=self._geometry)  # (n,)
+            aug = stored_augmentation(step, n=len(chosen), seed=self._stream_seed, image_size=size,
+                                      crop_scale_min=self._crop_scale_min, cutmix=self._cutmix)
+            batch = apply_augmentation(self.images[chosen.to(device)], aug)
+            yield StudentStep(images=batch, teacher_logits=torch.from_numpy(step.logits[: len(chosen)]).to(device),
+                              index=index, epoch=index // self.steps_per_epoch, stored_step=row)
 
     @classmethod
     def from_export(cls, folder: str | Path, *, seed: int = 0, epochs: int | None = None,

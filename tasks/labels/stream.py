@@ -102,11 +102,20 @@ def apply_augmentation(images: torch.Tensor, aug: StepAugmentation) -> torch.Ten
     return x
 
 
-def stored_augmentation(step: StoredStep, *, image_size: int, crop_scale_min: float, cutmix: bool) -> StepAugmentation:
-    """The augmentation a stored step was labelled with: read back, or regenerated from its seed."""
-    n = len(step.image_index)
-    if step.aug_seed is not None:
-        return sample_augmentation(step.aug_seed, n=n, image_size=image_size, crop_scale_min=crop_scale_min, cutmix=cutmix)
+def stored_images(step: StoredStep, *, seed: int, geometry: StreamGeometry) -> torch.Tensor:
+    """The image indices a stored step was labelled on: read back, or regenerated from the stream."""
+    if step.image_index is not None:
+        return torch.from_numpy(step.image_index.astype(np.int64))
+    return step_images(seed, step.step_id, geometry)
+
+
+def stored_augmentation(step: StoredStep, *, n: int, seed: int, image_size: int, crop_scale_min: float,
+                        cutmix: bool) -> StepAugmentation:
+    """The augmentation of a stored step's ``n`` images: read back, or regenerated from its seed
+    (stored, or the stream's ``seed`` and the step's position)."""
+    if step.aug_seed is not None or step.crop is None:
+        aug_seed = step.aug_seed if step.aug_seed is not None else step_seed(seed, step.step_id)
+        return sample_augmentation(aug_seed, n=n, image_size=image_size, crop_scale_min=crop_scale_min, cutmix=cutmix)
     boxes = torch.from_numpy(step.crop.astype(np.float32))
     flips = torch.from_numpy(step.flip.astype(bool))
     if step.mix_perm is None:

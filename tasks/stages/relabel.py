@@ -44,8 +44,10 @@ class RelabelConfig(BaseModel):
     )
     topk: int = Field(3, ge=1, description="k when label_format is topk.")
     label_temperature: float = Field(20.0, gt=0, description="T of the prob8 format (the student's T).")
-    augmentation: Literal["boxes", "seed"] = Field(
-        "boxes", description="Store crop boxes, flips and CutMix fields, or only a per-step seed."
+    augmentation: Literal["boxes", "seed", "stream"] = Field(
+        "boxes", description="boxes: store each step's image indices, crop boxes, flips and CutMix fields; seed: "
+        "the indices and a per-step augmentation seed; stream: neither (both regenerated from the stream's seed "
+        "and the step's position): the labels and a step id alone."
     )
     cutmix: bool = True
     crop_scale_min: float | None = Field(None, gt=0, le=1, description="Crop scale of the steps; None: data.augment's.")
@@ -98,7 +100,8 @@ def label_steps(
     rows: dict[str, np.ndarray] = {
         name: np.zeros((len(step_ids), *tail), dtype) for name, (tail, dtype) in layout.arrays().items()
     }
-    rows["image_index"][:] = -1
+    if "image_index" in rows:
+        rows["image_index"][:] = -1
     for row, step_id in enumerate(step_ids):
         index = step_images(seed, step_id, geometry)
         n, aug_seed = len(index), step_seed(seed, step_id)
@@ -106,10 +109,13 @@ def label_steps(
                                   crop_scale_min=crop_scale_min, cutmix=config.cutmix)
         with torch.no_grad():
             logits = model(apply_augmentation(images[index.to(device)], aug)).float().cpu().numpy()
-        rows["step_id"][row], rows["image_index"][row, :n] = step_id, index.numpy()
+        rows["step_id"][row] = step_id
         encoded = encode_labels(logits, config.label_format, topk=config.topk, temperature=config.label_temperature)
         for name, value in encoded.items():
             rows[name][row, :n] = value
+        if config.augmentation == "stream":
+            continue
+        rows["image_index"][row, :n] = index.numpy()
         if config.augmentation == "seed":
             rows["aug_seed"][row] = aug_seed
             continue
