@@ -36,13 +36,17 @@ COLUMNS = (
 
 
 def mode_name(config: Any) -> str:
-    """The image set a config makes: its mode, ``+real`` when recovery starts from real images,
-    ``+pooled`` for sre2l on the pooled exact statistics, ``full`` for the full-data reference."""
+    """The image set a config makes: its mode (``select-<criterion>``, ``x2`` for stitched crops),
+    ``+real`` / ``+<criterion>`` when recovery starts from real or selected images, ``+pooled`` for
+    sre2l on the pooled exact statistics, ``full`` for the full-data reference."""
     synthesis = config.synthesis
     if config.evaluate.train_set == "full":
         return "full"
-    suffix = "+real" if synthesis.init == "real" and synthesis.mode != "random_real" else ""
-    return synthesis.mode + suffix + ("+pooled" if synthesis.sre2l_statistics == "pooled" else "")
+    selection = synthesis.selection
+    chosen = selection.criterion + (f"x{selection.factor}" if selection.factor > 1 and selection.criterion == "easy" else "")
+    name = f"select-{chosen}" if synthesis.mode == "select" else synthesis.mode
+    suffix = {"real": "+real", "selected": f"+{chosen}"}.get(synthesis.init, "")
+    return name + suffix + ("+pooled" if synthesis.sre2l_statistics == "pooled" else "")
 
 
 def _runs(values_per_replicate: list[list[float]]) -> list[float]:

@@ -22,16 +22,38 @@ class SynthesisError(RuntimeError):
     """Synthesis cannot go on (a NaN loss, too few real images); the message names the fix."""
 
 
+class SelectionConfig(BaseModel):
+    """How mode=select (and init=selected) picks real images of a class with the teacher."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    criterion: Literal["easy", "herding", "kcenter"] = Field(
+        "easy", description="easy (RDED): each candidate's best random crop by the teacher's cross-entropy on the "
+        "class, then the class's lowest; herding: greedily toward the class's mean teacher feature; kcenter: "
+        "greedy coverage of the class's teacher features."
+    )
+    candidates: int = Field(300, ge=1, le=100000, description="Real training images per class scored (a seeded "
+                            "sample; the class's all when it has fewer).")
+    factor: int = Field(1, ge=1, le=8, description="easy: f x f selected crops stitched into one image (f = 1: the "
+                        "crops are the images); must divide the image size.")
+    crops: int = Field(5, ge=1, le=100, description="easy: random-resized crops scored per candidate.")
+    crop_scale: float = Field(0.5, gt=0, le=1, description="easy: smallest crop area fraction (crops from it to 1).")
+
+
 class SynthesisConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    mode: Literal["lpld", "sre2l", "random_real", "imported"] = Field(
+    mode: Literal["lpld", "sre2l", "random_real", "select", "imported"] = Field(
         "lpld", description="lpld: one class per batch, per-class BN statistics; sre2l: mixed "
-        "batches, global running statistics; random_real: a seeded real subset; imported: the images "
-        "at import_root, made elsewhere."
+        "batches, global running statistics; random_real: a seeded real subset; select: real images (or "
+        "crops) chosen with the teacher (synthesis.selection); imported: the images at import_root, made elsewhere."
     )
     ipc: int = Field(10, ge=1, le=10000, description="Synthetic images per class (imported: the count found).")
-    init: Literal["noise", "real"] = Field("noise", description="Start from randn or from real images of the class.")
+    init: Literal["noise", "real", "selected"] = Field(
+        "noise", description="lpld and sre2l: start from randn, from a random real subset, or from the images "
+        "synthesis.selection picks."
+    )
+    selection: SelectionConfig = Field(default_factory=SelectionConfig)
     sre2l_statistics: Literal["running", "pooled"] = Field(
         "running", description="mode=sre2l: running, the teacher's running BN statistics (as published); pooled, "
         "the exact statistics of the final teacher that lpld matches per class, pooled over all classes (so "
@@ -59,8 +81,8 @@ class SynthesisConfig(BaseModel):
     def _import_fields_fit_mode(self) -> SynthesisConfig:
         if self.mode == "imported" and self.import_root is None:
             raise ValueError("synthesis.mode=imported reads synthesis.import_root: set it to the folder of class folders")
-        if self.mode == "imported" and self.init == "real":
-            raise ValueError("synthesis.init applies to lpld and sre2l; remove it for mode=imported")
+        if self.mode in ("imported", "random_real", "select") and self.init != "noise":
+            raise ValueError(f"synthesis.init applies to lpld and sre2l; remove it for mode={self.mode}")
         if self.sre2l_statistics == "pooled" and self.mode != "sre2l":
             raise ValueError(f"synthesis.sre2l_statistics=pooled applies to mode=sre2l (mode is {self.mode}); remove it")
         if self.mode != "imported" and (self.import_root is not None or self.import_resize):

@@ -38,6 +38,7 @@ from tasks.stages.synthesize.config import SynthesisError, SynthesizeRequest
 from tasks.stages.synthesize.diversity import label_agreement, within_class_similarities
 from tasks.stages.synthesize.loss_curve import curve_summary
 from tasks.stages.synthesize.recovery import bn_targets_for, optimise_unit
+from tasks.stages.synthesize.selection import check_selection, select_class
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,11 @@ class SynthesisJob:
         self.class_stats = read_tensors(self.store, request.inputs["stats"], CLASS_BN_STATS) if "stats" in request.inputs else None
         self.picks = (real_picks(self.train, ipc=config.ipc, seed=request.seed)
                       if config.mode == "random_real" or config.init == "real" else None)
+        self.selected: dict[int, torch.Tensor] = {}  # class -> its (ipc, C, H, W) selected images, made once
+        if config.mode == "select" or config.init == "selected":
+            check_selection(config.selection, ipc=config.ipc, image_size=self.train.image_size,
+                            class_sizes={name: int((self.train.labels == c).sum())
+                                         for c, name in enumerate(self.train.class_names)})
         self.units = [] if config.mode == "imported" else plan_units(
             config.mode, num_classes=self.train.num_classes, ipc=config.ipc, batch_size=config.batch_size)
 
@@ -117,12 +123,15 @@ class SynthesisJob:
         gen = generator(self.request.seed, "synthesize", config.mode, unit.index)
         if config.mode == "random_real":
             result, unit_losses, curve = unit_real_images(train, self.picks, unit, config.ipc, workers=self.runtime.workers), {}, None
+        elif config.mode == "select":
+            result, unit_losses, curve = self.selected_images(unit), {}, None
         else:
-            start = (
-                self.norm.to_input(unit_real_images(train, self.picks, unit, config.ipc, workers=self.runtime.workers))
-                if config.init == "real"
-                else torch.randn(len(unit.labels), train.channels, train.image_size, train.image_size, generator=gen)
-            )
+            if config.init == "real":
+                start = self.norm.to_input(unit_real_images(train, self.picks, unit, config.ipc, workers=self.runtime.workers))
+            elif config.init == "selected":
+                start = self.norm.to_input(self.selected_images(unit))
+            else:
+                start = torch.randn(len(unit.labels), train.channels, train.image_size, train.image_size, generator=gen)
             result, unit_losses, curve = optimise_unit(
                 self.model, start.to(device), torch.tensor(unit.labels, device=device),
                 bn_targets_for(config.mode, self.model, self.class_stats, unit.labels[0], device),
@@ -131,6 +140,15 @@ class SynthesisJob:
             )
             curve = torch.from_numpy(curve)
         write_tensors(self.store, self.ref, unit_file(unit.index), {"images": result, "losses": unit_losses, "curve": curve})
+
+    def selected_images(self, unit: Unit) -> torch.Tensor:
+        """(B, C, H, W) uint8: the selection's images at the unit's positions (each class selected once)."""
+        config = self.request.synthesis
+        for label in set(unit.labels) - set(self.selected):
+            self.selected[label] = select_class(self.model, self.train, label=label, ipc=config.ipc,
+                                                config=config.selection, norm=self.norm, seed=self.request.seed,
+                                                device=self.device, workers=self.runtime.workers)
+        return torch.stack([self.selected[label][p % config.ipc] for label, p in zip(unit.labels, unit.positions)])
 
     def saved(self, unit: Unit) -> dict:
         return read_tensors(self.store, self.ref, unit_file(unit.index))

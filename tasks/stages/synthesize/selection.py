@@ -1,0 +1,111 @@
+"""Real images chosen with the teacher, a class at a time: synthesis.mode=select, and the start of
+recovery with synthesis.init=selected.
+
+From a seeded sample of the class's training images (``selection.candidates``; validation and
+test images are never candidates):
+
+* ``easy`` (RDED): ``selection.crops`` random-resized crops of each candidate, each scored by the
+  teacher's cross-entropy on the class; each candidate's lowest crop, then the class's IPC x f^2
+  lowest of those. f = ``selection.factor``: with f = 1 the crops (resized to the image size)
+  are the images; with f = 2 four crops, each resized to half the side, are tiled into one image.
+* ``herding``: greedily the candidate that brings the mean of the chosen teacher features
+  closest to the class's mean feature (over all candidates).
+* ``kcenter``: the candidate nearest the class's mean feature, then greedily the one farthest
+  from every image chosen so far (covering the class's feature distribution).
+
+Everything is drawn from generators seeded by (seed, class), so a class's selection is the same
+bytes in any unit, process or run.
+
+    chosen = select_class(teacher, train, label=3, ipc=10, config=selection, norm=norm, seed=0, device=device)
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tasks.augment import crop_resize, sample_boxes
+from tasks.data import ImageSource
+from tasks.data.batches import read_images
+from tasks.models import penultimate_features
+from tasks.normalization import Normalization
+from tasks.runtime import generator
+from tasks.stages.synthesize.config import SelectionConfig, SynthesisError
+
+
+def check_selection(config: SelectionConfig, *, ipc: int, image_size: int, class_sizes: dict[str, int]) -> None:
+    """SynthesisError naming the setting when the selection cannot be made on this data."""
+    if image_size % config.factor:
+        divisors = [f for f in range(1, 9) if image_size % f == 0]
+        raise SynthesisError(f"synthesis.selection.factor={config.factor} does not divide the {image_size} px images; "
+                             f"use one of {divisors}")
+    needed = ipc * config.factor**2
+    short = {name: n for name, n in class_sizes.items() if n < needed}
+    if short:
+        name, n = next(iter(short.items()))
+        raise SynthesisError(f"synthesis.ipc={ipc} with selection.factor={config.factor} needs {needed} real images of "
+                             f"every class, but class {name} has {n} training images ({len(short)} classes short); "
+                             "lower synthesis.ipc or the factor, or raise data.train_per_class")
+
+
+@torch.no_grad()
+def select_class(teacher: nn.Module, train: ImageSource, *, label: int, ipc: int, config: SelectionConfig,
+                 norm: Normalization, seed: int, device: torch.device, workers: int = 0) -> torch.Tensor:
+    """``(ipc, C, H, W)`` uint8: class ``label``'s selected images, by ``config.criterion``."""
+    members = torch.nonzero(train.labels == label).squeeze(1)
+    order = torch.randperm(len(members), generator=generator(seed, "select", "candidates", label))
+    pool = members[order[: config.candidates]].sort().values  # (P,) training-set indices
+    images = read_images(train, pool, workers=workers, device=device)  # (P, C, H, W) uint8
+    if config.criterion == "easy":
+        return _easiest_crops(teacher, images, label=label, ipc=ipc, config=config, norm=norm,
+                              gen=generator(seed, "select", "crops", label)).cpu()
+    feats = F.normalize(penultimate_features(teacher.eval(), norm.to_input(images)).float(), dim=1)  # (P, D)
+    pick = _herding(feats, ipc) if config.criterion == "herding" else _kcenter(feats, ipc)
+    return images[pick].cpu()
+
+
+def _easiest_crops(teacher: nn.Module, images: torch.Tensor, *, label: int, ipc: int, config: SelectionConfig,
+                   norm: Normalization, gen: torch.Generator) -> torch.Tensor:
+    size, factor = images.shape[-1], config.factor
+    x = images.float() / 255  # (P, C, H, W) in [0, 1]
+    boxes = sample_boxes(gen, len(x) * config.crops, scale=(config.crop_scale, 1.0)).view(len(x), config.crops, 4)
+    best_loss = torch.full((len(x),), float("inf"), device=x.device)
+    best_box = boxes[:, 0].clone()
+    no_flip = torch.zeros(len(x), dtype=torch.bool)
+    teacher.eval()
+    for k in range(config.crops):  # each candidate's lowest-loss crop
+        crops = crop_resize(x, boxes[:, k], no_flip, size=size)
+        target = torch.full((len(x),), label, device=x.device)
+        loss = F.cross_entropy(teacher(norm.to_input(crops)).float(), target, reduction="none")  # (P,)
+        better = (loss < best_loss).cpu()
+        best_loss, best_box[better] = torch.minimum(loss, best_loss), boxes[better, k]
+    chosen = torch.argsort(best_loss.cpu(), stable=True)[: ipc * factor * factor]  # the easiest first
+    tiles = crop_resize(x[chosen.to(x.device)], best_box[chosen], no_flip[chosen], size=size // factor)  # (ipc*f*f, C, s, s)
+    side = size // factor
+    grid = tiles.view(ipc, factor, factor, x.shape[1], side, side).permute(0, 3, 1, 4, 2, 5)  # (ipc, C, f, s, f, s)
+    return (grid.reshape(ipc, x.shape[1], size, size).clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def _herding(feats: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of ``k`` rows whose running mean follows the mean of all rows as closely as possible."""
+    target, total, chosen = feats.mean(0), torch.zeros_like(feats[0]), []
+    available = torch.ones(len(feats), dtype=torch.bool, device=feats.device)
+    for step in range(1, k + 1):
+        distance = ((target - (total + feats) / step) ** 2).sum(1)  # (P,) distance of the new mean
+        distance[~available] = float("inf")
+        pick = int(distance.argmin())
+        chosen.append(pick)
+        total, available[pick] = total + feats[pick], False
+    return torch.tensor(chosen)
+
+
+def _kcenter(feats: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of ``k`` rows, from the one nearest the mean, each next the farthest from those chosen."""
+    first = int(((feats - feats.mean(0)) ** 2).sum(1).argmin())
+    chosen, nearest = [first], ((feats - feats[first]) ** 2).sum(1)  # (P,) distance to the closest chosen row
+    for _ in range(k - 1):
+        pick = int(nearest.argmax())
+        chosen.append(pick)
+        nearest = torch.minimum(nearest, ((feats - feats[pick]) ** 2).sum(1))
+    return torch.tensor(chosen)

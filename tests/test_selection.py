@@ -1,0 +1,106 @@
+"""synthesis.mode=select and init=selected: real images (or their crops) chosen with the teacher from
+the train split alone, each criterion checked against a case whose answer is known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from flows.config import ConfigError, resolve_config
+from storage.artifacts import ArtifactStore
+from storage.file_names import IMAGES
+from storage.image_store import read_image_store
+from tasks.data import ImageSet, load_split
+from tasks.normalization import Normalization
+from tasks.stages.synthesize.config import SelectionConfig, SynthesisError
+from tasks.stages.synthesize.selection import _herding, _kcenter, check_selection, select_class
+from tests.conftest import needs_fashion_mnist
+
+UNIT = Normalization((0.0,), (1.0,))  # the identity: the fake teacher sees pixels in [0, 1]
+
+
+class Brightness(nn.Module):
+    """A 'teacher' of two classes that is surer of class 0 the brighter the image, with a 'classifier'
+    whose input is the image's mean (so penultimate features are that mean)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.classifier = nn.Linear(1, 2)
+        with torch.no_grad():
+            self.classifier.weight.copy_(torch.tensor([[5.0], [-5.0]]))
+            self.classifier.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(x.mean((1, 2, 3)).unsqueeze(1))  # (B, 2)
+
+
+def flat_images(values: list[int], size: int = 8) -> ImageSet:
+    """One flat grey image of each value, all of class 0 (plus two of class 1 the selection must skip)."""
+    pixels = torch.tensor([*values, 0, 0], dtype=torch.uint8).view(-1, 1, 1, 1).expand(-1, 1, size, size).clone()
+    labels = torch.tensor([0] * len(values) + [1, 1])
+    return ImageSet(images=pixels, labels=labels, class_names=("bright", "dark"))
+
+
+def test_easy_keeps_the_crops_the_teacher_is_surest_of_and_stitches_them_in_order():
+    values = [10, 200, 90, 250, 30, 160]
+    train = flat_images(values)
+    one = select_class(Brightness(), train, label=0, ipc=2, config=SelectionConfig(crops=2), norm=UNIT, seed=0,
+                       device=torch.device("cpu"))
+    assert [int(image.float().mean()) for image in one] == [250, 200]  # flat images: every crop keeps the value
+    two = select_class(Brightness(), train, label=0, ipc=1, config=SelectionConfig(crops=2, factor=2), norm=UNIT,
+                       seed=0, device=torch.device("cpu"))
+    quadrants = two[0, 0].view(2, 4, 2, 4).permute(0, 2, 1, 3).reshape(4, 16)  # (4 tiles, pixels)
+    assert [int(q.float().mean()) for q in quadrants] == [250, 200, 160, 90]  # the four easiest, row by row
+    again = select_class(Brightness(), train, label=0, ipc=2, config=SelectionConfig(crops=2), norm=UNIT, seed=0,
+                         device=torch.device("cpu"))
+    assert torch.equal(one, again)
+
+
+def test_herding_follows_the_mean_and_kcenter_covers_the_features():
+    points = torch.tensor([[0.0], [1.0], [2.0], [10.0]])  # mean 3.25
+    assert _herding(points, 2).tolist() == [2, 1]  # 2 is nearest 3.25; then (2 + 1) / 2 = 1.5 is nearest
+    assert _kcenter(points, 2).tolist() == [2, 3]  # nearest the mean, then the farthest from it
+    assert _kcenter(points, 3).tolist() == [2, 3, 0]
+
+
+def test_a_selection_that_cannot_be_made_is_refused_naming_the_setting():
+    with pytest.raises(SynthesisError, match=r"selection.factor=3 does not divide the 28 px images; use one of \[1, 2, 4, 7\]"):
+        check_selection(SelectionConfig(factor=3), ipc=10, image_size=28, class_sizes={"a": 500})
+    with pytest.raises(SynthesisError, match=r"synthesis.ipc=10 with selection.factor=2 needs 40 real images of every "
+                                             r"class, but class b has 30 training images \(1 classes short\)"):
+        check_selection(SelectionConfig(factor=2), ipc=10, image_size=28, class_sizes={"a": 500, "b": 30})
+    with pytest.raises(ConfigError, match="synthesis.selection.crop_scale: Input should be greater than 0"):
+        resolve_config(preset="ci_tiny", overrides=["synthesis.mode=select", "synthesis.selection.crop_scale=0"])
+    with pytest.raises(ConfigError, match="synthesis.init applies to lpld and sre2l; remove it for mode=select"):
+        resolve_config(preset="ci_tiny", overrides=["synthesis.mode=select", "synthesis.init=selected"])
+
+
+@needs_fashion_mnist
+@pytest.mark.parametrize("criterion", ["herding", "kcenter"])
+def test_selected_images_are_training_images_of_their_class_never_validation_ones(tmp_path, tiny_artifacts, criterion):
+    overrides = ["synthesis.mode=select", f"synthesis.selection.criterion={criterion}", "synthesis.ipc=3",
+                 "synthesis.selection.candidates=50"]
+    refs = tiny_artifacts.copy_into(tmp_path, *overrides, until="synthesize")
+    images, labels, attrs = read_image_store(ArtifactStore(tmp_path).url(refs[-1], IMAGES))
+    config = tiny_artifacts.config(*overrides)
+    train, val = load_split(config.data, "train"), load_split(config.data, "val")
+    as_bytes = lambda source: {bytes(source.images_at(torch.tensor([i]))[0].numpy()): int(source.labels[i])  # noqa: E731
+                               for i in range(len(source))}
+    train_images, val_images = as_bytes(train), as_bytes(val)
+    assert attrs["mode"] == "select" and images.shape == (30, 1, 28, 28)
+    assert all(train_images.get(bytes(image)) == label for image, label in zip(images, labels))
+    assert not any(bytes(image) in val_images for image in images)
+    assert len({bytes(image) for image in images}) == 30
+
+
+@needs_fashion_mnist
+def test_recovery_can_start_from_the_selected_images(tmp_path, tiny_artifacts):
+    base = ["synthesis.ipc=2", "synthesis.iterations=1", "synthesis.lr=0.0001"]
+    chosen = tiny_artifacts.copy_into(tmp_path, "synthesis.mode=select", "synthesis.ipc=2", until="synthesize")
+    recovered = tiny_artifacts.copy_into(tmp_path, *base, "synthesis.init=selected", until="synthesize")
+    store = ArtifactStore(tmp_path)
+    start, _, _ = read_image_store(store.url(chosen[-1], IMAGES))
+    after, _, _ = read_image_store(store.url(recovered[-1], IMAGES))
+    assert np.abs(after.astype(int) - start.astype(int)).max() <= 2  # one tiny Adam step away from the selection
