@@ -134,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _command(args, line)
     from flows.shutdown import run_stoppable
 
-    return run_stoppable(lambda: _command(args, line), resume=_after_stop(args, line))
+    return run_stoppable(lambda: _command(args, line), resume=_after_stop(args, line), exit_process=True)
 
 
 def _command(args: argparse.Namespace, line: str) -> int:

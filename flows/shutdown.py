@@ -35,7 +35,7 @@ import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
-from typing import Callable, Iterator
+from typing import Callable, Iterator, NoReturn
 from uuid import UUID
 
 # SIGHUP (the terminal closed) too: the temporary server is outside the terminal's group, so it
@@ -62,6 +62,7 @@ class Shutdown:
     """What one command needs to stop cleanly: how to resume it, and the signal once it came."""
 
     resume: str  # the command line that picks the work up again
+    exit_process: bool = False  # end the process once stopped (the CLI), or return the code (tests)
     signum: int | None = None
     flow_run_id: UUID | None = None  # the innermost Prefect flow run when the signal came
 
@@ -84,6 +85,8 @@ class Shutdown:
         stop_temporary_server()
         end_children(grace=GRACE_SECONDS)
         self.say()
+        if self.exit_process:
+            _exit_now(EXIT_CODES[self.signum])
         return EXIT_CODES[self.signum]
 
     def say(self) -> None:
@@ -109,13 +112,14 @@ def where_stopped() -> str:
     return f"in {reached.stage} at unit {reached.done + 1} of {reached.total} (this stage restarts on resume)"
 
 
-def run_stoppable(command: Callable[[], int], *, resume: str) -> int:
+def run_stoppable(command: Callable[[], int], *, resume: str, exit_process: bool = False) -> int:
     """Run ``command`` with SIGINT and SIGTERM handled as the module docstring says; its exit code.
 
     The handlers stay installed after a stop: the process is exiting, and a second signal must
-    still end it at once.
+    still end it at once. With ``exit_process`` a stopped command ends the process right after
+    its stop line (see :func:`_exit_now`) instead of returning the code.
     """
-    shutdown = Shutdown(resume)
+    shutdown = Shutdown(resume, exit_process)
     _notice_prefect_bridge()
     with _handlers(shutdown.handle) as restore:
         try:
@@ -136,6 +140,21 @@ def run_stoppable(command: Callable[[], int], *, resume: str) -> int:
             return shutdown.finish()
         restore()
         return code
+
+
+def _exit_now(code: int) -> NoReturn:
+    """End a stopped process with ``code`` without Python's finalization.
+
+    Finalization puts the default handlers back before the process is gone (and takes a while
+    with torch loaded): a second signal in that window killed the command by the signal (exit
+    -15 in CI) instead of the code promised. The stop's work is done; nothing is left to finalize.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except OSError:
+            pass
+    os._exit(code)
 
 
 def stop_if_signalled() -> None:

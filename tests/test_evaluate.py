@@ -103,7 +103,10 @@ def test_students_learn_from_soft_labels_deterministically_and_resume_by_seed(tm
     manifest = store.read_manifest(ref)
     per_seed = manifest["test_top1_per_seed"]
     assert len(per_seed) == 2 and manifest["metrics"]["test_top1"] == pytest.approx(sum(per_seed) / 2)
-    assert min(per_seed) > 0.4, "100 real images with the teacher's soft labels should be far above chance (0.1)"
+    # ci_tiny's teacher is one epoch on 1,800 images (about 0.37 on test): the students are judged against it.
+    teacher_top1 = manifest["metrics"]["teacher_test_top1"]
+    assert teacher_top1 > 0.25, "the ci_tiny teacher should be far above chance (0.1)"
+    assert min(per_seed) > 0.8 * teacher_top1, "100 real images with the teacher's soft labels should come near the teacher"
     assert manifest["metrics"]["test_top1_std"] == pytest.approx(statistics.stdev(per_seed))
 
     # Same config in another root: the same students, to the byte.
