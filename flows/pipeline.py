@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Callable, Literal, TypeVar
 
 from flows.config import DistilleryConfig
-from storage.artifacts import ArtifactStore, StageRequest
+from storage.artifacts import ArtifactRef, ArtifactStore, StageRequest
 from tasks.data import has_validation, needs_measured_normalization
 from tasks.data.identity import DigestMemo, SplitIdentity, split_identity
 from tasks.pretrained import pretrained_input
@@ -114,16 +114,25 @@ def run_pipeline(config: DistilleryConfig, until: str, call: Callable[[Any, Stag
         request = PruneRequest(prune=config.prune, seed=seed, inputs={"labels": outcomes[-1].ref})
         outcomes.append(call(prune_task, request))
     if "evaluate" in wanted:
-        evaluate = config.evaluate.for_stream(epochs=config.relabel.epochs, batch_size=config.relabel.batch_size)
-        images = {"images": o.ref for o in outcomes if o.ref.stage == "synthesize"}
-        label_sets = [outcomes[-1].ref] if config.evaluate.labels == "soft" else [None]
-        if config.evaluate.also_unpruned and outcomes[-1].ref.stage == "prune" and config.relabel.generate == "all":
-            label_sets.insert(0, outcomes[-2].ref)  # the unpruned store first; the configured one ends the run
-        read = [s for s in ("train", "val", "test") if s in identity and (s != "train" or config.evaluate.train_set == "full")]
-        for labels in label_sets:
-            inputs = {"teacher": teacher.ref, **images, **({"labels": labels} if labels is not None else {})}
-            request = EvaluateRequest(data=config.data, evaluate=evaluate, seed=seed, inputs=inputs,
-                                      data_identity={split: identity[split] for split in read})
+        for request in _evaluate_requests(config, teacher.ref, outcomes, identity):
             outcomes.append(call(evaluate_task, request))
 
     return outcomes
+
+
+def _evaluate_requests(config: DistilleryConfig, teacher: ArtifactRef, built: list[Any],
+                       identity: dict[str, SplitIdentity]) -> list[EvaluateRequest]:
+    """The evaluations after the stages ``built``: the configured label store's, preceded by the
+    unpruned store's with ``evaluate.also_unpruned``; hard-label and full-data runs have one."""
+    evaluate = config.evaluate.for_stream(epochs=config.relabel.epochs, batch_size=config.relabel.batch_size)
+    images = {"images": o.ref for o in built if o.ref.stage == "synthesize"}
+    label_sets = [built[-1].ref] if config.evaluate.labels == "soft" else [None]
+    if config.evaluate.also_unpruned and built[-1].ref.stage == "prune" and config.relabel.generate == "all":
+        label_sets.insert(0, built[-2].ref)  # the unpruned store first; the configured one ends the run
+    read = [s for s in ("train", "val", "test") if s in identity and (s != "train" or config.evaluate.train_set == "full")]
+    return [
+        EvaluateRequest(data=config.data, evaluate=evaluate, seed=config.runtime.seed,
+                        inputs={"teacher": teacher, **images, **({"labels": labels} if labels is not None else {})},
+                        data_identity={split: identity[split] for split in read})
+        for labels in label_sets
+    ]
