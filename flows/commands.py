@@ -237,14 +237,24 @@ def print_summary(outcomes: list[Any], wall_seconds: float, *, config: Distiller
     print_data(outcomes, config)
     students = [o for o in outcomes if o.ref.stage == "evaluate"]
     if students:
-        print("\nstudents (test top-1, mean ± std over seeds):")
+        print("\nstudents (top-1, mean ± std over seeds):")
+        print(f"  {'':<52} {'validation':<17} test")
         for o in students:
             m = o.metrics
             labels = (f"soft labels {m['label_compression']:.4g}x: {m['label_steps']:.0f} stored steps, "
                       f"{m['labels_store_bytes'] / 1024:,.1f} KiB" if m["label_steps"] else "hard labels")
-            print(f"  {labels:<52} {m['test_top1']:.4f} ± {m['test_top1_std']:.4f}")
-        print(f"  {'teacher':<52} {students[-1].metrics['teacher_test_top1']:.4f}")
+            print(f"  {labels:<52} {_top1(m, 'val'):<17} {_top1(m, 'test')}")
+        teacher = students[-1].metrics
+        print(f"  {'teacher':<52} {_top1(teacher, 'teacher_val'):<17} {_top1(teacher, 'teacher_test')}")
     print(f"wall time {wall_seconds:.1f} s")
+
+
+def _top1(metrics: dict[str, float], split: str) -> str:
+    """``split``'s top-1 as mean ± std where the run has it (a data set without validation has no val)."""
+    if f"{split}_top1" not in metrics:
+        return "-"
+    std = metrics.get(f"{split}_top1_std")
+    return f"{metrics[f'{split}_top1']:.4f}" + (f" ± {std:.4f}" if std is not None else "")
 
 
 def print_data(outcomes: list[Any], config: DistilleryConfig) -> None:

@@ -91,9 +91,11 @@ def test_cli_runs_the_pipeline_then_reports_it_cached(tmp_path, prefect_server):
     for stage in ("teacher", "stats", "synthesize", "relabel", "prune", "evaluate"):
         assert re.search(rf"^{stage} +Completed ", first.stdout, re.M), first.stdout[-3000:]
     # 20 images, batch 8: 3 steps an epoch, 12 in all; 4x keeps 3. Both student sets, unpruned first.
-    students = first.stdout.split("students (test top-1, mean ± std over seeds):\n")[1].splitlines()[:2]
-    assert students[0].startswith("  soft labels 1x: 12 stored steps, ") and " ± " in students[0]
-    assert students[1].startswith("  soft labels 4x: 3 stored steps, ")
+    students = first.stdout.split("students (top-1, mean ± std over seeds):\n")[1].splitlines()[:4]
+    assert students[0].split() == ["validation", "test"]
+    assert students[1].startswith("  soft labels 1x: 12 stored steps, ") and students[1].count(" ± ") == 2  # val, test
+    assert students[2].startswith("  soft labels 4x: 3 stored steps, ")
+    assert students[3].startswith("  teacher ") and len(re.findall(r"0\.\d{4}", students[3])) == 2
     second = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert second.returncode == 0, second.stderr[-3000:]
     for stage in ("teacher", "stats", "synthesize", "relabel", "prune", "evaluate"):
