@@ -19,9 +19,9 @@ import os
 import uuid
 from typing import Any, ClassVar
 
-import fsspec
-from fsspec.implementations.local import LocalFileSystem
 from pydantic import BaseModel, ConfigDict
+
+from storage.locations import open_root
 
 MANIFEST = "manifest.json"
 
@@ -77,9 +77,8 @@ class ArtifactStore:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = str(root)
-        self.fs, path = fsspec.core.url_to_fs(self.root)
-        self.is_local = isinstance(self.fs, LocalFileSystem)
-        self.root_path = os.path.abspath(path) if self.is_local else path.rstrip("/")
+        location = open_root(self.root)
+        self.fs, self.root_path, self.is_local = location.fs, location.path, location.is_local
 
     def path(self, ref: ArtifactRef, name: str = "") -> str:
         parts = [self.root_path, ref.stage, ref.fingerprint] + ([name] if name else [])
