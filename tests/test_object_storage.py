@@ -77,6 +77,26 @@ def test_a_kill_mid_relabel_on_s3_resumes_to_the_clean_bytes(tiny_artifacts, s3_
     assert tree(s3_root) == reference
 
 
+def test_two_runs_at_once_on_one_bucket_build_each_stage_once_and_agree(tiny_artifacts, s3_root, tmp_path):
+    reference = _local_reference(tiny_artifacts, tmp_path, *OVERRIDES)
+    runs = [subprocess.Popen(pipeline(s3_root), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for _ in range(2)]
+    try:
+        outputs = [run.communicate(timeout=600)[0] for run in runs]
+    finally:  # a timeout must not leave either run going
+        for run in runs:
+            run.kill()
+            run.wait()
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    built = [line.split()[-1] for out in outputs for line in out.splitlines() if " building " in line]
+    assert sorted(built) == sorted(set(built)) and len(built) == 6, built  # six stages, each built once
+    assert "was built by another run meanwhile; reusing it" in "".join(outputs)
+    assert tree(s3_root) == reference
+    location = open_root(s3_root)
+    fs, base = location.fs, location.path
+    assert not fs.find(f"{base}/.locks"), "a lease was left behind"
+
+
 @pytest.mark.parametrize("fault", ["missing bucket", "unreachable endpoint", "refused key"])
 def test_a_bad_s3_root_is_refused_before_any_work_naming_root_and_fix(
         fault, tiny_artifacts, s3_root, capfd, monkeypatch):
