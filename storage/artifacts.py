@@ -93,8 +93,12 @@ class ArtifactStore:
         return self.fs.exists(self.path(ref, name))
 
     def write_bytes(self, ref: ArtifactRef, name: str, data: bytes) -> None:
-        """Write a file whole: to a temporary name first, then renamed into place."""
+        """Write a file whole: to a temporary name first, then renamed into place. On object
+        storage one PUT is already whole or absent, so the object is written in place."""
         final = self.path(ref, name)
+        if not self.is_local:
+            self.fs.pipe_file(final, data)
+            return
         self.fs.makedirs(final.rsplit("/", 1)[0], exist_ok=True)
         partial = f"{final}.partial-{uuid.uuid4().hex[:8]}"
         with self.fs.open(partial, "wb") as handle:

@@ -22,7 +22,8 @@ from flows.cli import main
 from storage.locations import open_root
 from tests.conftest import needs_fashion_mnist
 from tests.file_trees import tree
-from tests.s3_server import free_port, moto_server, s3_endpoint, s3_root, upload  # noqa: F401 - fixtures
+from tasks.bench.object_store import free_port, local_s3_server
+from tests.s3_server import s3_endpoint, s3_root, upload  # noqa: F401 - fixtures
 from tests.test_fault_injection import OVERRIDES, kill_in, pipeline
 
 pytestmark = [needs_fashion_mnist, pytest.mark.slow]
@@ -113,7 +114,7 @@ def test_a_bad_s3_root_is_refused_before_any_work_naming_root_and_fix(
         expected = "the credentials were refused"
     with contextlib.ExitStack() as servers:
         if fault == "refused key":  # a server that checks signatures and knows no key
-            monkeypatch.setenv("AWS_ENDPOINT_URL", servers.enter_context(moto_server(INITIAL_NO_AUTH_ACTION_COUNT="0")))
+            monkeypatch.setenv("AWS_ENDPOINT_URL", servers.enter_context(local_s3_server(INITIAL_NO_AUTH_ACTION_COUNT="0")))
         code = main(["run", *TINY, "--artifact-root", root])
     out, err = capfd.readouterr()
     assert code == 2 and "Traceback" not in out + err, err[-3000:]
