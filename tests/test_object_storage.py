@@ -20,11 +20,11 @@ import pytest
 
 from flows.cli import main
 from storage.locations import open_root
+from tasks.bench.object_store import free_port, local_s3_server
 from tests.conftest import needs_fashion_mnist
 from tests.file_trees import tree
-from tasks.bench.object_store import free_port, local_s3_server
 from tests.s3_server import s3_endpoint, s3_root, upload  # noqa: F401 - fixtures
-from tests.test_fault_injection import OVERRIDES, kill_in, pipeline
+from tests.test_fault_injection import OVERRIDES, kill_in, pipeline, run_twice_at_once
 
 pytestmark = [needs_fashion_mnist, pytest.mark.slow]
 TINY = ["--preset", "ci_tiny"]
@@ -80,18 +80,7 @@ def test_a_kill_mid_relabel_on_s3_resumes_to_the_clean_bytes(tiny_artifacts, s3_
 
 def test_two_runs_at_once_on_one_bucket_build_each_stage_once_and_agree(tiny_artifacts, s3_root, tmp_path):
     reference = _local_reference(tiny_artifacts, tmp_path, *OVERRIDES)
-    runs = [subprocess.Popen(pipeline(s3_root), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            for _ in range(2)]
-    try:
-        outputs = [run.communicate(timeout=600)[0] for run in runs]
-    finally:  # a timeout must not leave either run going
-        for run in runs:
-            run.kill()
-            run.wait()
-    assert [run.returncode for run in runs] == [0, 0], outputs
-    built = [line.split()[-1] for out in outputs for line in out.splitlines() if " building " in line]
-    assert sorted(built) == sorted(set(built)) and len(built) == 6, built  # six stages, each built once
-    assert "was built by another run meanwhile; reusing it" in "".join(outputs)
+    run_twice_at_once(s3_root)
     assert tree(s3_root) == reference
     location = open_root(s3_root)
     fs, base = location.fs, location.path

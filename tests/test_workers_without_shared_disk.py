@@ -21,6 +21,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from flows.config import with_overrides
 from flows.distill import distill
+from tasks.bench.object_store import stop_process
 from tests.conftest import needs_fashion_mnist
 from tests.file_trees import tree
 from tests.s3_server import s3_endpoint, s3_root  # noqa: F401 - fixtures
@@ -30,16 +31,7 @@ pytestmark = [needs_fashion_mnist, pytest.mark.slow]
 
 def _start(stack: ExitStack, argv: list[str], *, cwd: Path, env: dict[str, str]) -> subprocess.Popen:
     process = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def stop() -> None:
-        process.terminate()
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-    stack.callback(stop)
+    stack.callback(stop_process, process)
     return process
 
 
