@@ -67,7 +67,7 @@ class _Lease:
     def try_take_over(self, stale_etag: str) -> bool:
         try:
             self._put(IfMatch=stale_etag)
-        except (OSError, FileNotFoundError):  # another waiter won, or the holder released it
+        except OSError:  # another waiter won (precondition failed), or the holder released it (not found)
             return False
         return True
 
