@@ -57,6 +57,7 @@ def remote_options(url: str) -> dict[str, Any]:
     options: dict[str, Any] = {"use_listings_cache": False}
     if fsspec.core.split_protocol(url)[0] in ("s3", "s3a"):
         options.update({name: os.environ.get(variable) or None for name, variable in S3_ENVIRONMENT.items()})
+        options["max_concurrency"] = 1  # else s3fs sends a HEAD before every whole-object GET, to split big ones
     return options
 
 
