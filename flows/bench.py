@@ -7,7 +7,9 @@ bench root that starts empty, in this order:
    ``distill`` Prefect flow, cold, in ``<root>/prefect``, then each once more in ``prefect2`` and
    ``plain2`` (interleaved, so drift of the machine's speed cancels): the orchestration ratio
    is Prefect / plain over both pairs, goal <= 1.05;
-2. the flow again on ``<root>/prefect``, all cached: cached / cold, goal <= 0.03;
+2. the flow again on ``<root>/prefect``, all cached: cached / cold, goal <= 0.03; and the ``ci_tiny``
+   pipeline (plain functions) cold on a local moto S3 server against cold on a local folder,
+   interleaved, goal <= 1.3 (:mod:`tasks.bench.object_store`);
 3. relabel against the bare teacher forward on identical batches, goal >= 0.90;
 4. student steps reading the store against in-memory labels, goal >= 0.90;
 5. synthesis units on a local Dask cluster of 2 worker processes against 1 (each cluster
@@ -32,7 +34,7 @@ import torch
 from prefect import flow
 from prefect.artifacts import create_table_artifact
 
-from flows.config import DistilleryConfig
+from flows.config import DistilleryConfig, resolve_config
 from flows.distill import distill
 from flows.pipeline import data_identity
 from flows.without_prefect import run_plain
@@ -42,6 +44,7 @@ from storage.artifacts import ArtifactRef, ArtifactStore
 from storage.file_names import IMAGES, LABELS
 from storage.image_store import read_image_store
 from tasks.bench.imagefolder import decode_rates, identity_seconds, worker_counts, write_fashion_jpeg_folder
+from tasks.bench.object_store import s3_vs_local_seconds
 from tasks.bench.side_by_side import label_store_reads, relabel_vs_forward, student_store_vs_memory, timed
 from tasks.data import normalization
 from tasks.data.batches import DECODE_PIECE
@@ -55,7 +58,7 @@ FORMATS = {"fp16+boxes": {}, "fp16+seed": {"augmentation": "seed"},
            "prob8+seed": {"label_format": "prob8", "augmentation": "seed"}}
 
 
-def _rooted(config: DistilleryConfig, root: Path) -> DistilleryConfig:
+def _rooted(config: DistilleryConfig, root: Path | str) -> DistilleryConfig:
     return config.model_copy(update={"runtime": config.runtime.model_copy(update={"artifact_root": str(root)})})
 
 
@@ -121,6 +124,10 @@ def bench(config: DistilleryConfig, passes: int = 3) -> list[dict[str, object]]:
                 f"{cold_a:.1f}+{cold_b:.1f} s vs {plain_a:.1f}+{plain_b:.1f} s, cold, interleaved; "
                 f"{outside:.1f} s of a Prefect run outside its stage bodies"),
             row("cached rerun / cold run (wall)", cached_s / cold_a, "<=0.03", f"{cached_s:.1f} s vs {cold_a:.1f} s")]
+    tiny = resolve_config(preset="ci_tiny").model_copy(update={"runtime": config.runtime})  # this bench's device, threads
+    s3_s, local_s = s3_vs_local_seconds(lambda at: run_plain(_rooted(tiny, at)), root / "object-store")
+    rows.append(row("ci_tiny on local S3 / local folder (wall)", s3_s / local_s, "<=1.3",
+                    f"{s3_s:.1f} s vs {local_s:.1f} s, cold, interleaved; moto S3 server on 127.0.0.1"))
 
     store, runtime = ArtifactStore(str(root / "prefect")), prefect_config.runtime
     refs = {o.ref.stage: o.ref for o in outcomes}

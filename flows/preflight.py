@@ -17,6 +17,8 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from storage.locations import is_local_root, unusable_root
+
 if TYPE_CHECKING:
     from flows.config import DistilleryConfig
 
@@ -57,9 +59,11 @@ def refusal(config: DistilleryConfig, *, export_to: Path | None = None) -> str |
 
 
 def check_artifact_root(root: str) -> None:
-    """Create ``root`` if needed and write a probe file there (local roots only)."""
-    if "://" in root and not root.startswith("file://"):
-        return  # remote stores are checked by their first write
+    """Create ``root`` if needed and write a probe file there; a remote root gets a probe object."""
+    if not is_local_root(root):
+        if why := unusable_root(root):
+            raise PreflightError(why)
+        return
     path = root.removeprefix("file://")
     probe = os.path.join(path, f".write-probe-{uuid.uuid4().hex[:8]}")
     try:

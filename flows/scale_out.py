@@ -1,7 +1,8 @@
 """Scale-out: the Dask task runner a config asks for, and the mapping of a stage's units onto it.
 
 With ``runtime.task_runner=dask`` the distill flow opens a :class:`prefect_dask.DaskTaskRunner`
-(a local cluster of ``runtime.dask_workers`` one-thread processes, or the scheduler at
+(a local cluster of ``runtime.dask_workers`` one-thread processes, one per GPU on a CUDA machine,
+or the scheduler at
 ``runtime.dask_address``) and, before each splittable stage, maps :func:`tasks.stages.units.unit_task`
 over the units still missing. The stage entry then finds them saved and only assembles, so the
 artifact is the same bytes as a sequential run's. Only references and configs travel to the
@@ -20,6 +21,7 @@ from prefect.logging import get_run_logger
 from prefect.task_runners import TaskRunner
 from prefect.utilities.annotations import unmapped
 
+from flows.gpu_workers import OneGpuPerWorker, visible_gpus
 from storage.artifacts import ArtifactStore, StageRequest
 from tasks.progress import record_progress
 from tasks.runtime import RuntimeConfig, device_tags
@@ -42,7 +44,7 @@ def unit_runner(runtime: RuntimeConfig) -> Iterator[TaskRunner | None]:
     if runtime.dask_address:
         runner = DaskTaskRunner(address=runtime.dask_address)
     else:
-        runner = DaskTaskRunner(cluster_kwargs=_local_cluster_kwargs(runtime))
+        runner = DaskTaskRunner(cluster_class=OneGpuPerWorker, cluster_kwargs=_local_cluster_kwargs(runtime))
     with runner:
         yield runner
 
@@ -54,9 +56,7 @@ def shared_cluster(runtime: RuntimeConfig) -> Iterator[RuntimeConfig]:
     if runtime.task_runner == "sequential" or runtime.dask_address:
         yield runtime
         return
-    from distributed import LocalCluster
-
-    with LocalCluster(**_local_cluster_kwargs(runtime)) as cluster:
+    with OneGpuPerWorker(**_local_cluster_kwargs(runtime)) as cluster:
         yield runtime.model_copy(update={"dask_address": cluster.scheduler_address})
 
 
@@ -66,7 +66,9 @@ def _local_cluster_kwargs(runtime: RuntimeConfig) -> dict[str, object]:
     # take port 8787 (and warn when another run has it), so they get a free local port instead.
     # The workers report to this run's API; without it each would start a temporary server of its own.
     # Each worker process imports this module at start-up and runs its dask_setup.
-    return {"n_workers": runtime.dask_workers, "threads_per_worker": 1, "processes": True, "host": "127.0.0.1",
+    # On a CUDA machine one worker per visible GPU, each given its own (flows/gpu_workers.py).
+    return {"gpus": visible_gpus(runtime), "n_workers": runtime.dask_workers, "threads_per_worker": 1,
+            "processes": True, "host": "127.0.0.1",
             "dashboard_address": None, "scheduler_kwargs": {"dashboard_address": "127.0.0.1:0"},
             "env": {"PREFECT_API_URL": _api_url()}, "preload": [__name__]}
 

@@ -19,9 +19,9 @@ import os
 import uuid
 from typing import Any, ClassVar
 
-import fsspec
-from fsspec.implementations.local import LocalFileSystem
 from pydantic import BaseModel, ConfigDict
+
+from storage.locations import open_root
 
 MANIFEST = "manifest.json"
 
@@ -77,9 +77,8 @@ class ArtifactStore:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = str(root)
-        self.fs, path = fsspec.core.url_to_fs(self.root)
-        self.is_local = isinstance(self.fs, LocalFileSystem)
-        self.root_path = os.path.abspath(path) if self.is_local else path.rstrip("/")
+        location = open_root(self.root)
+        self.fs, self.root_path, self.is_local = location.fs, location.path, location.is_local
 
     def path(self, ref: ArtifactRef, name: str = "") -> str:
         parts = [self.root_path, ref.stage, ref.fingerprint] + ([name] if name else [])
@@ -94,8 +93,12 @@ class ArtifactStore:
         return self.fs.exists(self.path(ref, name))
 
     def write_bytes(self, ref: ArtifactRef, name: str, data: bytes) -> None:
-        """Write a file whole: to a temporary name first, then renamed into place."""
+        """Write a file whole: to a temporary name first, then renamed into place. On object
+        storage one PUT is already whole or absent, so the object is written in place."""
         final = self.path(ref, name)
+        if not self.is_local:
+            self.fs.pipe_file(final, data)
+            return
         self.fs.makedirs(final.rsplit("/", 1)[0], exist_ok=True)
         partial = f"{final}.partial-{uuid.uuid4().hex[:8]}"
         with self.fs.open(partial, "wb") as handle:

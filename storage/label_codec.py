@@ -19,8 +19,9 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-import fsspec
 import numpy as np
+
+from storage.locations import open_root
 
 LabelFormat = Literal["fp16", "topk", "prob8"]
 ArraySpecs = dict[str, tuple[tuple[int, ...], str]]  # name -> (shape after the step axis, dtype)
@@ -91,7 +92,8 @@ def decode_prob8(probs: np.ndarray, temperature: float) -> np.ndarray:
 
 def array_bytes(url: str) -> dict[str, int]:
     """Bytes on disk per array (chunks plus its metadata), and the group's own metadata as ``_group``."""
-    fs, root = fsspec.core.url_to_fs(url)
+    location = open_root(url)
+    fs, root = location.fs, location.path
     sizes: dict[str, int] = {}
     for path, size in fs.du(root, total=False, withdirs=False).items():
         relative = path[len(root.rstrip("/")) + 1 :]

@@ -4,8 +4,9 @@ Two runs of the same config (two terminals, a schedule overlapping a manual run)
 same fingerprints. The first takes ``<root>/.locks/<stage>-<fingerprint>.lock`` and builds; the
 second blocks on the lock, then finds the manifest and reuses the artifact. Locks are
 ``filelock`` locks (flock on POSIX, msvcrt on Windows), released by the operating system when
-a process dies, so a killed run never leaves a stale lock. Remote roots (s3://, memory://)
-have no shared lock; runs there must not overlap on one config, which the docs say.
+a process dies, so a killed run never leaves a stale lock. S3 roots hold a lease object
+instead (:mod:`storage.lease`: conditional put, heartbeat, expiry), which holds across
+machines; a killed holder's lease expires. Other remote roots (memory://) have no lock.
 """
 
 from __future__ import annotations
@@ -17,13 +18,18 @@ from typing import Callable, Iterator
 from filelock import FileLock, Timeout
 
 from storage.artifacts import ArtifactRef, ArtifactStore
+from storage.lease import hold_lease
 
 
 @contextlib.contextmanager
 def artifact_lock(store: ArtifactStore, ref: ArtifactRef, *, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
     """Hold the artifact's lock; ``on_wait`` is called once if another process holds it."""
     if not store.is_local:
-        yield
+        if "s3" not in store.fs.protocol:
+            yield
+            return
+        with hold_lease(store.fs, f"{store.root_path}/.locks/{ref.stage}-{ref.fingerprint}.lease", on_wait=on_wait):
+            yield
         return
     folder = f"{store.root_path}/.locks"  # beside the stage folders, so these hold artifacts only
     os.makedirs(folder, exist_ok=True)

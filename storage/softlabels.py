@@ -30,6 +30,7 @@ import numpy as np
 import zarr
 
 from storage.label_codec import ArraySpecs, LabelFormat, decode_labels, label_arrays, step_bytes
+from storage.locations import zarr_store
 
 FORMAT_VERSION = 1
 CHUNK_TARGET_BYTES = 1 << 20
@@ -102,12 +103,12 @@ class SoftLabelWriter:
         """Resume when ``url`` holds a store with exactly these attributes; otherwise start it afresh."""
         wanted = {"format_version": FORMAT_VERSION, **attributes, **layout.to_attrs()}
         try:
-            group = zarr.open_group(url, mode="r+")
+            group = zarr.open_group(zarr_store(url), mode="r+")
             if dict(group.attrs) == _json_roundtrip(wanted) and all(name in group for name in [*layout.arrays(), "complete"]):
                 return cls(group, layout, url)
         except (FileNotFoundError, KeyError, ValueError, zarr.errors.GroupNotFoundError):
             pass
-        group = zarr.open_group(url, mode="w")
+        group = zarr.open_group(zarr_store(url), mode="w")
         steps, per_chunk = layout.steps, layout.chunk_steps()
         for name, (tail, dtype) in layout.arrays().items():
             group.create_array(name, shape=(steps, *tail), chunks=(per_chunk, *tail), dtype=dtype,
@@ -179,7 +180,7 @@ class SoftLabelReader:
     def __init__(self, url: str, *, expect: dict[str, str] | None = None, cache_bytes: int = 1 << 30) -> None:
         self.url = url
         try:
-            self.group = zarr.open_group(url, mode="r")
+            self.group = zarr.open_group(zarr_store(url), mode="r")
             self.attrs = dict(self.group.attrs)
         except (FileNotFoundError, zarr.errors.GroupNotFoundError):
             raise SoftLabelStoreError(f"no soft-label store at {url}; run the relabel stage to create it") from None

@@ -15,13 +15,13 @@ import hashlib
 import json
 from pathlib import Path
 
-import fsspec
+from storage.locations import open_root
 
 
 def tree(root: str | Path) -> dict[str, bytes]:
     """Every file under ``root`` but locks, by path relative to it; manifests without their seconds."""
-    fs, base = fsspec.core.url_to_fs(str(root))
-    base = base.rstrip("/")
+    location = open_root(root)  # remote: no listings cache, so files others just wrote are seen
+    fs, base = location.fs, location.path.rstrip("/")
     files = {}
     for path in sorted(fs.find(base)):
         name = path[len(base) + 1:]

@@ -109,8 +109,9 @@ def test_a_kill_in_each_stage_resumes_to_the_clean_bytes(tmp_path, tiny_artifact
     assert {f.status for f in verify_tree(str(root))} == {"ok"}
 
 
-def test_two_concurrent_runs_build_each_stage_once_and_agree(tmp_path):
-    root = tmp_path / "shared"
+def run_twice_at_once(root: Path | str) -> list[str]:
+    """Two pipelines of this test's config on ``root`` at once; their outputs, once both succeeded with
+    each of the six stages built by one of them and reused by the other."""
     runs = [subprocess.Popen(pipeline(root), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             for _ in range(2)]
     try:
@@ -123,6 +124,12 @@ def test_two_concurrent_runs_build_each_stage_once_and_agree(tmp_path):
     built = [line.split()[-1] for out in outputs for line in out.splitlines() if " building " in line]
     assert sorted(built) == sorted(set(built)) and len(built) == 6, built  # six stages, each built once
     assert "was built by another run meanwhile; reusing it" in "".join(outputs)
+    return outputs
+
+
+def test_two_concurrent_runs_build_each_stage_once_and_agree(tmp_path):
+    root = tmp_path / "shared"
+    outputs = run_twice_at_once(root)
     finals = [[line.split()[0] for line in out.splitlines() if "/" in line.split()[0] and len(line.split()) == 2]
               for out in outputs]
     assert finals[0] == finals[1] and len(finals[0]) == 6  # both report the same six artifacts
