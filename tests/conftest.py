@@ -23,8 +23,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import signal  # noqa: E402
 import subprocess  # noqa: E402
 import time  # noqa: E402
+import uuid  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Callable  # noqa: E402
+from typing import Callable, Iterator  # noqa: E402
 
 import pytest  # noqa: E402
 from prefect.logging.configuration import ensure_logging_setup  # noqa: E402
@@ -85,6 +86,30 @@ def tiny_config(tmp_path: Path):
     from flows.config import resolve_config
 
     return resolve_config(preset="ci_tiny", artifact_root=str(tmp_path / "artifacts"))
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    """The URL of the moto S3 server this module's tests share (tests/s3_server.py)."""
+    from tasks.bench.object_store import local_s3_server
+
+    with local_s3_server() as url:
+        yield url
+
+
+@pytest.fixture
+def s3_root(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """``s3://<new bucket>/distillery`` on the module's server, the AWS variables pointing there."""
+    for name, value in {"AWS_ENDPOINT_URL": s3_endpoint, "AWS_ACCESS_KEY_ID": "testing",
+                        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(name, value)
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    import fsspec
+
+    bucket = f"distillery-{uuid.uuid4().hex[:12]}"
+    fsspec.filesystem("s3", endpoint_url=s3_endpoint, key="testing", secret="testing").mkdir(bucket)
+    return f"s3://{bucket}/distillery"
 
 
 def kill_when(proc: subprocess.Popen, done: Callable[[], int], *, at_least: int, timeout: float = 300) -> int:

@@ -14,7 +14,6 @@ import pytest
 from storage.artifacts import ArtifactRef, ArtifactStore
 from storage.lease import LEASE_SECONDS_ENV
 from storage.locks import artifact_lock
-from tests.s3_server import s3_endpoint, s3_root  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.slow
 REF = ArtifactRef(stage="relabel", fingerprint="e" * 32)

@@ -23,7 +23,7 @@ from storage.locations import open_root
 from tasks.bench.object_store import free_port, local_s3_server
 from tests.conftest import needs_fashion_mnist
 from tests.file_trees import tree
-from tests.s3_server import s3_endpoint, s3_root, upload  # noqa: F401 - fixtures
+from tests.s3_server import upload
 from tests.test_fault_injection import OVERRIDES, kill_in, pipeline, run_twice_at_once
 
 pytestmark = [needs_fashion_mnist, pytest.mark.slow]

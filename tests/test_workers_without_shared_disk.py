@@ -24,7 +24,6 @@ from flows.distill import distill
 from tasks.bench.object_store import stop_process
 from tests.conftest import needs_fashion_mnist
 from tests.file_trees import tree
-from tests.s3_server import s3_endpoint, s3_root  # noqa: F401 - fixtures
 
 pytestmark = [needs_fashion_mnist, pytest.mark.slow]
 
