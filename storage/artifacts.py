@@ -30,6 +30,11 @@ class ArtifactError(RuntimeError):
     """An artifact is missing, incomplete or damaged; the message names it and the fix."""
 
 
+def rebuild_advice(path: str) -> str:
+    """The one fix for a damaged or incomplete artifact, worded the same everywhere."""
+    return f"delete {path} and rerun the same command to rebuild it"
+
+
 class ArtifactRef(BaseModel):
     """What travels through Prefect instead of tensors: a stage name and a fingerprint."""
 
@@ -72,6 +77,16 @@ class StageRequest(BaseModel):
         return ArtifactRef(stage=self.stage, fingerprint=self.fingerprint())
 
 
+def tree_checksums(fs: fsspec.AbstractFileSystem, base: str) -> dict[str, dict[str, Any]]:
+    """``{path relative to base: {"bytes", "sha256"}}`` of every file under ``base``, sorted."""
+    prefix, listing = base.rstrip("/") + "/", {}
+    for path in sorted(fs.find(base)):
+        with fs.open(path, "rb") as handle:
+            data = handle.read()
+        listing[path.removeprefix(prefix)] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    return listing
+
+
 class ArtifactStore:
     """The artifact tree under one root URI (a local path or any fsspec URL)."""
 
@@ -108,8 +123,7 @@ class ArtifactStore:
                 return handle.read()
         except FileNotFoundError:
             raise ArtifactError(
-                f"{name} is missing from artifact {ref} under {self.root}; "
-                f"delete {self.path(ref)} and rerun to rebuild it"
+                f"{name} is missing from artifact {ref} under {self.root}; {rebuild_advice(self.path(ref))}"
             ) from None
 
     def is_complete(self, ref: ArtifactRef) -> bool:
@@ -152,21 +166,13 @@ class ArtifactStore:
             return json.loads(raw)
         except json.JSONDecodeError as err:
             raise ArtifactError(
-                f"manifest of {ref} under {self.root} is not valid JSON ({err}); "
-                f"delete {self.path(ref)} and rerun to rebuild it"
+                f"manifest of {ref} under {self.root} is not valid JSON ({err}); {rebuild_advice(self.path(ref))}"
             ) from None
 
     def file_checksums(self, ref: ArtifactRef) -> dict[str, dict[str, Any]]:
         """``{relative path: {"bytes", "sha256"}}`` of every file of the artifact but its manifest."""
-        base = self.path(ref) + "/"
-        listing = {}
-        for path in sorted(self.fs.find(self.path(ref))):
-            name = path[len(base):] if path.startswith(base) else path
-            if name == MANIFEST:
-                continue
-            with self.fs.open(path, "rb") as handle:
-                data = handle.read()
-            listing[name] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        listing = tree_checksums(self.fs, self.path(ref))
+        listing.pop(MANIFEST, None)
         return listing
 
     def delete(self, ref: ArtifactRef) -> None:

@@ -29,6 +29,7 @@ from typing import Any, Literal
 import numpy as np
 import zarr
 
+from storage.artifacts import rebuild_advice
 from storage.label_codec import ArraySpecs, LabelFormat, decode_labels, label_arrays, step_bytes
 
 FORMAT_VERSION = 1
@@ -219,7 +220,7 @@ class SoftLabelReader:
         except Exception as err:  # noqa: BLE001 - checksum and codec failures come in several types
             raise SoftLabelStoreError(
                 f"soft-label store {self.url}: array '{name}' is damaged at step {step} "
-                f"({type(err).__name__}: {err}); delete the store and rerun relabel (or prune)"
+                f"({type(err).__name__}: {err}); {rebuild_advice(self.url.rstrip('/').rsplit('/', 1)[0])}"
             ) from None
 
     def _decoded(self, span: int, step: int) -> dict[str, np.ndarray]:

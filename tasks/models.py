@@ -19,7 +19,7 @@ import torch
 import torchvision
 from torch import nn
 
-from storage.artifacts import ArtifactError, ArtifactRef, ArtifactStore
+from storage.artifacts import ArtifactError, ArtifactRef, ArtifactStore, rebuild_advice
 from storage.file_names import MODEL
 from storage.tensor_files import read_tensors
 
@@ -148,5 +148,5 @@ def load_teacher(store: ArtifactStore, ref: ArtifactRef, device: torch.device) -
         model.load_state_dict(read_tensors(store, ref, MODEL))
     except RuntimeError as err:
         raise ArtifactError(f"{store.path(ref, MODEL)} does not fit the teacher its manifest describes ({err}); "
-                            f"delete {store.path(ref)} and rerun to rebuild it") from None
+                            f"{rebuild_advice(store.path(ref))}") from None
     return model.to(device).eval()

@@ -4,7 +4,10 @@ A stage's Prefect cache key is its artifact fingerprint, never a pickled input o
 
 * manifest on disk and a Prefect cache record  -> the task run is ``Cached``;
 * manifest on disk, no record (fresh machine)  -> the task body finds the manifest and returns;
-* record but no manifest (artifact deleted)    -> ``refresh_cache`` recomputes it.
+* record but no manifest (artifact deleted)    -> ``refresh_cache`` recomputes it;
+* manifest on disk, a file differs from its checksum -> the run fails naming the file and the fix
+  (every file of a reused artifact is re-hashed first: its own files and, through the stages
+  before it, everything it opens).
 
 Stage entries are declared with :func:`stage_task` and called from flows with
 :func:`run_stage`. The wrapper holds the opening every stage shares (open the store, return
@@ -29,6 +32,7 @@ from prefect.states import State
 
 from storage.artifacts import ArtifactRef, ArtifactStore, StageRequest
 from storage.locks import artifact_lock
+from storage.verify import verify_artifact
 
 
 @dataclass
@@ -128,9 +132,14 @@ def _log(message: str) -> None:
 def run_stage(
     stage: Task[..., ArtifactRef], request: StageRequest, *, extra_tags: frozenset[str] = frozenset(), **kwargs: Any
 ) -> State:
-    """Call a stage entry from a flow; recompute when its artifact is gone from the root.
-    ``extra_tags`` join the stage's own (e.g. ``gpu``, for a tag concurrency limit)."""
-    complete = ArtifactStore(kwargs["runtime"].artifact_root).is_complete(request.ref())
+    """Call a stage entry from a flow; recompute when its artifact is gone from the root, and re-read
+    a complete one against its manifest's checksums first (ArtifactError when damaged: a run never
+    reuses, and so never passes on, a damaged artifact). ``extra_tags`` join the stage's own (e.g.
+    ``gpu``, for a tag concurrency limit)."""
+    store = ArtifactStore(kwargs["runtime"].artifact_root)
+    complete = store.is_complete(request.ref())
+    if complete:
+        verify_artifact(store, request.ref())
     return stage.with_options(refresh_cache=not complete, tags=set(stage.tags) | extra_tags)(
         request=request, return_state=True, **kwargs
     )
