@@ -13,7 +13,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Protocol
 
 import torch
 import torchvision
@@ -136,6 +136,28 @@ def batchnorm_layers(model: nn.Module) -> dict[str, nn.modules.batchnorm._BatchN
         for name, module in model.named_modules()
         if isinstance(module, nn.modules.batchnorm._BatchNorm)
     }
+
+
+class ModelChoice(Protocol):
+    """The fields of a teacher (or student) config that pick its network."""
+
+    model: str
+    width: int
+    depth: int
+
+
+class InputShape(Protocol):
+    """What a data source says about its images."""
+
+    channels: int
+    num_classes: int
+    image_size: int
+
+
+def build_teacher(config: ModelChoice, source: InputShape) -> nn.Module:
+    """A fresh teacher of ``config``'s architecture for ``source``'s images and classes."""
+    return create_model(config.model, channels=source.channels, num_classes=source.num_classes,
+                        image_size=source.image_size, width=config.width, depth=config.depth)
 
 
 def load_teacher(store: ArtifactStore, ref: ArtifactRef, device: torch.device) -> nn.Module:

@@ -8,6 +8,7 @@ and, where artifacts exist, every file not deliberately damaged is byte-identica
 from __future__ import annotations
 
 import errno
+import json
 import re
 import shutil
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from flows.cli import main
-from storage.artifacts import ArtifactStore
+from storage.artifacts import ArtifactRef, ArtifactStore
 from tests.file_trees import digests
 from tests.conftest import needs_fashion_mnist
 
@@ -53,8 +54,12 @@ def _empty_image_folder(tmp_path: Path) -> list[str]:
 REFUSED_BEFORE_WORK = {
     "malformed YAML": (_bad_yaml, r"bad.yaml is not valid YAML"),
     "YAML that is not a mapping": (_list_yaml, r"must be a mapping of sections"),
-    "unknown section": (_unknown_section, r"teachr: unknown field"),
-    "unknown key": (lambda t: ["run", *TINY, "--set", "teacher.epochz=2"], r"teacher.epochz: unknown field"),
+    "unknown section": (_unknown_section, r"teachr: unknown field; did you mean teacher\?"),
+    "unknown key": (lambda t: ["run", *TINY, "--set", "teacher.epochz=2"],
+                    r"teacher.epochz: unknown field; did you mean teacher.epochs\?"),
+    "a section's rule broken": (lambda t: ["run", *TINY, "--set", "data.name=imagefolder"],
+                                r"  data: data.root is required for data.name='imagefolder': set it to the folder "
+                                r"holding the data set\n$"),  # the section is not echoed back
     "wrong type": (lambda t: ["run", *TINY, "--set", "teacher.epochs=many"], r"teacher.epochs: .*integer"),
     "NaN value": (lambda t: ["run", *TINY, "--set", "synthesis.lr=.nan"], r"synthesis.lr: .*finite"),
     "prune ratio 1": (lambda t: ["run", *TINY, "--set", "prune.ratio=1"], r"prune.ratio: Input should be less than 1"),
@@ -194,6 +199,9 @@ def test_labels_from_another_run_are_refused_naming_both_image_sets(built, tmp_p
     mine = _only(root, "relabel")
     shutil.rmtree(mine / "labels.zarr")
     shutil.copytree(_only(other, "relabel") / "labels.zarr", mine / "labels.zarr")
+    store, ref = ArtifactStore(root), ArtifactRef(stage="relabel", fingerprint=mine.name)
+    manifest = {**store.read_manifest(ref), "files": store.file_checksums(ref)}  # checksums pass: only the
+    (mine / "manifest.json").write_text(json.dumps(manifest))  # store's own attributes can tell
     shutil.rmtree(_only(root, "evaluate"))
     before = digests(root)
     code, err = run_cli(capfd, "run", *TINY, "--artifact-root", str(root))
