@@ -79,7 +79,9 @@ class StageRequest(BaseModel):
 
 def tree_checksums(fs: fsspec.AbstractFileSystem, base: str) -> dict[str, dict[str, Any]]:
     """``{path relative to base: {"bytes", "sha256"}}`` of every file under ``base``, sorted."""
-    prefix, listing = base.rstrip("/") + "/", {}
+    if not fs.exists(base):
+        return {}
+    prefix, listing = fs.info(base)["name"].rstrip("/") + "/", {}  # as find spells it (a relative path made absolute)
     for path in sorted(fs.find(base)):
         with fs.open(path, "rb") as handle:
             data = handle.read()

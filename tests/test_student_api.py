@@ -146,6 +146,13 @@ def test_the_card_records_the_checksum_of_every_exported_file(exported):
         assert entry == {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}, name
 
 
+def test_an_export_to_a_relative_folder_is_written_and_checked(pruned_run, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # `distillery export --to distilled`, then from_export("distilled")
+    write_export(store=pruned_run.store, refs=pruned_run.refs, config=pruned_run.config.model_dump(mode="json"),
+                 command="test", dest=Path("distilled"))
+    assert len(ReplayedSteps.from_export("distilled", seed=0)) == 12
+
+
 def test_an_edited_png_of_an_export_is_refused(exported, tmp_path):
     edited = tmp_path / "distilled"
     shutil.copytree(exported, edited)
