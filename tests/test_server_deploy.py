@@ -29,7 +29,7 @@ from typing import Any, Callable
 import httpx
 import pytest
 
-from flows.serve import PROJECT_ROOT, ServeError, deployment_entries, refuse_pooled
+from flows.serve import PROJECT_ROOT, ServeError, dashboard_note, deployment_entries, refuse_pooled
 from tests.conftest import needs_fashion_mnist
 
 PREFECT = [sys.executable, "-m", "prefect"]  # the venv has no prefect script when Prefect is a system package
@@ -101,6 +101,12 @@ def _run_to_end(client, deployment_name: str, parameters: dict[str, Any], timeou
 def _with_root(config: dict[str, Any], root: Path) -> dict[str, Any]:
     """A deployment's preset reference, its artifact root moved to ``root``."""
     return {**config, "overrides": [*config["overrides"], f"runtime.artifact_root={root}"]}
+
+
+def test_serve_names_the_dashboard_and_what_a_server_on_another_port_needs():
+    assert dashboard_note("http://127.0.0.1:4200/api") == "dashboard: http://127.0.0.1:4200"
+    note = dashboard_note("http://127.0.0.1:4300/api")
+    assert note.startswith("dashboard: http://127.0.0.1:4300 (") and "PREFECT_UI_API_URL=http://127.0.0.1:4300/api" in note
 
 
 # --- one real server for the slow tests ------------------------------------------------------
@@ -221,7 +227,8 @@ def test_a_worker_started_elsewhere_runs_the_ci_tiny_deployment(worker_run):
     stages = [row["stage"] for row in json.loads(summary[0].data)]
     assert stages == ["teacher", "stats", "synthesize", "relabel", "evaluate"], listed
     grid = [a for a in worker_run.artifacts if a.key == "image-grid"]
-    assert grid and grid[0].data.startswith("![one row per class](data:image/png;base64,"), listed  # inline, not file://
+    assert grid and grid[0].data.startswith("| class | images |"), listed
+    assert "| T-shirt/top | ![T-shirt/top](data:image/png;base64," in grid[0].data  # inline, not file://
     assert set(json.loads(summary[0].data)[0]) == {"stage", "state", "built in s", "metrics", "fingerprint"}
     assert all(any((worker_run.root / stage).glob("*/manifest.json")) for stage in stages)
     assert worker_run.stop_code is not None and worker_run.stop_seconds < 30, "the worker ignored SIGINT"
