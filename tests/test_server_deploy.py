@@ -16,6 +16,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -270,6 +271,22 @@ def test_the_dashboard_shows_the_results_artifact(worker_run, server, tmp_path):
         assert image.size == (1280, 900)
         colours = image.convert("RGB").getcolors(maxcolors=1 << 20)
     assert colours is not None and len(colours) > 50, "the screenshot is (nearly) blank"
+
+
+@needs_fashion_mnist
+@pytest.mark.slow
+def test_the_dashboard_shows_each_class_name_beside_its_images(worker_run, server, tmp_path):
+    if CHROMIUM is None:
+        pytest.skip("no chromium on PATH (bash deploy/install.sh test installs the Debian package)")
+    grid = next(a for a in worker_run.artifacts if a.key == "image-grid")
+    page = server.url.removesuffix("/api") + f"/artifacts/artifact/{grid.id}"
+    browser = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+               f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=15000", "--window-size=1400,900"]
+    dom = subprocess.run([*browser, "--dump-dom", page], capture_output=True, text=True, timeout=90).stdout
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", dom))  # what the page shows as text (alt texts left out)
+    for name in ("T-shirt/top", "Trouser", "Sneaker", "Ankle boot"):
+        assert f" {name} " in text, f"{name!r} not shown on {page}: {text[-2000:]}"
+    assert dom.count('src="data:image/png;base64,') >= 10, f"no images on {page}"
 
 
 @needs_fashion_mnist
