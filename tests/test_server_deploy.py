@@ -250,18 +250,27 @@ def test_a_rerun_after_a_data_change_rebuilds_evaluate_and_adds_a_history_row(wo
     assert by_key["history-plot-ci-tiny"].data.startswith("![test top-1 over the runs of ci-tiny](data:image/png;base64,")
 
 
+def _artifact_page(server: SimpleNamespace, artifact: Any, tmp_path: Path,
+                   window: str | None = None) -> tuple[str, list[str], str]:
+    """The artifact's dashboard page, the headless Chromium command that renders it, and its DOM
+    (at ``window`` size, e.g. "1400,900", when given); skips without Chromium."""
+    if CHROMIUM is None:
+        pytest.skip("no chromium on PATH (bash deploy/install.sh test installs the Debian package)")
+    page = server.url.removesuffix("/api") + f"/artifacts/artifact/{artifact.id}"
+    browser = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+               f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=15000"]
+    size = [f"--window-size={window}"] if window else []
+    dom = subprocess.run([*browser, *size, "--dump-dom", page], capture_output=True, text=True, timeout=90).stdout
+    return page, browser, dom
+
+
 @needs_fashion_mnist
 @pytest.mark.slow
 def test_the_dashboard_shows_the_results_artifact(worker_run, server, tmp_path):
-    if CHROMIUM is None:
-        pytest.skip("no chromium on PATH (bash deploy/install.sh test installs the Debian package)")
     from PIL import Image
 
     summary = next(a for a in worker_run.artifacts if a.key == "distill-summary")
-    page = server.url.removesuffix("/api") + f"/artifacts/artifact/{summary.id}"
-    browser = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-               f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=15000"]
-    dom = subprocess.run([*browser, "--dump-dom", page], capture_output=True, text=True, timeout=90).stdout
+    page, browser, dom = _artifact_page(server, summary, tmp_path)
     for expected in ("distill-summary", "evaluate", "test_top1", summary.description):
         assert expected in dom, f"{expected!r} not on {page}: {dom[-2000:]}"
     shot = tmp_path / "artifact.png"
@@ -276,13 +285,8 @@ def test_the_dashboard_shows_the_results_artifact(worker_run, server, tmp_path):
 @needs_fashion_mnist
 @pytest.mark.slow
 def test_the_dashboard_shows_each_class_name_beside_its_images(worker_run, server, tmp_path):
-    if CHROMIUM is None:
-        pytest.skip("no chromium on PATH (bash deploy/install.sh test installs the Debian package)")
     grid = next(a for a in worker_run.artifacts if a.key == "image-grid")
-    page = server.url.removesuffix("/api") + f"/artifacts/artifact/{grid.id}"
-    browser = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-               f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=15000", "--window-size=1400,900"]
-    dom = subprocess.run([*browser, "--dump-dom", page], capture_output=True, text=True, timeout=90).stdout
+    page, _, dom = _artifact_page(server, grid, tmp_path, window="1400,900")
     text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", dom))  # what the page shows as text (alt texts left out)
     for name in ("T-shirt/top", "Trouser", "Sneaker", "Ankle boot"):
         assert f" {name} " in text, f"{name!r} not shown on {page}: {text[-2000:]}"
@@ -292,15 +296,10 @@ def test_the_dashboard_shows_each_class_name_beside_its_images(worker_run, serve
 @needs_fashion_mnist
 @pytest.mark.slow
 def test_the_dashboard_shows_the_deployments_history(worker_run, server, tmp_path):
-    if CHROMIUM is None:
-        pytest.skip("no chromium on PATH (bash deploy/install.sh test installs the Debian package)")
     from PIL import Image
 
     table = next(a for a in worker_run.second_artifacts if a.key == "history-ci-tiny")
-    page = server.url.removesuffix("/api") + f"/artifacts/artifact/{table.id}"
-    browser = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-               f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=15000"]
-    dom = subprocess.run([*browser, "--dump-dom", page], capture_output=True, text=True, timeout=90).stdout
+    page, browser, dom = _artifact_page(server, table, tmp_path)
     rows = json.loads(table.data)
     for expected in ("history-ci-tiny", "students 1x", rows[0]["date"], rows[1]["date"], rows[0]["data changed"]):
         assert expected in dom, f"{expected!r} not on {page}: {dom[-2000:]}"
