@@ -69,12 +69,20 @@ def summary_rows(outcomes: list[StageOutcome]) -> list[dict[str, str]]:
             for o in outcomes]
 
 
+def dashboard_rows(outcomes: list[StageOutcome]) -> list[dict[str, str]]:
+    """The summary for the dashboard: one row per stage and metric (the result first), so no cell
+    is wider than a metric; the dashboard's table cuts long cells instead of wrapping them."""
+    return [{"stage": o.ref.stage, "state": o.state, "built in s": f"{o.seconds:.1f}", "metric": metric,
+             "value": f"{o.metrics[metric]:.4g}" if metric else "", "fingerprint": o.ref.fingerprint[:12]}
+            for o in outcomes for metric in (sorted(o.metrics, key=_result_first) or [""])]
+
+
 def _result_first(metric: str) -> tuple[bool, str]:
     return (not metric.startswith("test_top1"), metric)
 
 
 def _publish_summary(store: ArtifactStore, outcomes: list[StageOutcome], class_names: tuple[str, ...]) -> None:
-    create_table_artifact(key="distill-summary", table=summary_rows(outcomes),
+    create_table_artifact(key="distill-summary", table=dashboard_rows(outcomes),
                           description=f"Stages of this run, under {store.root}")
     images = next((o for o in outcomes if o.ref.stage == "synthesize"), None)
     if images is not None:  # the pictures themselves: a browser on the dashboard cannot open a file:// link

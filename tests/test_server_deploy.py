@@ -225,12 +225,12 @@ def test_a_worker_started_elsewhere_runs_the_ci_tiny_deployment(worker_run):
     listed = sorted(f"{a.key or '-'}:{a.type}" for a in worker_run.artifacts)
     summary = [a for a in worker_run.artifacts if a.key == "distill-summary"]
     assert summary and summary[0].type == "table", listed
-    stages = [row["stage"] for row in json.loads(summary[0].data)]
+    stages = list(dict.fromkeys(row["stage"] for row in json.loads(summary[0].data)))  # a row per stage and metric
     assert stages == ["teacher", "stats", "synthesize", "relabel", "evaluate"], listed
     grid = [a for a in worker_run.artifacts if a.key == "image-grid"]
     assert grid and grid[0].data.startswith("| class | images |"), listed
     assert "| T-shirt/top | ![T-shirt/top](data:image/png;base64," in grid[0].data  # inline, not file://
-    assert set(json.loads(summary[0].data)[0]) == {"stage", "state", "built in s", "metrics", "fingerprint"}
+    assert set(json.loads(summary[0].data)[0]) == {"stage", "state", "built in s", "metric", "value", "fingerprint"}
     assert all(any((worker_run.root / stage).glob("*/manifest.json")) for stage in stages)
     assert worker_run.stop_code is not None and worker_run.stop_seconds < 30, "the worker ignored SIGINT"
 
@@ -273,6 +273,8 @@ def test_the_dashboard_shows_the_results_artifact(worker_run, server, tmp_path):
     page, browser, dom = _artifact_page(server, summary, tmp_path)
     for expected in ("distill-summary", "evaluate", "test_top1", summary.description):
         assert expected in dom, f"{expected!r} not on {page}: {dom[-2000:]}"
+    widest = max((str(cell) for row in json.loads(summary.data) for cell in row.values()), key=len)
+    assert len(widest) <= 40, f"the dashboard cuts cells this wide instead of wrapping them: {widest!r}"
     shot = tmp_path / "artifact.png"
     subprocess.run([*browser, f"--screenshot={shot}", "--window-size=1280,900", page],
                    capture_output=True, timeout=90)
