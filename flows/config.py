@@ -9,6 +9,7 @@ Resolution order, later wins: model defaults < preset or config file < ``--set``
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import os
 from importlib import resources
@@ -123,15 +124,33 @@ def apply_override(tree: dict[str, Any], assignment: str) -> None:
 
 
 def format_validation_error(err: ValidationError) -> str:
+    """Every problem on a line of its own: the field, what is wrong, the value given (a short one;
+    a whole section is never echoed) and, for a misspelt field, the nearest real one."""
     lines = []
     for problem in err.errors():
         where = ".".join(str(part) for part in problem["loc"]) or "config"
         message = problem["msg"].removeprefix("Value error, ")
         if problem["type"] == "extra_forbidden":
-            message = "unknown field; check the spelling against `distillery config --preset fashion_mnist`"
-        shown = "" if problem["type"] == "extra_forbidden" else f" (got {problem.get('input')!r})"
+            near = difflib.get_close_matches(str(problem["loc"][-1]), _fields_at(problem["loc"][:-1]), n=1)
+            prefix = ".".join(str(part) for part in problem["loc"][:-1])
+            message = (f"unknown field; did you mean {prefix + '.' if prefix else ''}{near[0]}?" if near else
+                       "unknown field; `distillery config` lists every field")
+        given = problem.get("input")
+        shown = "" if problem["type"] == "extra_forbidden" or isinstance(given, (dict, list)) else f" (got {given!r:.60})"
         lines.append(f"  {where}: {message}{shown}")
     return "invalid config:\n" + "\n".join(lines)
+
+
+def _fields_at(loc: tuple[int | str, ...]) -> list[str]:
+    """The field names of the config section at ``loc`` (empty where ``loc`` is not a section)."""
+    model: type[BaseModel] = DistilleryConfig
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        annotation = field.annotation if field is not None else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
 
 
 def resolve_config(

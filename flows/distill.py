@@ -16,6 +16,7 @@ import time
 from types import SimpleNamespace
 from typing import Callable
 
+import numpy as np
 from prefect import Task, flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import deployment
@@ -28,9 +29,11 @@ from flows.data_watch import DataChangedError, DataWatch
 from flows.pipeline import STAGES, Stage, data_identity, last_before_evaluate, replicate_config, run_pipeline
 from flows.scale_out import map_units, unit_runner
 from flows.shutdown import stop_if_signalled
+from flows.tables import render_table
 from storage.artifacts import ArtifactRef, ArtifactStore, StageRequest
-from storage.file_names import GRID
-from storage.image_store import png_data_uri
+from storage.file_names import IMAGES
+from storage.image_store import grid_png, png_data_uri, read_image_store
+from tasks.data import load_split
 from tasks.runtime import device_tags
 from tasks.stages.stage_task import run_stage
 
@@ -66,18 +69,35 @@ def summary_rows(outcomes: list[StageOutcome]) -> list[dict[str, str]]:
             for o in outcomes]
 
 
+def dashboard_rows(outcomes: list[StageOutcome]) -> list[dict[str, str]]:
+    """The summary for the dashboard: one row per stage and metric (the result first), so no cell
+    is wider than a metric; the dashboard's table cuts long cells instead of wrapping them."""
+    return [{"stage": o.ref.stage, "state": o.state, "built in s": f"{o.seconds:.1f}", "metric": metric,
+             "value": f"{o.metrics[metric]:.4g}" if metric else "", "fingerprint": o.ref.fingerprint[:12]}
+            for o in outcomes for metric in (sorted(o.metrics, key=_result_first) or [""])]
+
+
 def _result_first(metric: str) -> tuple[bool, str]:
     return (not metric.startswith("test_top1"), metric)
 
 
-def _publish_summary(store: ArtifactStore, outcomes: list[StageOutcome]) -> None:
-    create_table_artifact(key="distill-summary", table=summary_rows(outcomes),
+def _publish_summary(store: ArtifactStore, outcomes: list[StageOutcome], class_names: tuple[str, ...]) -> None:
+    create_table_artifact(key="distill-summary", table=dashboard_rows(outcomes),
                           description=f"Stages of this run, under {store.root}")
     images = next((o for o in outcomes if o.ref.stage == "synthesize"), None)
-    if images is not None:  # the picture itself: a browser on the dashboard cannot open a file:// link
-        grid = store.read_bytes(images.ref, GRID)
-        create_markdown_artifact(key="image-grid", markdown=f"![one row per class]({png_data_uri(grid)})",
+    if images is not None:  # the pictures themselves: a browser on the dashboard cannot open a file:// link
+        pixels, labels, _ = read_image_store(store.url(images.ref, IMAGES))
+        create_markdown_artifact(key="image-grid", markdown=class_grid_markdown(pixels, labels, class_names),
                                  description=f"the distilled images, one row per class ({images.path})")
+
+
+def class_grid_markdown(pixels: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...]) -> str:
+    """A table of one row per class: its name, then its images (N, C, H, W) uint8 side by side, each
+    tile scaled to at least 56 px so a dashboard shows them at a readable size."""
+    scale = max(1, -(-56 // pixels.shape[-1]))
+    rows = [{"class": name, "images": f"![{name}]({png_data_uri(grid_png(members, per_row=len(members), scale=scale))})"}
+            for c, name in enumerate(class_names) if len(members := pixels[labels == c])]
+    return render_table(rows)
 
 
 @flow(name="distill", validate_parameters=True)
@@ -118,7 +138,7 @@ def distill(config: DistilleryConfig | PresetRef, until: Stage = STAGES[-1], rep
         for r, run in enumerate(runs):
             outcomes += run_pipeline(run, until, caller(r), identity=watch.identity)
     watch.check(config, until, store)
-    _publish_summary(store, outcomes)
+    _publish_summary(store, outcomes, load_split(config.data, "test").class_names)
     if until == "evaluate" and replicates == 1:
         _record_history(config, watch, outcomes, store=store, seconds=time.perf_counter() - started)
     return outcomes

@@ -12,17 +12,9 @@ from pathlib import Path
 
 from flows.config import DistilleryConfig
 from flows.distill import StageOutcome, distill
+from flows.preflight import check_export
 from storage.artifacts import ArtifactStore
-from tasks.export import ExportError, check_export_target, write_export
-
-
-def check_export(config: DistilleryConfig, dest: Path) -> None:
-    """Refusals found before anything runs: an existing target, or a config that stores no soft labels."""
-    if config.evaluate.labels != "soft" or config.evaluate.train_set != "distilled":
-        raise ExportError("export writes the images and the soft-label store students train on; this config trains "
-                          f"on evaluate.labels={config.evaluate.labels}, evaluate.train_set={config.evaluate.train_set}"
-                          ": remove those settings")
-    check_export_target(dest)
+from tasks.export import write_export
 
 
 def export(config: DistilleryConfig, dest: Path, *, command: str) -> tuple[list[StageOutcome], Path]:

@@ -1,9 +1,10 @@
 """What the CLI checks before a run starts, and how it words failures of the machine.
 
-A run that will fail should fail in a second with one message, not minutes in
-(:func:`refusal`): the data set must load, a teacher weights file must be a state dict, imported
-images must fit the data set, an export target must not exist, the artifact root must be
-writable and a configured Prefect API must answer. Disk-level failures met mid-run
+A run that will fail should fail in a second with one message, exit 2, before Prefect starts
+(:func:`refusal`): the device must exist, every split must load and an image folder's files must
+be images, a teacher weights file must be a state dict that fits the teacher's architecture,
+imported images must fit the data set, an export target must not exist and its folder must be
+writable, the artifact root must be writable and a configured Prefect API must answer. Disk-level failures met mid-run
 (full, read-only) are reworded to name the root and the fix; finished stages are untouched,
 since every file is written to a temporary name and renamed into place.
 """
@@ -21,6 +22,7 @@ from storage.locations import is_local_root, unusable_root
 
 if TYPE_CHECKING:
     from flows.config import DistilleryConfig
+    from tasks.data import ImageSource
 
 DISK_ERRORS = {errno.ENOSPC: "is full", errno.EDQUOT: "is over its quota", errno.EROFS: "is read-only",
                errno.EACCES: "is not writable by this user", errno.EPERM: "is not writable by this user"}
@@ -33,19 +35,17 @@ class PreflightError(RuntimeError):
 def refusal(config: DistilleryConfig, *, export_to: Path | None = None) -> str | None:
     """Why a run of ``config`` (an export to ``export_to``) would fail at once, as one message;
     None when it may start. Checked before the Prefect server starts, not minutes in."""
-    from flows.export import check_export
-    from tasks.data import DataError, load_split
+    from tasks.data import DataError
     from tasks.data.class_folders import check_import
     from tasks.export import ExportError
-    from tasks.pretrained import WeightsError, read_state_dict, weights_file
+    from tasks.pretrained import WeightsError
+    from tasks.runtime import DeviceError, resolve_device
 
     try:
-        load_split(config.data, "test")
-    except DataError as err:
-        return f"data: {err}"
-    try:
-        if config.teacher.weights is not None:  # a weights file that is missing or no state dict
-            read_state_dict(weights_file(config.teacher.weights), origin=config.teacher.weights)
+        resolve_device(config.runtime)
+        test = check_data(config)
+        if config.teacher.weights is not None:
+            check_weights(config, test)
         if config.synthesis.mode == "imported":
             check_import(config.data, root=config.synthesis.import_root, ipc=config.synthesis.ipc,
                          resize=config.synthesis.import_resize)
@@ -53,9 +53,53 @@ def refusal(config: DistilleryConfig, *, export_to: Path | None = None) -> str |
             check_export(config, export_to)
         check_artifact_root(config.runtime.artifact_root)
         check_prefect_api()
-    except (WeightsError, DataError, ExportError, PreflightError) as err:
+    except DataError as err:
+        return f"data: {err}"
+    except (WeightsError, DeviceError, ExportError, PreflightError) as err:
         return str(err)
     return None
+
+
+def check_data(config: DistilleryConfig) -> ImageSource:
+    """The test split must load; an image folder's every split too, and its files must be images
+    (headers only, :func:`tasks.data.decode.check_readable`). The test split, as the teacher sees it.
+    Array data sets (Fashion-MNIST, CIFAR) are read whole by their loader: their test split is checked."""
+    from tasks.data import has_validation, load_split
+    from tasks.data.decode import check_readable
+    from tasks.pretrained import pretrained_input
+
+    data = pretrained_input(config.data, config.teacher.weights)
+    test = load_split(data, "test")
+    if data.name == "imagefolder":
+        for split in ("train", *(("val",) if has_validation(data) else ())):
+            check_readable(load_split(data, split).paths)  # an empty class folder is a DataError here
+        check_readable(test.paths)
+    return test
+
+
+def check_weights(config: DistilleryConfig, source: ImageSource) -> None:
+    """The teacher weights file must hold a state dict that fits ``teacher.model`` on ``source``'s images."""
+    from tasks.models import build_teacher
+    from tasks.pretrained import load_weights, read_state_dict, weights_file
+
+    weights = str(config.teacher.weights)
+    load_weights(build_teacher(config.teacher, source), read_state_dict(weights_file(weights), origin=weights),
+                 origin=weights, model_name=config.teacher.model)
+
+
+def check_export(config: DistilleryConfig, dest: Path) -> None:
+    """Refusals found before anything runs: an existing target, one whose folder cannot be written, or a
+    config that stores no soft labels."""
+    from tasks.export import ExportError, check_export_target
+
+    if config.evaluate.labels != "soft" or config.evaluate.train_set != "distilled":
+        raise ExportError("export writes the images and the soft-label store students train on; this config trains "
+                          f"on evaluate.labels={config.evaluate.labels}, evaluate.train_set={config.evaluate.train_set}"
+                          ": remove those settings")
+    check_export_target(dest)
+    if why := unwritable(str(dest.parent)):
+        raise ExportError(f"export target {dest} cannot be made: its folder {dest.parent} {why}; give --to a "
+                          "folder you can write")
 
 
 def check_artifact_root(root: str) -> None:
@@ -64,17 +108,22 @@ def check_artifact_root(root: str) -> None:
         if why := unusable_root(root):
             raise PreflightError(why)
         return
-    path = root.removeprefix("file://")
-    probe = os.path.join(path, f".write-probe-{uuid.uuid4().hex[:8]}")
+    if why := unwritable(root.removeprefix("file://")):
+        raise PreflightError(f"artifact root {root} {why}; choose another with --artifact-root "
+                             "or $DISTILLERY_HOME")
+
+
+def unwritable(folder: str) -> str | None:
+    """None when ``folder`` (created if needed) takes a file, else why not, as a phrase."""
+    probe = os.path.join(folder, f".write-probe-{uuid.uuid4().hex[:8]}")
     try:
-        os.makedirs(path, exist_ok=True)
+        os.makedirs(folder, exist_ok=True)
         with open(probe, "wb") as handle:
             handle.write(b"ok")
         os.remove(probe)
     except OSError as err:
-        why = DISK_ERRORS.get(err.errno or 0, f"cannot be written ({err.strerror or err})")
-        raise PreflightError(f"artifact root {root} {why}; choose another with --artifact-root "
-                             "or $DISTILLERY_HOME") from None
+        return DISK_ERRORS.get(err.errno or 0, f"cannot be written ({err.strerror or err})")
+    return None
 
 
 def api_answers(url: str, *, timeout: float = 5.0) -> str | None:

@@ -22,6 +22,7 @@ import signal
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
@@ -154,6 +155,18 @@ def running_api_url(timeout: float = 5.0) -> str:
     return url
 
 
+def dashboard_note(api_url: str) -> str:
+    """Where the dashboard of the server at ``api_url`` is, and what it needs to show anything: its UI
+    asks PREFECT_UI_API_URL for data, which defaults to port 4200, so a server on another port
+    serves a blank page unless it was started with that variable pointing at its own API."""
+    ui = api_url.removesuffix("/api")
+    note = f"dashboard: {ui}"
+    if urlparse(api_url).port not in (None, 4200):
+        note += (f" (a server on a port other than 4200 shows a blank dashboard unless it was started with "
+                 f"PREFECT_UI_API_URL={api_url})")
+    return note
+
+
 def refuse_pooled(entries: list[DeploymentEntry]) -> None:
     """ServeError when `prefect deploy` already gave one of these deployments to a work pool.
 
@@ -202,7 +215,8 @@ def serve(entries: list[DeploymentEntry]) -> int:
     runner, served = _Runner(pause_on_shutdown=True), []
     try:
         served = [runner.add_deployment(deployment) for deployment in runner_deployments(entries)]
-        print(f"distillery: serving {', '.join(e.name for e in entries)}; Ctrl-C or SIGTERM stops", flush=True)
+        print(f"distillery: serving {', '.join(e.name for e in entries)}; Ctrl-C or SIGTERM stops; "
+              f"{dashboard_note(running_api_url())}", flush=True)
         asyncio.run(runner.start())
     except KeyboardInterrupt:
         stopped_by.append(signal.SIGINT)

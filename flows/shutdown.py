@@ -166,7 +166,8 @@ def stop_if_signalled() -> None:
 
 def temporary_server_in_own_session() -> None:
     """Start Prefect's temporary server (when a client starts one) outside this process group,
-    so a terminal's Ctrl-C reaches the run and not the server it still has calls to make to.
+    so a terminal's Ctrl-C reaches the run and not the server it still has calls to make to, and
+    with a watchdog (:mod:`flows.server_watch`) that ends it should this process be killed.
     The CLI calls it once a command has passed its checks: the import costs about 2 s, which a
     refused command should not pay."""
     import subprocess
@@ -177,6 +178,8 @@ def temporary_server_in_own_session() -> None:
         return  # a configured server: none is started
     from prefect.server.api.server import SubprocessASGIServer  # imported by the client's start-up anyway
 
+    from flows.server_watch import start_watch
+
     start = SubprocessASGIServer._run_uvicorn_command
     if getattr(start, "in_own_session", False):
         return
@@ -185,9 +188,11 @@ def temporary_server_in_own_session() -> None:
         popen = subprocess.Popen
         subprocess.Popen = functools.partial(popen, start_new_session=True)  # type: ignore[misc]
         try:
-            return start(self)
+            server = start(self)
         finally:
             subprocess.Popen = popen  # type: ignore[misc]
+        start_watch(server.pid)  # ends the server if this process dies without cleaning up (SIGKILL)
+        return server
 
     in_own_session.in_own_session = True  # type: ignore[attr-defined]
     SubprocessASGIServer._run_uvicorn_command = in_own_session  # type: ignore[method-assign]

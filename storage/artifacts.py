@@ -19,6 +19,7 @@ import os
 import uuid
 from typing import Any, ClassVar
 
+from fsspec.spec import AbstractFileSystem
 from pydantic import BaseModel, ConfigDict
 
 from storage.locations import open_root
@@ -28,6 +29,11 @@ MANIFEST = "manifest.json"
 
 class ArtifactError(RuntimeError):
     """An artifact is missing, incomplete or damaged; the message names it and the fix."""
+
+
+def rebuild_advice(path: str) -> str:
+    """The one fix for a damaged or incomplete artifact, worded the same everywhere."""
+    return f"delete {path} and rerun the same command to rebuild it"
 
 
 class ArtifactRef(BaseModel):
@@ -72,6 +78,18 @@ class StageRequest(BaseModel):
         return ArtifactRef(stage=self.stage, fingerprint=self.fingerprint())
 
 
+def tree_checksums(fs: AbstractFileSystem, base: str) -> dict[str, dict[str, Any]]:
+    """``{path relative to base: {"bytes", "sha256"}}`` of every file under ``base``, sorted."""
+    if not fs.exists(base):
+        return {}
+    prefix, listing = fs.info(base)["name"].rstrip("/") + "/", {}  # as find spells it (a relative path made absolute)
+    for path in sorted(fs.find(base)):
+        with fs.open(path, "rb") as handle:
+            data = handle.read()
+        listing[path.removeprefix(prefix)] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    return listing
+
+
 class ArtifactStore:
     """The artifact tree under one root URI (a local path or any fsspec URL)."""
 
@@ -111,8 +129,7 @@ class ArtifactStore:
                 return handle.read()
         except FileNotFoundError:
             raise ArtifactError(
-                f"{name} is missing from artifact {ref} under {self.root}; "
-                f"delete {self.path(ref)} and rerun to rebuild it"
+                f"{name} is missing from artifact {ref} under {self.root}; {rebuild_advice(self.path(ref))}"
             ) from None
 
     def is_complete(self, ref: ArtifactRef) -> bool:
@@ -155,21 +172,13 @@ class ArtifactStore:
             return json.loads(raw)
         except json.JSONDecodeError as err:
             raise ArtifactError(
-                f"manifest of {ref} under {self.root} is not valid JSON ({err}); "
-                f"delete {self.path(ref)} and rerun to rebuild it"
+                f"manifest of {ref} under {self.root} is not valid JSON ({err}); {rebuild_advice(self.path(ref))}"
             ) from None
 
     def file_checksums(self, ref: ArtifactRef) -> dict[str, dict[str, Any]]:
         """``{relative path: {"bytes", "sha256"}}`` of every file of the artifact but its manifest."""
-        base = self.path(ref) + "/"
-        listing = {}
-        for path in sorted(self.fs.find(self.path(ref))):
-            name = path[len(base):] if path.startswith(base) else path
-            if name == MANIFEST:
-                continue
-            with self.fs.open(path, "rb") as handle:
-                data = handle.read()
-            listing[name] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        listing = tree_checksums(self.fs, self.path(ref))
+        listing.pop(MANIFEST, None)
         return listing
 
     def delete(self, ref: ArtifactRef) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import zarr
 
+from storage.artifacts import rebuild_advice
 from storage.locations import zarr_store
 
 FORMAT_VERSION = 1
@@ -68,7 +69,8 @@ def read_image_store(url: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     except (FileNotFoundError, KeyError) as err:
         raise ImageStoreError(f"image store {url} is missing or incomplete ({err}); rerun the synthesize stage") from None
     except Exception as err:  # noqa: BLE001 - codec errors (checksum mismatch) come in several types
-        raise ImageStoreError(f"image store {url} is damaged ({type(err).__name__}: {err}); delete it and rerun") from None
+        raise ImageStoreError(f"image store {url} is damaged ({type(err).__name__}: {err}); "
+                              f"{rebuild_advice(url.rstrip('/').rsplit('/', 1)[0])}") from None
     return images, labels, dict(group.attrs)
 
 

@@ -23,17 +23,19 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
 import zarr
 
+from storage.artifacts import rebuild_advice
 from storage.label_codec import ArraySpecs, LabelFormat, decode_labels, label_arrays, step_bytes
 from storage.locations import zarr_store
 
 FORMAT_VERSION = 1
 CHUNK_TARGET_BYTES = 1 << 20
+MIN_CHUNKS = 8  # resume units of a store too small to fill 1 MB chunks: a stop loses at most an eighth
 AugmentationStorage = Literal["boxes", "seed", "stream"]
 
 
@@ -73,6 +75,14 @@ class StoreLayout:
         if self.steps_per_chunk is not None:
             return max(1, min(self.steps_per_chunk, self.steps))
         return max(1, min(self.steps, -(-CHUNK_TARGET_BYTES // max(step_bytes(self.arrays()), 1))))
+
+    def resumable(self) -> StoreLayout:
+        """This layout, its chunks (when not set) cut to at most a MIN_CHUNKS-th of the steps: a store
+        written step by step (relabel) then keeps all but the chunk in progress when stopped, even
+        when it is too small to fill 1 MB chunks."""
+        if self.steps_per_chunk is not None:
+            return self
+        return replace(self, steps_per_chunk=max(1, min(self.chunk_steps(), -(-self.steps // MIN_CHUNKS))))
 
     def chunk_bounds(self, chunk: int) -> tuple[int, int]:
         size = self.chunk_steps()
@@ -220,7 +230,7 @@ class SoftLabelReader:
         except Exception as err:  # noqa: BLE001 - checksum and codec failures come in several types
             raise SoftLabelStoreError(
                 f"soft-label store {self.url}: array '{name}' is damaged at step {step} "
-                f"({type(err).__name__}: {err}); delete the store and rerun relabel (or prune)"
+                f"({type(err).__name__}: {err}); {rebuild_advice(self.url.rstrip('/').rsplit('/', 1)[0])}"
             ) from None
 
     def _decoded(self, span: int, step: int) -> dict[str, np.ndarray]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from storage.artifacts import ArtifactError, ArtifactRef, ArtifactStore
+from storage.artifacts import ArtifactError, ArtifactRef, ArtifactStore, rebuild_advice
 
 
 def tensors_to_bytes(value: Any) -> bytes:
@@ -30,7 +30,7 @@ def tensors_from_bytes(blob: bytes, *, origin: str) -> Any:
         return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - zip, pickle and truncation failures surface differently
         raise ArtifactError(f"{origin} is not a readable tensor file ({type(err).__name__}: {err}); "
-                            "delete its artifact directory and rerun to rebuild it") from None
+                            f"{rebuild_advice(origin.rsplit('/', 1)[0])}") from None
 
 
 def write_tensors(store: ArtifactStore, ref: ArtifactRef, name: str, value: Any) -> None:

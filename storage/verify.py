@@ -4,7 +4,7 @@ Every finished artifact's manifest lists its files with their sizes and SHA-256 
 (:meth:`ArtifactStore.write_manifest`); verification re-reads each file and compares, checks
 that the manifest names its own stage and fingerprint and that its inputs exist, and lists
 directories without a manifest as unfinished (the next run redoes them; not damage). Nothing
-is changed: the fix for a damaged artifact is to delete its directory and rerun.
+is changed: the fix for a damaged artifact is to delete its directory and rerun the same command.
 
     findings = verify_tree("artifacts")
     damaged = [f for f in findings if f.status == "damaged"]
@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-from storage.artifacts import MANIFEST, ArtifactRef, ArtifactStore
+from storage.artifacts import MANIFEST, ArtifactError, ArtifactRef, ArtifactStore, rebuild_advice
 
 Status = Literal["ok", "unfinished", "damaged", "unchecked"]
 RESULT_FOLDERS = {"sweep", "history"}  # result files of flows (tables, reports, run histories), not stage artifacts
@@ -44,17 +44,30 @@ def _damage(store: ArtifactStore, ref: ArtifactRef) -> tuple[Status, str]:
     files = manifest.get("files")
     if files is None:
         return ("damaged", "; ".join(problems)) if problems else ("unchecked", "manifest has no checksums (older format)")
-    present = store.file_checksums(ref)  # the same listing write_manifest recorded, taken now
-    for name in sorted(set(files) - set(present)):
-        problems.append(f"{name} is missing")
-    for name in sorted(set(present) - set(files)):
-        problems.append(f"{name} is not in the manifest")
-    for name in sorted(set(files) & set(present)):
-        if present[name]["bytes"] != files[name]["bytes"]:
-            problems.append(f"{name} has {present[name]['bytes']} bytes, the manifest says {files[name]['bytes']}")
-        elif present[name]["sha256"] != files[name]["sha256"]:
-            problems.append(f"{name} fails its checksum")
+    problems += file_problems(files, store.file_checksums(ref))  # the listing write_manifest recorded, taken now
     return ("damaged", "; ".join(problems)) if problems else ("ok", f"{len(files)} files")
+
+
+def file_problems(recorded: dict[str, dict[str, Any]], present: dict[str, dict[str, Any]], *,
+                  record: str = "the manifest") -> list[str]:
+    """How the files ``present`` differ from the ``recorded`` ones (both ``{name: {"bytes", "sha256"}}``);
+    ``record`` names where the recorded listing is kept."""
+    problems = [f"{name} is missing" for name in sorted(set(recorded) - set(present))]
+    problems += [f"{name} is not in {record}" for name in sorted(set(present) - set(recorded))]
+    for name in sorted(set(recorded) & set(present)):
+        if present[name]["bytes"] != recorded[name]["bytes"]:
+            problems.append(f"{name} has {present[name]['bytes']} bytes, {record} says {recorded[name]['bytes']}")
+        elif present[name]["sha256"] != recorded[name]["sha256"]:
+            problems.append(f"{name} fails its checksum")
+    return problems
+
+
+def verify_artifact(store: ArtifactStore, ref: ArtifactRef) -> None:
+    """Re-read every file of the complete artifact ``ref`` against its manifest; ArtifactError naming the
+    damage and the fix when one differs. What a run does before it reuses an artifact."""
+    status, detail = _damage(store, ref)
+    if status == "damaged":
+        raise ArtifactError(f"artifact {ref} under {store.root} is damaged: {detail}; {rebuild_advice(store.path(ref))}")
 
 
 def verify_tree(root: str) -> list[Finding]:
@@ -84,5 +97,5 @@ def format_findings(findings: list[Finding]) -> str:
     counts = {s: sum(f.status == s for f in findings) for s in ("ok", "unfinished", "unchecked", "damaged")}
     lines.append(", ".join(f"{n} {s}" for s, n in counts.items()))
     if counts["damaged"]:
-        lines.append("fix: delete each damaged artifact's directory and rerun the same command to rebuild it")
+        lines.append("fix: " + rebuild_advice("each damaged artifact's directory"))
     return "\n".join(lines)

@@ -4,9 +4,13 @@
                                      (the class-folder format of :mod:`tasks.data.class_folders`)
     DIR/labels.zarr/                 the soft-label store the students read (the pruned one when
                                      pruning is on), copied byte for byte
-    DIR/card.json, DIR/card.md       the config, fingerprints, metrics, normalisation and the command
+    DIR/card.json, DIR/card.md       the config, fingerprints, metrics, normalisation and the command;
+                                     card.json's ``files``: size and SHA-256 of every PNG and store file
 
-Nothing is computed here: the pipeline's artifacts are read and copied. The folder is built
+Nothing is computed here: the pipeline's artifacts are read and copied. The image and label
+artifacts are re-read against their manifests' checksums first, and the copied store against
+them after, so a damaged artifact is refused (ArtifactError naming the file and the fix) and
+never leaves; :meth:`ReplayedSteps.from_export` checks the card's checksums. The folder is built
 under a temporary name beside DIR and renamed into place last, so a failed export leaves no
 half folder, and an existing DIR is refused, never overwritten. Train your own student on it
 with :meth:`tasks.labels.replay.ReplayedSteps.from_export`; import the images back with
@@ -23,12 +27,16 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from storage.artifacts import ArtifactRef, ArtifactStore
+from fsspec.implementations.local import LocalFileSystem
+
+from storage.artifacts import ArtifactRef, ArtifactStore, tree_checksums
 from storage.file_names import CARD_JSON, CARD_MD, EXPORT_IMAGES, EXPORT_LABELS, IMAGES, LABELS
 from storage.image_store import read_image_store
+from storage.verify import file_problems, verify_artifact
 from tasks.data import DataConfig, load_split, normalization
 from tasks.data.class_folders import class_folder, write_class_folders
-CARD_FORMAT_VERSION = 1
+
+CARD_FORMAT_VERSION = 2  # 2: ``files``, the size and SHA-256 of every PNG and store file
 
 
 class ExportError(RuntimeError):
@@ -82,12 +90,28 @@ def card_markdown(card: dict[str, Any]) -> str:
     ])
 
 
+def copied_checksums(folder: Path, *, recorded: dict[str, dict[str, Any]], ref: ArtifactRef) -> dict[str, dict[str, Any]]:
+    """The checksum of every file written under ``folder`` (the card's ``files``), after checking that
+    each copied store file equals the one the manifest of ``ref`` records (ExportError naming it if not)."""
+    written = tree_checksums(LocalFileSystem(), str(folder))
+    copied = {name.removeprefix(f"{EXPORT_LABELS}/"): entry for name, entry in written.items()
+              if name.startswith(f"{EXPORT_LABELS}/")}
+    manifest_store = {name.removeprefix(f"{LABELS}/"): entry for name, entry in recorded.items()
+                      if name.startswith(f"{LABELS}/")}
+    if problems := file_problems(manifest_store, copied, record=f"the manifest of {ref}"):
+        raise ExportError(f"the copy of the soft-label store differs from artifact {ref}: {'; '.join(problems)}; "
+                          "export again (the disk or another process changed it while it was copied)")
+    return written
+
+
 def write_export(*, store: ArtifactStore, refs: dict[str, ArtifactRef], config: dict[str, Any], command: str,
                  dest: Path) -> Path:
     """Write the export folder at ``dest`` from the run's artifacts; ``refs`` by stage (the last label store
     under "prune" or "relabel", the students under "evaluate")."""
     check_export_target(dest)
     labels_ref = refs.get("prune") or refs["relabel"]
+    for ref in (refs["synthesize"], labels_ref):  # the artifacts copied from, whole, before anything is written
+        verify_artifact(store, ref)
     images, classes, attrs = read_image_store(store.url(refs["synthesize"], IMAGES))
     card = build_card(store=store, refs=refs, config=config, command=command, num_images=len(images),
                       ipc=int(attrs["ipc"]))
@@ -96,6 +120,7 @@ def write_export(*, store: ArtifactStore, refs: dict[str, ArtifactRef], config: 
     try:
         write_class_folders(images, classes, class_names=card["data"]["class_names"], dest=partial / EXPORT_IMAGES)
         store.fs.get(store.path(labels_ref, LABELS), str(partial / EXPORT_LABELS), recursive=True)
+        card["files"] = copied_checksums(partial, recorded=store.read_manifest(labels_ref)["files"], ref=labels_ref)
         (partial / CARD_JSON).write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
         (partial / CARD_MD).write_text(card_markdown(card))
         check_export_target(dest)  # another export may have taken the name meanwhile

@@ -13,13 +13,13 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Protocol
 
 import torch
 import torchvision
 from torch import nn
 
-from storage.artifacts import ArtifactError, ArtifactRef, ArtifactStore
+from storage.artifacts import ArtifactError, ArtifactRef, ArtifactStore, rebuild_advice
 from storage.file_names import MODEL
 from storage.tensor_files import read_tensors
 
@@ -138,6 +138,28 @@ def batchnorm_layers(model: nn.Module) -> dict[str, nn.modules.batchnorm._BatchN
     }
 
 
+class ModelChoice(Protocol):
+    """The fields of a teacher (or student) config that pick its network."""
+
+    model: str
+    width: int
+    depth: int
+
+
+class InputShape(Protocol):
+    """What a data source says about its images."""
+
+    channels: int
+    num_classes: int
+    image_size: int
+
+
+def build_teacher(config: ModelChoice, source: InputShape) -> nn.Module:
+    """A fresh teacher of ``config``'s architecture for ``source``'s images and classes."""
+    return create_model(config.model, channels=source.channels, num_classes=source.num_classes,
+                        image_size=source.image_size, width=config.width, depth=config.depth)
+
+
 def load_teacher(store: ArtifactStore, ref: ArtifactRef, device: torch.device) -> nn.Module:
     """The teacher stored by the `teacher` stage at ``ref``, on ``device``, in eval mode."""
     manifest = store.read_manifest(ref)
@@ -148,5 +170,5 @@ def load_teacher(store: ArtifactStore, ref: ArtifactRef, device: torch.device) -
         model.load_state_dict(read_tensors(store, ref, MODEL))
     except RuntimeError as err:
         raise ArtifactError(f"{store.path(ref, MODEL)} does not fit the teacher its manifest describes ({err}); "
-                            f"delete {store.path(ref)} and rerun to rebuild it") from None
+                            f"{rebuild_advice(store.path(ref))}") from None
     return model.to(device).eval()

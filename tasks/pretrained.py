@@ -117,15 +117,25 @@ def read_state_dict(path: Path, *, origin: str) -> dict[str, torch.Tensor]:
     return state
 
 
+def first_mismatch(model: nn.Module, state: dict[str, torch.Tensor]) -> str | None:
+    """The first tensor (in the model's order) where ``state`` does not fit ``model``, in a few words;
+    None when every name and shape matches."""
+    expected = model.state_dict()
+    for name, tensor in expected.items():
+        if name not in state:
+            return f"{name} {list(tensor.shape)} is missing from the weights"
+        if state[name].shape != tensor.shape:
+            return f"{name} is {list(state[name].shape)} in the weights, {list(tensor.shape)} in the model"
+    extra = next((name for name in state if name not in expected), None)
+    return None if extra is None else f"{extra} {list(state[extra].shape)} is not in the model"
+
+
 def load_weights(model: nn.Module, state: dict[str, torch.Tensor], *, origin: str, model_name: str) -> None:
-    """Load ``state`` into ``model``; WeightsError naming the first mismatch."""
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as error:
-        detail = " ".join(line.strip() for line in str(error).splitlines()[1:3])
-        raise WeightsError(f"cannot load teacher weights from {origin}: they do not fit teacher.model={model_name} "
-                           f"on this data set ({detail}); give weights of that architecture, channel count and "
-                           "class count") from None
+    """Load ``state`` into ``model``; WeightsError naming the first mismatching tensor, in one short line."""
+    if mismatch := first_mismatch(model, state):
+        raise WeightsError(f"teacher.weights {origin} do not fit teacher.model={model_name} on this data set: "
+                           f"{mismatch}; give weights of that architecture, channel count and class count")
+    model.load_state_dict(state)
 
 
 def pretrained_input(data: DataConfig, spec: str | None) -> DataConfig:

@@ -8,6 +8,7 @@ and, where artifacts exist, every file not deliberately damaged is byte-identica
 from __future__ import annotations
 
 import errno
+import json
 import re
 import shutil
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from flows.cli import main
-from storage.artifacts import ArtifactStore
+from storage.artifacts import ArtifactRef, ArtifactStore
 from tests.file_trees import digests
 from tests.conftest import needs_fashion_mnist
 
@@ -53,8 +54,12 @@ def _empty_image_folder(tmp_path: Path) -> list[str]:
 REFUSED_BEFORE_WORK = {
     "malformed YAML": (_bad_yaml, r"bad.yaml is not valid YAML"),
     "YAML that is not a mapping": (_list_yaml, r"must be a mapping of sections"),
-    "unknown section": (_unknown_section, r"teachr: unknown field"),
-    "unknown key": (lambda t: ["run", *TINY, "--set", "teacher.epochz=2"], r"teacher.epochz: unknown field"),
+    "unknown section": (_unknown_section, r"teachr: unknown field; did you mean teacher\?"),
+    "unknown key": (lambda t: ["run", *TINY, "--set", "teacher.epochz=2"],
+                    r"teacher.epochz: unknown field; did you mean teacher.epochs\?"),
+    "a section's rule broken": (lambda t: ["run", *TINY, "--set", "data.name=imagefolder"],
+                                r"  data: data.root is required for data.name='imagefolder': set it to the folder "
+                                r"holding the data set\n$"),  # the section is not echoed back
     "wrong type": (lambda t: ["run", *TINY, "--set", "teacher.epochs=many"], r"teacher.epochs: .*integer"),
     "NaN value": (lambda t: ["run", *TINY, "--set", "synthesis.lr=.nan"], r"synthesis.lr: .*finite"),
     "prune ratio 1": (lambda t: ["run", *TINY, "--set", "prune.ratio=1"], r"prune.ratio: Input should be less than 1"),
@@ -137,26 +142,44 @@ def test_a_corrupt_manifest_names_the_artifact_and_the_fix(built, tmp_path, capf
     manifest.write_text("{ not json")
     before = digests(root)
     code, err = run_cli(capfd, "run", *TINY, "--artifact-root", str(root))
-    assert code == 1 and "manifest of teacher/" in err and "is not valid JSON" in err and "rerun to rebuild" in err
+    assert code == 1 and "artifact teacher/" in err and "manifest.json is not valid JSON" in err
+    assert f"delete {manifest.parent} and rerun the same command to rebuild it" in err
+    assert digests(root) == before
+
+
+def _flip_four_bytes(labels: Path) -> str:
+    """Flip four bytes in the middle of the store's first logits chunk; its path in the artifact."""
+    chunk = next(p for p in sorted((labels / "labels.zarr" / "logits").rglob("*")) if p.is_file() and p.name != "zarr.json")
+    data = bytearray(chunk.read_bytes())
+    for offset in range(4):
+        data[len(data) // 2 + offset] ^= 0xFF
+    chunk.write_bytes(bytes(data))
+    return str(chunk.relative_to(labels))
+
+
+@pytest.mark.slow
+def test_flipped_bytes_are_found_by_verify_and_stop_a_run_that_reuses_them(built, tmp_path, capfd, prefect_server):
+    root = _copy(built, tmp_path)
+    labels = _only(root, "relabel")
+    chunk = _flip_four_bytes(labels)
+    code, out = main(["verify", "--artifact-root", str(root)]), capfd.readouterr().out
+    assert code == 1 and f"damaged    relabel/{labels.name}" in out and "fails its checksum" in out
+    assert "delete each damaged artifact's directory and rerun the same command" in out
+    before = digests(root)
+    code, err = run_cli(capfd, "run", *TINY, "--artifact-root", str(root))  # every stage built: all would be reused
+    assert code == 1 and f"artifact relabel/{labels.name} under {root} is damaged: {chunk} fails its checksum" in err
+    assert f"delete {labels} and rerun the same command to rebuild it" in err
     assert digests(root) == before
 
 
 @pytest.mark.slow
-def test_flipped_bytes_are_found_by_verify_and_stop_a_run_that_reads_them(built, tmp_path, capfd, prefect_server):
+def test_export_refuses_a_damaged_chunk_and_writes_nothing(built, tmp_path, capfd, prefect_server):
     root = _copy(built, tmp_path)
     labels = _only(root, "relabel")
-    chunk = next(p for p in sorted((labels / "labels.zarr" / "logits").rglob("*")) if p.is_file() and p.name != "zarr.json")
-    data = bytearray(chunk.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    chunk.write_bytes(bytes(data))
-    code, out = main(["verify", "--artifact-root", str(root)]), capfd.readouterr().out
-    assert code == 1 and f"damaged    relabel/{labels.name}" in out and "fails its checksum" in out
-    assert "delete each damaged artifact's directory and rerun" in out
-    shutil.rmtree(_only(root, "evaluate"))  # the student must read the damaged labels again
-    before = digests(root)
-    code, err = run_cli(capfd, "run", *TINY, "--artifact-root", str(root))
-    assert code == 1 and "array 'logits' is damaged at step" in err and "rerun relabel" in err
-    _unchanged_except(before, digests(root), root / "evaluate", root=root)
+    chunk = _flip_four_bytes(labels)
+    code, err = run_cli(capfd, "export", *TINY, "--artifact-root", str(root), "--to", str(tmp_path / "out"))
+    assert code == 1 and f"{chunk} fails its checksum" in err and f"delete {labels} and rerun" in err
+    assert not (tmp_path / "out").exists() and [p.name for p in tmp_path.iterdir()] == ["a"]
 
 
 def test_a_truncated_chunk_is_found_by_verify(built, tmp_path, capfd):
@@ -176,6 +199,9 @@ def test_labels_from_another_run_are_refused_naming_both_image_sets(built, tmp_p
     mine = _only(root, "relabel")
     shutil.rmtree(mine / "labels.zarr")
     shutil.copytree(_only(other, "relabel") / "labels.zarr", mine / "labels.zarr")
+    store, ref = ArtifactStore(root), ArtifactRef(stage="relabel", fingerprint=mine.name)
+    manifest = {**store.read_manifest(ref), "files": store.file_checksums(ref)}  # checksums pass: only the
+    (mine / "manifest.json").write_text(json.dumps(manifest))  # store's own attributes can tell
     shutil.rmtree(_only(root, "evaluate"))
     before = digests(root)
     code, err = run_cli(capfd, "run", *TINY, "--artifact-root", str(root))

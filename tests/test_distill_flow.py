@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import os
 import re
 import shutil
@@ -10,9 +12,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from flows.distill import distill
 from storage.artifacts import ArtifactStore
+from tasks.data import FASHION_MNIST_CLASSES
 from tests.conftest import needs_fashion_mnist
 
 pytestmark = [needs_fashion_mnist, pytest.mark.slow]
@@ -102,6 +106,40 @@ def test_cli_runs_the_pipeline_then_reports_it_cached(tmp_path, prefect_server):
         assert re.search(rf"^{stage} +Cached ", second.stdout, re.M), second.stdout[-3000:]
     assert len(re.findall(r"^evaluate +Cached ", second.stdout, re.M)) == 2
     assert str(tmp_path / "a" / "teacher") in second.stdout
+
+
+def test_a_fresh_prefect_home_still_shows_reused_stages_cached(tmp_path, prefect_server, tiny_artifacts):
+    """Artifacts on disk but no Prefect cache record (a new machine, a new PREFECT_HOME): each stage
+    finds its manifest and must say Cached, not Completed with its old build seconds."""
+    tiny_artifacts.copy_into(tmp_path / "a")
+    home = tmp_path / "fresh-home"
+    home.mkdir()
+    env = {**os.environ, "PREFECT_API_URL": prefect_server, "PREFECT_HOME": str(home)}  # no cache records there
+    done = subprocess.run([sys.executable, "-m", "flows.cli", "run", "--preset", "ci_tiny", "--artifact-root",
+                           str(tmp_path / "a")], capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for stage in ("teacher", "stats", "synthesize", "relabel", "evaluate"):
+        assert re.search(rf"^{stage} +Cached ", done.stdout, re.M), done.stdout[-3000:]
+    assert "Completed" not in done.stdout.split("artifacts:")[0], done.stdout[-3000:]
+
+
+def test_the_dashboard_grid_names_each_class_beside_its_images_at_a_readable_size(prefect_server, tiny_config,
+                                                                                 tiny_artifacts):
+    from prefect import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+
+    tiny_artifacts.copy_into(tiny_config.runtime.artifact_root)
+    run = distill(config=tiny_config, until="synthesize", return_state=True)
+    with get_client(sync_client=True) as client:
+        [grid] = client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=["image-grid"]), flow_run_id=ArtifactFilterFlowRunId(any_=[run.state_details.flow_run_id])))
+    lines = grid.data.splitlines()
+    assert lines[:2] == ["| class | images |", "|---|---|"] and len(lines) == 12  # ci_tiny: 2 images of each of 10
+    for line, name in zip(lines[2:], FASHION_MNIST_CLASSES):
+        cell = re.fullmatch(rf"\| {re.escape(name)} \| !\[{re.escape(name)}\]\(data:image/png;base64,(\S+)\) \|", line)
+        assert cell, line[:120]
+        with Image.open(io.BytesIO(base64.b64decode(cell.group(1)))) as tiles:
+            assert tiles.height >= 48 and tiles.width >= 2 * 48, tiles.size  # one row of 2 tiles, each >= 48 px
 
 
 def test_cli_missing_data_set_is_one_message_and_exit_2(tmp_path):

@@ -119,7 +119,7 @@ def test_flipped_bytes_in_one_chunk_name_the_array_and_the_step(upstream, tmp_pa
     chunk.write_bytes(bytes(data))
     reader = SoftLabelReader(url)
     reader.step(3)  # other chunks still read
-    with pytest.raises(SoftLabelStoreError, match=r"array 'logits' is damaged at step 9 .*rerun relabel"):
+    with pytest.raises(SoftLabelStoreError, match=r"array 'logits' is damaged at step 9 .*and rerun the same command to rebuild it"):
         reader.step(9)
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -29,7 +30,7 @@ from typing import Any, Callable
 import httpx
 import pytest
 
-from flows.serve import PROJECT_ROOT, ServeError, deployment_entries, refuse_pooled
+from flows.serve import PROJECT_ROOT, ServeError, dashboard_note, deployment_entries, refuse_pooled
 from tests.conftest import needs_fashion_mnist
 
 PREFECT = [sys.executable, "-m", "prefect"]  # the venv has no prefect script when Prefect is a system package
@@ -101,6 +102,12 @@ def _run_to_end(client, deployment_name: str, parameters: dict[str, Any], timeou
 def _with_root(config: dict[str, Any], root: Path) -> dict[str, Any]:
     """A deployment's preset reference, its artifact root moved to ``root``."""
     return {**config, "overrides": [*config["overrides"], f"runtime.artifact_root={root}"]}
+
+
+def test_serve_names_the_dashboard_and_what_a_server_on_another_port_needs():
+    assert dashboard_note("http://127.0.0.1:4200/api") == "dashboard: http://127.0.0.1:4200"
+    note = dashboard_note("http://127.0.0.1:4300/api")
+    assert note.startswith("dashboard: http://127.0.0.1:4300 (") and "PREFECT_UI_API_URL=http://127.0.0.1:4300/api" in note
 
 
 # --- one real server for the slow tests ------------------------------------------------------
@@ -218,11 +225,12 @@ def test_a_worker_started_elsewhere_runs_the_ci_tiny_deployment(worker_run):
     listed = sorted(f"{a.key or '-'}:{a.type}" for a in worker_run.artifacts)
     summary = [a for a in worker_run.artifacts if a.key == "distill-summary"]
     assert summary and summary[0].type == "table", listed
-    stages = [row["stage"] for row in json.loads(summary[0].data)]
+    stages = list(dict.fromkeys(row["stage"] for row in json.loads(summary[0].data)))  # a row per stage and metric
     assert stages == ["teacher", "stats", "synthesize", "relabel", "evaluate"], listed
     grid = [a for a in worker_run.artifacts if a.key == "image-grid"]
-    assert grid and grid[0].data.startswith("![one row per class](data:image/png;base64,"), listed  # inline, not file://
-    assert set(json.loads(summary[0].data)[0]) == {"stage", "state", "built in s", "metrics", "fingerprint"}
+    assert grid and grid[0].data.startswith("| class | images |"), listed
+    assert "| T-shirt/top | ![T-shirt/top](data:image/png;base64," in grid[0].data  # inline, not file://
+    assert set(json.loads(summary[0].data)[0]) == {"stage", "state", "built in s", "metric", "value", "fingerprint"}
     assert all(any((worker_run.root / stage).glob("*/manifest.json")) for stage in stages)
     assert worker_run.stop_code is not None and worker_run.stop_seconds < 30, "the worker ignored SIGINT"
 
@@ -242,20 +250,31 @@ def test_a_rerun_after_a_data_change_rebuilds_evaluate_and_adds_a_history_row(wo
     assert by_key["history-plot-ci-tiny"].data.startswith("![test top-1 over the runs of ci-tiny](data:image/png;base64,")
 
 
+def _artifact_page(server: SimpleNamespace, artifact: Any, tmp_path: Path,
+                   window: str | None = None) -> tuple[str, list[str], str]:
+    """The artifact's dashboard page, the headless Chromium command that renders it, and its DOM
+    (at ``window`` size, e.g. "1400,900", when given); skips without Chromium."""
+    if CHROMIUM is None:
+        pytest.skip("no chromium on PATH (bash deploy/install.sh test installs the Debian package)")
+    page = server.url.removesuffix("/api") + f"/artifacts/artifact/{artifact.id}"
+    browser = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+               f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=15000"]
+    size = [f"--window-size={window}"] if window else []
+    dom = subprocess.run([*browser, *size, "--dump-dom", page], capture_output=True, text=True, timeout=90).stdout
+    return page, browser, dom
+
+
 @needs_fashion_mnist
 @pytest.mark.slow
 def test_the_dashboard_shows_the_results_artifact(worker_run, server, tmp_path):
-    if CHROMIUM is None:
-        pytest.skip("no chromium on PATH (bash deploy/install.sh test installs the Debian package)")
     from PIL import Image
 
     summary = next(a for a in worker_run.artifacts if a.key == "distill-summary")
-    page = server.url.removesuffix("/api") + f"/artifacts/artifact/{summary.id}"
-    browser = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-               f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=15000"]
-    dom = subprocess.run([*browser, "--dump-dom", page], capture_output=True, text=True, timeout=90).stdout
+    page, browser, dom = _artifact_page(server, summary, tmp_path)
     for expected in ("distill-summary", "evaluate", "test_top1", summary.description):
         assert expected in dom, f"{expected!r} not on {page}: {dom[-2000:]}"
+    widest = max((str(cell) for row in json.loads(summary.data) for cell in row.values()), key=len)
+    assert len(widest) <= 40, f"the dashboard cuts cells this wide instead of wrapping them: {widest!r}"
     shot = tmp_path / "artifact.png"
     subprocess.run([*browser, f"--screenshot={shot}", "--window-size=1280,900", page],
                    capture_output=True, timeout=90)
@@ -267,16 +286,22 @@ def test_the_dashboard_shows_the_results_artifact(worker_run, server, tmp_path):
 
 @needs_fashion_mnist
 @pytest.mark.slow
+def test_the_dashboard_shows_each_class_name_beside_its_images(worker_run, server, tmp_path):
+    grid = next(a for a in worker_run.artifacts if a.key == "image-grid")
+    page, _, dom = _artifact_page(server, grid, tmp_path, window="1400,900")
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", dom))  # what the page shows as text (alt texts left out)
+    for name in ("T-shirt/top", "Trouser", "Sneaker", "Ankle boot"):
+        assert f" {name} " in text, f"{name!r} not shown on {page}: {text[-2000:]}"
+    assert dom.count('src="data:image/png;base64,') >= 10, f"no images on {page}"
+
+
+@needs_fashion_mnist
+@pytest.mark.slow
 def test_the_dashboard_shows_the_deployments_history(worker_run, server, tmp_path):
-    if CHROMIUM is None:
-        pytest.skip("no chromium on PATH (bash deploy/install.sh test installs the Debian package)")
     from PIL import Image
 
     table = next(a for a in worker_run.second_artifacts if a.key == "history-ci-tiny")
-    page = server.url.removesuffix("/api") + f"/artifacts/artifact/{table.id}"
-    browser = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-               f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=15000"]
-    dom = subprocess.run([*browser, "--dump-dom", page], capture_output=True, text=True, timeout=90).stdout
+    page, browser, dom = _artifact_page(server, table, tmp_path)
     rows = json.loads(table.data)
     for expected in ("history-ci-tiny", "students 1x", rows[0]["date"], rows[1]["date"], rows[0]["data changed"]):
         assert expected in dom, f"{expected!r} not on {page}: {dom[-2000:]}"

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -258,3 +259,21 @@ def test_sigterm_stops_a_dask_run_with_its_local_cluster_and_resumes_to_the_same
     output = rerun_matches(argv[:-2], tmp_path, shared, clean)
     to_do = int(re.search(r"synthesize: 10 units, (\d+) to do", output).group(1))
     assert to_do < 10, output[-3000:]  # what the workers stored is kept
+
+
+def test_kill_9_of_the_command_in_evaluate_leaves_no_prefect_server(tmp_path, env, tiny_artifacts):
+    """SIGKILL cannot be caught: the watchdog started beside the temporary server ends it."""
+    tiny_artifacts.copy_into(tmp_path)
+    for built in (tmp_path / "evaluate").iterdir():  # everything before evaluate is reused
+        shutil.rmtree(built)
+    victim = Victim(["run", "--preset", "ci_tiny", "--artifact-root", str(tmp_path)], env)
+    victim.wait_for(r"evaluate 1/\d+")
+    [server] = [p for p in victim.seen.values() if "prefect.server.api.server" in " ".join(p.cmdline())]
+    assert server.is_running()
+    victim.signal(signal.SIGKILL)
+    assert victim.finish()[0] == -signal.SIGKILL
+    deadline = time.monotonic() + 10
+    while server.is_running() and server.status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not server.is_running() or server.status() == psutil.STATUS_ZOMBIE, f"server {server.pid} outlived kill -9"
+    assert not left_over(victim), f"left running: {left_over(victim)}"

@@ -31,6 +31,17 @@ def test_chunks_hold_whole_steps_and_about_a_megabyte():
     assert (mid.chunk_steps() - 1) * logits_step < 1 << 20 <= mid.chunk_steps() * logits_step * 1.1  # other arrays: <10 %
 
 
+def test_a_relabel_layout_keeps_at_least_eight_resume_units():
+    tiny = StoreLayout(steps=12, batch_size=8, num_classes=10)  # ci_tiny's stream: 12 steps, far under 1 MB
+    assert tiny.chunk_steps() == 12 and tiny.resumable().chunk_steps() == 2 and tiny.resumable().num_chunks == 6
+    small = StoreLayout(steps=200, batch_size=100, num_classes=10).resumable()
+    assert small.chunk_steps() == 25 and small.num_chunks == 8
+    big = StoreLayout(steps=100_000, batch_size=1024, num_classes=1000)
+    assert big.resumable() == StoreLayout(**{**vars(big), "steps_per_chunk": 1})  # 1 MB chunks already: as they were
+    chosen = StoreLayout(steps=12, batch_size=8, num_classes=10, steps_per_chunk=12)
+    assert chosen.resumable() == chosen  # relabel.chunk_steps, when set, wins
+
+
 def test_a_half_written_store_resumes_at_its_first_unmarked_chunk(tmp_path):
     layout = StoreLayout(steps=10, batch_size=4, num_classes=3, steps_per_chunk=3)
     url = str(tmp_path / "labels.zarr")

@@ -4,14 +4,19 @@ artifact store, evaluate trains on exactly these steps, and the docs' student lo
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import re
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
-from storage.artifacts import ArtifactStore
+from storage.artifacts import ArtifactError, ArtifactStore
 from storage.file_names import IMAGES, LABELS
 from storage.image_store import read_image_store
 from storage.softlabels import SoftLabelReader, SoftLabelStoreError
@@ -129,6 +134,50 @@ def test_replay_refuses_images_the_store_was_not_made_from(pruned_run, tmp_path)
         ReplayedSteps(pruned_run.images[:19], pruned_run.labels, seed=0)
     with pytest.raises(SoftLabelStoreError, match="is not a distillery export"):
         ReplayedSteps.from_export(tmp_path, seed=0)
+
+
+def test_the_card_records_the_checksum_of_every_exported_file(exported):
+    files = json.loads((exported / "card.json").read_text())["files"]
+    on_disk = {str(p.relative_to(exported)): p for p in exported.rglob("*") if p.is_file()}
+    assert set(files) == set(on_disk) - {"card.json", "card.md"} and len(files) > 20
+    assert sum(name.endswith(".png") for name in files) == 20
+    for name, entry in files.items():
+        data = on_disk[name].read_bytes()
+        assert entry == {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}, name
+
+
+def test_an_export_to_a_relative_folder_is_written_and_checked(pruned_run, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # `distillery export --to distilled`, then from_export("distilled")
+    write_export(store=pruned_run.store, refs=pruned_run.refs, config=pruned_run.config.model_dump(mode="json"),
+                 command="test", dest=Path("distilled"))
+    assert len(ReplayedSteps.from_export("distilled", seed=0)) == 12
+
+
+def test_an_edited_png_of_an_export_is_refused(exported, tmp_path):
+    edited = tmp_path / "distilled"
+    shutil.copytree(exported, edited)
+    png = edited / "images" / "Bag" / "00016.png"
+    with Image.open(png) as image:
+        pixels = np.asarray(image).copy()
+    pixels[0, 0] ^= 0xFF  # one pixel: still a valid PNG of the right size
+    Image.fromarray(pixels).save(png)
+    with pytest.raises(SoftLabelStoreError, match=r"is not the set its card describes: images/Bag/00016.png (has \d+ "
+                       r"bytes, card.json says \d+|fails its checksum)"):
+        ReplayedSteps.from_export(edited, seed=0)
+
+
+def test_a_damaged_chunk_is_refused_by_export_and_nothing_is_written(tmp_path, tiny_artifacts):
+    run = Run(tiny_artifacts, tmp_path / "a", PRUNED)
+    labels = Path(run.store.path(run.refs["prune"]))
+    chunk = next(p for p in sorted((labels / LABELS / "logits").rglob("*")) if p.is_file() and p.name != "zarr.json")
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2: len(data) // 2 + 4] = bytes(b ^ 0xFF for b in data[len(data) // 2: len(data) // 2 + 4])
+    chunk.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match=f"{chunk.relative_to(labels)} fails its checksum; delete {labels} and "
+                       "rerun the same command to rebuild it"):
+        write_export(store=run.store, refs=run.refs, config=run.config.model_dump(mode="json"), command="test",
+                     dest=tmp_path / "out" / "distilled")
+    assert not (tmp_path / "out").exists()
 
 
 def docs_student_loop() -> str:

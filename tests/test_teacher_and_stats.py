@@ -80,7 +80,7 @@ def test_missing_or_foreign_weights_get_one_clear_message(tiny_config, tmp_path)
         data=tiny_config.data, teacher=tiny_config.teacher.model_copy(update={"weights": str(foreign)}), seed=0,
         data_identity=identity(tiny_config),
     )
-    with pytest.raises(ValueError, match="cannot load teacher weights from .*foreign.pt"):
+    with pytest.raises(ValueError, match=r"teacher.weights .*foreign.pt do not fit teacher.model=convnet on this data set: \S+ \[.*\] is missing from the weights"):
         teacher_task.fn(request, tiny_config.runtime)
 
 

@@ -4,6 +4,7 @@ An image is converted to the data set's channels (PIL ``L`` or ``RGB``); one of 
 its shorter side resized to the data set's size (bilinear) and is centre-cropped to a square,
 so a folder of mixed sizes gives one size. An image already of the size is left as it is.
 
+    check_readable(paths)                                        # headers only: DataError naming the file
     picture = open_image(path, channels=3)                       # DataError naming the file
     pixels = to_pixels(fit_to_size(picture, 64), channels=3)     # (3, 64, 64) uint8
 """
@@ -11,6 +12,7 @@ so a folder of mixed sizes gives one size. An image already of the size is left 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import torchvision.transforms.functional as TF
@@ -22,13 +24,29 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp", ".
 MODES = {1: "L", 3: "RGB"}
 
 
+def undecodable(path: Path, error: Exception) -> DataError:
+    return DataError(f"cannot decode image {path} ({error}); replace or delete the file")
+
+
 def open_image(path: Path, *, channels: int) -> Image.Image:
     """The image at ``path`` in the data set's channels; DataError naming the file when it does not decode."""
     try:
         with Image.open(path) as image:
             return image.convert(MODES[channels])
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as error:
-        raise DataError(f"cannot decode image {path} ({error}); replace or delete the file") from error
+        raise undecodable(path, error) from error
+
+
+def check_readable(paths: Iterable[Path]) -> None:
+    """Each file's header (and, for PNG, its chunk checksums) read without decoding the pixels; DataError
+    naming the first file that is not an image PIL can read. A file damaged past its header (a truncated
+    JPEG) is found when it is decoded."""
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                image.verify()
+        except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as error:
+            raise undecodable(path, error) from error
 
 
 def fit_to_size(picture: Image.Image, size: int) -> Image.Image:

@@ -24,10 +24,13 @@ from typing import Iterator
 
 import numpy as np
 import torch
+from fsspec.implementations.local import LocalFileSystem
 from torch.utils.data import IterableDataset
 
-from storage.file_names import CARD_JSON, EXPORT_IMAGES, EXPORT_LABELS
+from storage.artifacts import tree_checksums
+from storage.file_names import CARD_JSON, CARD_MD, EXPORT_IMAGES, EXPORT_LABELS
 from storage.softlabels import SoftLabelReader, SoftLabelStoreError
+from storage.verify import file_problems
 from tasks.data.class_folders import decode_class_folders, scan_class_folders
 from tasks.labels.stream import StreamGeometry, apply_augmentation, stored_augmentation, stored_images
 from tasks.normalization import Normalization
@@ -103,7 +106,8 @@ class ReplayedSteps(IterableDataset):
     @classmethod
     def from_export(cls, folder: str | Path, *, seed: int = 0, epochs: int | None = None,
                     device: str | torch.device = "cpu") -> ReplayedSteps:
-        """The steps of a `distillery export` folder: its PNGs, normalised as its card says, and its store."""
+        """The steps of a `distillery export` folder: its PNGs, normalised as its card says, and its store;
+        SoftLabelStoreError when a file differs from the size and SHA-256 the card records."""
         folder = Path(folder)
         try:
             card = json.loads((folder / CARD_JSON).read_text())
@@ -111,6 +115,15 @@ class ReplayedSteps(IterableDataset):
         except (OSError, json.JSONDecodeError, KeyError) as err:
             raise SoftLabelStoreError(f"{folder} is not a distillery export ({CARD_JSON}: {err}); give the folder "
                                       "`distillery export --to` wrote") from None
+        if "files" not in card:
+            raise SoftLabelStoreError(f"{folder}/{CARD_JSON} records no checksums (an export of an older Distillery); "
+                                      "export the set again")
+        present = tree_checksums(LocalFileSystem(), str(folder))
+        present.pop(CARD_JSON, None), present.pop(CARD_MD, None)
+        if problems := file_problems(card["files"], present, record=CARD_JSON):
+            raise SoftLabelStoreError(f"{folder} is not the set its card describes: {'; '.join(problems[:3])}"
+                                      f"{' ...' if len(problems) > 3 else ''}; use the folder as "
+                                      "`distillery export` wrote it, or export it again")
         folders = scan_class_folders(folder / EXPORT_IMAGES, class_names=data["class_names"], ipc=None)
         pixels = decode_class_folders(folders, channels=data["channels"], image_size=data["image_size"], resize=False)
         norm = Normalization(tuple(data["mean"]), tuple(data["std"]))

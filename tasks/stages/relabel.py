@@ -54,12 +54,13 @@ class RelabelConfig(BaseModel):
     generate: Literal["all", "kept"] = Field(
         "all", description="kept: with prune.rule=prefix, generate only the steps the prune keeps."
     )
-    chunk_steps: int | None = Field(None, ge=1, description="Steps per chunk (the resume unit); None: ~1 MB.")
+    chunk_steps: int | None = Field(None, ge=1, description="Steps per chunk (the resume unit); None: ~1 MB, "
+                                    "but at least 8 chunks, so a stop keeps all but the chunk in progress.")
 
 
 class RelabelRequest(StageRequest):
     stage = "relabel"
-    code_version = 2  # 2: the teacher labels in float32 (no autocast); a kept prefix is floor((1 - r) S)
+    code_version = 3  # 3: default chunks at most an eighth of a small store; 2: float32 labels, floor((1 - r) S)
 
     data: DataConfig
     relabel: RelabelConfig
@@ -84,7 +85,7 @@ def store_layout(config: RelabelConfig, *, steps: int, num_classes: int) -> Stor
         raise RelabelError(f"relabel.topk={config.topk} must be below the {num_classes} classes; lower it or use fp16")
     return StoreLayout(steps=steps, batch_size=config.batch_size, num_classes=num_classes,
                        label_format=config.label_format, topk=config.topk, augmentation=config.augmentation,
-                       cutmix=config.cutmix, steps_per_chunk=config.chunk_steps)
+                       cutmix=config.cutmix, steps_per_chunk=config.chunk_steps).resumable()
 
 
 def label_steps(

@@ -3,8 +3,12 @@
 A stage's Prefect cache key is its artifact fingerprint, never a pickled input or a path:
 
 * manifest on disk and a Prefect cache record  -> the task run is ``Cached``;
-* manifest on disk, no record (fresh machine)  -> the task body finds the manifest and returns;
-* record but no manifest (artifact deleted)    -> ``refresh_cache`` recomputes it.
+* manifest on disk, no record (fresh machine)  -> the task body finds the manifest and returns
+  a ``Cached`` state (:func:`reused`), so reuse reads the same whatever the Prefect home;
+* record but no manifest (artifact deleted)    -> ``refresh_cache`` recomputes it;
+* manifest on disk, a file differs from its checksum -> the run fails naming the file and the fix
+  (every file of a reused artifact is re-hashed first: its own files and, through the stages
+  before it, everything it opens).
 
 Stage entries are declared with :func:`stage_task` and called from flows with
 :func:`run_stage`. The wrapper holds the opening every stage shares (open the store, return
@@ -25,10 +29,11 @@ from prefect import Task, task
 from prefect.cache_policies import CachePolicy
 from prefect.context import TaskRunContext
 from prefect.logging import get_run_logger
-from prefect.states import State
+from prefect.states import Completed, State
 
 from storage.artifacts import ArtifactRef, ArtifactStore, StageRequest
 from storage.locks import artifact_lock
+from storage.verify import verify_artifact
 
 
 @dataclass
@@ -76,11 +81,11 @@ def stage_task(stage: str, *, tags: tuple[str, ...] = ()) -> Callable[[Callable[
         def entry(request: StageRequest, runtime: Any) -> ArtifactRef:
             store, ref = ArtifactStore(runtime.artifact_root), request.ref()
             if store.is_complete(ref):
-                return ref  # built before, maybe on another machine
+                return reused(ref)  # built before, maybe on another machine or under another Prefect home
             with artifact_lock(store, ref, on_wait=lambda: _log(f"{ref} is being built by another run; waiting for it")):
                 if store.is_complete(ref):
                     _log(f"{ref} was built by another run meanwhile; reusing it")
-                    return ref
+                    return reused(ref)
                 _log(f"building {ref}")
                 return fn(StageRun(store, ref, request, time.perf_counter()), runtime)
 
@@ -97,6 +102,13 @@ def stage_task(stage: str, *, tags: tuple[str, ...] = ()) -> Callable[[Callable[
         )
 
     return declare
+
+
+def reused(ref: ArtifactRef) -> ArtifactRef | State:
+    """What an entry returns for an artifact it found complete: inside a Prefect task run, a ``Cached``
+    state holding the reference (so the run, the summary and the dashboard say so, whatever the
+    Prefect home); called as a plain function, the reference."""
+    return Completed(name="Cached", data=ref) if TaskRunContext.get() is not None else ref
 
 
 class StageJob(Protocol):
@@ -128,9 +140,14 @@ def _log(message: str) -> None:
 def run_stage(
     stage: Task[..., ArtifactRef], request: StageRequest, *, extra_tags: frozenset[str] = frozenset(), **kwargs: Any
 ) -> State:
-    """Call a stage entry from a flow; recompute when its artifact is gone from the root.
-    ``extra_tags`` join the stage's own (e.g. ``gpu``, for a tag concurrency limit)."""
-    complete = ArtifactStore(kwargs["runtime"].artifact_root).is_complete(request.ref())
+    """Call a stage entry from a flow; recompute when its artifact is gone from the root, and re-read
+    a complete one against its manifest's checksums first (ArtifactError when damaged: a run never
+    reuses, and so never passes on, a damaged artifact). ``extra_tags`` join the stage's own (e.g.
+    ``gpu``, for a tag concurrency limit)."""
+    store = ArtifactStore(kwargs["runtime"].artifact_root)
+    complete = store.is_complete(request.ref())
+    if complete:
+        verify_artifact(store, request.ref())
     return stage.with_options(refresh_cache=not complete, tags=set(stage.tags) | extra_tags)(
         request=request, return_state=True, **kwargs
     )

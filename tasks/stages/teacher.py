@@ -27,7 +27,7 @@ from tasks.augment import AugmentConfig, augment_batch
 from tasks.data import DataConfig, ImageSource, load_split, normalization
 from tasks.data.batches import image_batches
 from tasks.data.identity import SplitIdentity
-from tasks.models import create_model
+from tasks.models import build_teacher
 from tasks.normalization import Normalization
 from tasks.pretrained import load_weights, read_state_dict, torchvision_weights, weights_file
 from tasks.progress import StageProgress
@@ -99,17 +99,6 @@ def teacher_request(*, data: DataConfig, teacher: TeacherConfig, seed: int,
         read_state_dict(path, origin=teacher.weights)
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
     return TeacherRequest(data=data, teacher=teacher, seed=seed, weights_sha256=digest, data_identity=data_identity)
-
-
-def build_teacher(config: TeacherConfig, source: ImageSource) -> nn.Module:
-    return create_model(
-        config.model,
-        channels=source.channels,
-        num_classes=source.num_classes,
-        image_size=source.image_size,
-        width=config.width,
-        depth=config.depth,
-    )
 
 
 def train_teacher(
