@@ -62,6 +62,9 @@ def test_a_killed_holder_does_not_block_past_expiry(s3_root, monkeypatch):
         with artifact_lock(ArtifactStore(s3_root), REF, on_wait=lambda: waited.append(True)):
             taken.set()
 
-    threading.Thread(target=take, daemon=True).start()
+    taker = threading.Thread(target=take, daemon=True)
+    taker.start()
     assert taken.wait(60), "the lease of a killed holder was never taken over"
+    taker.join(30)  # its release reaches the server before the module's server stops
+    assert not taker.is_alive(), "the taker never released the lease"
     assert waited == [True], "the killed holder's lease was not there to wait for"
