@@ -128,7 +128,7 @@ def long_running(body: Body) -> Handler:
         from flows.config import ConfigError
         from flows.pipeline import STAGES
         from flows.preflight import describe_os_error, quiet_tracebacks, refusal
-        from flows.shutdown import temporary_server_in_own_session
+        from flows.temporary_server import temporary_server_in_own_session
 
         try:
             config, grids = _resolve(args)

@@ -21,14 +21,13 @@ right after a stage ends would then run to its end), so the bridge Prefect insta
 to note the signal too, and the flows check the note before each stage
 (:func:`stop_if_signalled`): a caught signal still stops the run at the next stage.
 A terminal's Ctrl-C signals the whole foreground process group; the temporary Prefect server
-is started in a session of its own (:func:`temporary_server_in_own_session`) so that it is still up
+is started in a session of its own (:mod:`flows.temporary_server`) so that it is still up
 while the run marks itself Cancelled, and is stopped in step 2 like after any other signal.
 ``distillery serve`` is not wrapped: Prefect's runner stops it (and pauses its schedules).
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import signal
 import sys
@@ -37,6 +36,8 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Callable, Iterator, NoReturn
 from uuid import UUID
+
+from flows.temporary_server import stop_temporary_server
 
 # SIGHUP (the terminal closed) too: the temporary server is outside the terminal's group, so it
 # would not get the hang-up itself and must be stopped here.
@@ -164,40 +165,6 @@ def stop_if_signalled() -> None:
         raise Stopped(_noticed[0], _current_flow_run_id())
 
 
-def temporary_server_in_own_session() -> None:
-    """Start Prefect's temporary server (when a client starts one) outside this process group,
-    so a terminal's Ctrl-C reaches the run and not the server it still has calls to make to, and
-    with a watchdog (:mod:`flows.server_watch`) that ends it should this process be killed.
-    The CLI calls it once a command has passed its checks: the import costs about 2 s, which a
-    refused command should not pay."""
-    import subprocess
-
-    from prefect.settings import get_current_settings
-
-    if get_current_settings().api.url:
-        return  # a configured server: none is started
-    from prefect.server.api.server import SubprocessASGIServer  # imported by the client's start-up anyway
-
-    from flows.server_watch import start_watch
-
-    start = SubprocessASGIServer._run_uvicorn_command
-    if getattr(start, "in_own_session", False):
-        return
-
-    def in_own_session(self: SubprocessASGIServer) -> subprocess.Popen:
-        popen = subprocess.Popen
-        subprocess.Popen = functools.partial(popen, start_new_session=True)  # type: ignore[misc]
-        try:
-            server = start(self)
-        finally:
-            subprocess.Popen = popen  # type: ignore[misc]
-        start_watch(server.pid)  # ends the server if this process dies without cleaning up (SIGKILL)
-        return server
-
-    in_own_session.in_own_session = True  # type: ignore[attr-defined]
-    SubprocessASGIServer._run_uvicorn_command = in_own_session  # type: ignore[method-assign]
-
-
 def _notice_prefect_bridge() -> None:
     """Wrap the handler Prefect's flow engines install for SIGTERM so this module hears of the
     signal even when the ``TerminationSignal`` it raises is caught on its way out."""
@@ -270,20 +237,6 @@ def mark_cancelled(flow_run_id: UUID, message: str) -> None:
                     client.set_flow_run_state(member.id, Cancelled(message=message), force=True)
     except Exception:  # noqa: BLE001 - the server may be gone (Ctrl-C reaches it too); Crashed stands
         return
-
-
-def stop_temporary_server() -> None:
-    """Stop the temporary Prefect server, when this process started one, after sending it the
-    logs and events still queued (else they would retry against a closed port at exit)."""
-    server_module = sys.modules.get("prefect.server.api.server")
-    if server_module is None:
-        return
-    from prefect.events.worker import EventsWorker
-    from prefect.logging.handlers import APILogWorker
-
-    for service in (APILogWorker, EventsWorker):
-        service.drain_all(timeout=GRACE_SECONDS)
-    server_module.SubprocessASGIServer().stop()  # the one a client without PREFECT_API_URL starts
 
 
 def end_children(*, grace: float) -> None:
