@@ -89,3 +89,28 @@ def test_dd_ranking_scores_come_from_the_1x_hard_and_full_points():
     assert 0 < ranking["lpld"]["lrs"] < ranking["random_real"]["lrs"] < 1
     assert ranking_rows([r for r in ROWS if r["mode"] != "full"]) == []
     assert render_table(ranking_rows(ROWS)).startswith("| mode | ipc | hard_labels |")
+
+
+def test_only_the_criterion_chosen_on_validation_is_judged_against_random_real():
+    # herding is best on test, kcenter on validation: validation picks, so herding makes no claim
+    herding, kcenter = row("select-herding", 10, "soft", 1.0, shifted(LPLD_1X, 0.04)), row(
+        "select-kcenter", 10, "soft", 1.0, shifted(LPLD_1X, 0.03))
+    herding["val_top1"], kcenter["val_top1"] = 0.80, 0.81
+    rows = [*ROWS, herding, kcenter, row("select-kcenter", 10, "hard", 0.0, (0.7, 0.71, 0.69, 0.7, 0.7)),
+            row("select-herding", 10, "hard", 0.0, (0.7, 0.71, 0.69, 0.7, 0.7))]
+    labels = [c.label for c in all_claims(rows, margin=0.005) if c.question.startswith(("(d)", "(e)"))]
+    assert not [label for label in labels if "herding," in label or label.endswith("herding")]
+    [chosen] = [label for label in labels if label.startswith("IPC 10, select-kcenter, 1x")]
+    assert chosen.endswith("(chosen on validation top-1 at 1x: select-herding 0.8000, select-kcenter 0.8100)")
+    assert "IPC 10, select-kcenter" in labels  # its soft-against-hard claim
+
+
+def test_a_compact_format_is_judged_against_fp16_at_the_same_kept_steps_within_the_margin():
+    lpld_40x = shifted(LPLD_1X, -0.018)
+    close = [*ROWS, row("lpld", 10, "soft", 40.0, shifted(lpld_40x, -0.001), label_format="prob8+stream")]
+    [claim] = [c for c in decided_claims(close, margin=0.005) if c.question.startswith("(g)")]
+    assert claim.label == "IPC 10, lpld, 40x" and claim.decision.mean == pytest.approx(-0.001)
+    assert claim.decision.verdict == "holds"
+    far = [*ROWS, row("lpld", 10, "soft", 40.0, (0.79, 0.80, 0.795, 0.80, 0.79), label_format="prob8+stream")]
+    [claim] = [c for c in decided_claims(far, margin=0.005) if c.question.startswith("(g)")]
+    assert claim.decision.verdict == "does not hold"

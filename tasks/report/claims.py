@@ -7,13 +7,15 @@ across the report (:mod:`tasks.report.decisions`):
 (d) a synthetic set beats the random real subset at the same label bytes (DD-Ranking's IOR);
 (e) soft labels at 1x beat hard labels on the same images;
 (f) a larger IPC beats a smaller one at 1x, at equal student steps and at equal epochs;
+(g) a compact label format is at least as good as fp16 at the same kept steps, within the margin;
 
 (a)-(c) twice: against sre2l as published (the teacher's running statistics) and against
 ``sre2l+pooled`` (the exact statistics lpld matches, pooled over classes), so that class-wise
 against global is the only difference in the second. Replicate r of one point is paired with
 replicate r of another (the same run seed: the same teacher when shared, the same student
-draws); test top-1 decides, validation top-1 is reported beside it. A point the sweep did not
-run gives "n/a". DD-Ranking's HLR / IOR / LRS per mode are in :mod:`tasks.report.ranking`.
+draws); test top-1 decides, validation top-1 is reported beside it. Of several selection
+criteria (``select-<criterion>``) only the one with the best validation top-1 at 1x makes claims
+(d) and (e), so the test split never picks the criterion. A point the sweep did not run gives "n/a". DD-Ranking's HLR / IOR / LRS per mode are in :mod:`tasks.report.ranking`.
 """
 
 from __future__ import annotations
@@ -90,9 +92,33 @@ def non_inferiority_claims(rows: list[Row], ipc: int, margin: float) -> list[Cla
     return claims
 
 
+def _selection_rows(rows: list[Row], ipc: int) -> list[Row]:
+    """The 1x fp16 soft-label points of every selection criterion at ``ipc`` that report validation top-1."""
+    return sorted((r for r in rows if r["mode"].startswith("select-") and r["ipc"] == ipc and r["labels"] == "soft"
+                   and r["compression"] == FULL and r["label_format"] == "fp16" and r.get("val_top1") is not None),
+                  key=lambda r: r["mode"])
+
+
+def chosen_selection(rows: list[Row], ipc: int) -> str | None:
+    """The selection criterion's image set with the best validation top-1 at 1x fp16 (None: none run)."""
+    selected = _selection_rows(rows, ipc)
+    return max(selected, key=lambda r: r["val_top1"])["mode"] if selected else None
+
+
+def _judged(rows: list[Row], ipc: int) -> list[str]:
+    """The image sets at ``ipc`` that make claims (d) and (e): all but the criteria validation did not choose."""
+    chosen = chosen_selection(rows, ipc)
+    return sorted({r["mode"] for r in rows if r["ipc"] == ipc and (not r["mode"].startswith("select-") or r["mode"] == chosen)},
+                  key=mode_order)
+
+
 def random_real_claims(rows: list[Row], ipc: int, mode: str) -> list[Claim]:
     """``mode`` against random_real at every label budget both have (same factor and format)."""
     question = "(d) Do synthetic images beat the random real subset at the same label bytes?"
+    chosen = ""
+    if mode.startswith("select-"):
+        scores = ", ".join(f"{r['mode']} {r['val_top1']:.4f}" for r in _selection_rows(rows, ipc))
+        chosen = f" (chosen on validation top-1 at 1x: {scores})"
     budgets = sorted({(r["compression"], r["label_format"]) for r in rows
                       if r["labels"] == "soft" and r["ipc"] == ipc and r["mode"] == mode})
     claims = []
@@ -100,7 +126,7 @@ def random_real_claims(rows: list[Row], ipc: int, mode: str) -> list[Claim]:
         ours, real = _soft(rows, mode, ipc, compression, label_format), _soft(rows, "random_real", ipc, compression, label_format)
         if ours is not None and real is not None:
             shown = f"{mode} {pm(ours)} vs random_real {pm(real)}"
-            claims.append(Claim(question, f"IPC {ipc}, {mode}, {compression:g}x {label_format}",
+            claims.append(Claim(question, f"IPC {ipc}, {mode}, {compression:g}x {label_format}{chosen}",
                                 Decision.paired(shown, ours["test_runs"], real["test_runs"])))
     return claims or [Claim(question, f"IPC {ipc}, {mode}", None, f"the sweep lacks {mode} or random_real with soft labels")]
 
@@ -108,12 +134,27 @@ def random_real_claims(rows: list[Row], ipc: int, mode: str) -> list[Claim]:
 def soft_vs_hard_claims(rows: list[Row], ipc: int) -> list[Claim]:
     question = "(e) Do soft labels at 1x beat hard labels on the same images?"
     claims = []
-    for mode in sorted({r["mode"] for r in rows if r["ipc"] == ipc}, key=mode_order):
+    for mode in _judged(rows, ipc):
         soft, hard = _soft(rows, mode, ipc, FULL), find(rows, mode=mode, ipc=ipc, labels="hard")
         if soft is not None and hard is not None:
             claims.append(Claim(question, f"IPC {ipc}, {mode}", Decision.paired(
                 f"soft 1x {pm(soft)} vs hard {pm(hard)}", soft["test_runs"], hard["test_runs"])))
     return claims or [Claim(question, f"IPC {ipc}", None, "the sweep lacks soft 1x and hard-label points of one image set")]
+
+
+def compact_format_claims(rows: list[Row], ipc: int, margin: float) -> list[Claim]:
+    """Each compact label format against fp16 of the same images at the same kept steps (non-inferiority)."""
+    question = (f"(g) Is a compact label format at least as good as fp16 at the same kept steps "
+                f"(non-inferiority, margin {margin:g})?")
+    claims = []
+    for compact in (r for r in rows if r["ipc"] == ipc and r["labels"] == "soft" and r["label_format"] != "fp16"):
+        fp16 = _soft(rows, compact["mode"], ipc, compact["compression"])
+        if fp16 is not None:
+            shown = (f"{compact['label_format']} {pm(compact)} ({compact.get('smaller_than_fp16', 0):g}x smaller than "
+                     f"unpruned fp16) vs fp16 {pm(fp16)}")
+            claims.append(Claim(question, f"IPC {ipc}, {compact['mode']}, {compact['compression']:g}x", Decision.paired(
+                shown, compact["test_runs"], fp16["test_runs"], margin=margin)))
+    return claims
 
 
 def larger_ipc_claims(rows: list[Row]) -> list[Claim]:
@@ -137,16 +178,20 @@ def larger_ipc_claims(rows: list[Row]) -> list[Claim]:
 def all_claims(rows: list[Row], *, margin: float) -> list[Claim]:
     """Every claim of the report, in the order they are shown."""
     ipcs = _ipcs(rows)
-    synthetic = sorted({r["mode"] for r in rows if r["ipc"] is not None and r["mode"] != "random_real"
-                        and not r["mode"].startswith("sre2l")}, key=mode_order)
     return [
         *(c for i in ipcs for c in similarity_claims(rows, i)),
         *(c for i in ipcs for c in pruning_cost_claims(rows, i)),
         *(c for i in ipcs for c in non_inferiority_claims(rows, i, margin)),
-        *(c for i in ipcs for mode in synthetic for c in random_real_claims(rows, i, mode)),
+        *(c for i in ipcs for mode in _synthetic(rows, i) for c in random_real_claims(rows, i, mode)),
         *(c for i in ipcs for c in soft_vs_hard_claims(rows, i)),
         *larger_ipc_claims(rows),
+        *(c for i in ipcs for c in compact_format_claims(rows, i, margin)),
     ]
+
+
+def _synthetic(rows: list[Row], ipc: int) -> list[str]:
+    """The image sets claim (d) judges against random real at ``ipc``."""
+    return [m for m in _judged(rows, ipc) if m != "random_real" and not m.startswith("sre2l")]
 
 
 def decided_claims(rows: list[Row], *, margin: float) -> list[Claim]:

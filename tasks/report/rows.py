@@ -79,8 +79,8 @@ def result_row(
         "compression": round(1.0 / (1.0 - config.prune.ratio), 2) if soft else 0.0,
         "real_compression": round(evaluate["label_compression"], 2),
         "prune_rule": (config.prune.rule if config.prune.ratio > 0 else "none") if soft else "",
-        "label_format": config.relabel.label_format + ("+seed" if config.relabel.augmentation == "seed" else "")
-        if soft else "",
+        "label_format": config.relabel.label_format + ("" if config.relabel.augmentation == "boxes"
+                                                       else f"+{config.relabel.augmentation}") if soft else "",
         "replicates": len(replicates),
         **{key: value for split in ("val", "test") for key, value in (
             (f"{split}_top1", round(fmean(runs[split]), 4) if runs[split] else None),
