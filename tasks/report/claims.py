@@ -14,12 +14,14 @@ across the report (:mod:`tasks.report.decisions`):
 against global is the only difference in the second. Replicate r of one point is paired with
 replicate r of another (the same run seed: the same teacher when shared, the same student
 draws); test top-1 decides, validation top-1 is reported beside it. Of several selection
-criteria (``select-<criterion>``) only the one with the best validation top-1 at 1x makes claims
-(d) and (e), so the test split never picks the criterion. A point the sweep did not run gives "n/a". DD-Ranking's HLR / IOR / LRS per mode are in :mod:`tasks.report.ranking`.
+criteria (``select-<criterion>``) only the one with the best validation top-1 where they were
+compared (the pruning factor most of them were run at) makes claims (d) and (e), so the test
+split never picks the criterion. A point the sweep did not run gives "n/a". DD-Ranking's HLR / IOR / LRS per mode are in :mod:`tasks.report.ranking`.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 from tasks.report.decisions import Decision, describe, holm
@@ -93,14 +95,19 @@ def non_inferiority_claims(rows: list[Row], ipc: int, margin: float) -> list[Cla
 
 
 def _selection_rows(rows: list[Row], ipc: int) -> list[Row]:
-    """The 1x fp16 soft-label points of every selection criterion at ``ipc`` that report validation top-1."""
-    return sorted((r for r in rows if r["mode"].startswith("select-") and r["ipc"] == ipc and r["labels"] == "soft"
-                   and r["compression"] == FULL and r["label_format"] == "fp16" and r.get("val_top1") is not None),
-                  key=lambda r: r["mode"])
+    """The fp16 soft-label points of the selection criteria at ``ipc`` that were compared: those at the
+    pruning factor where the most criteria were run (the larger factor on a tie)."""
+    selected = [r for r in rows if r["mode"].startswith("select-") and r["ipc"] == ipc and r["labels"] == "soft"
+                and r["label_format"] == "fp16" and r.get("val_top1") is not None]
+    if not selected:
+        return []
+    counts = Counter(r["compression"] for r in selected)
+    compared = max(counts, key=lambda factor: (counts[factor], factor))
+    return sorted((r for r in selected if r["compression"] == compared), key=lambda r: r["mode"])
 
 
 def chosen_selection(rows: list[Row], ipc: int) -> str | None:
-    """The selection criterion's image set with the best validation top-1 at 1x fp16 (None: none run)."""
+    """The selection criterion's image set with the best validation top-1 where they were compared (None: none)."""
     selected = _selection_rows(rows, ipc)
     return max(selected, key=lambda r: r["val_top1"])["mode"] if selected else None
 
@@ -117,8 +124,9 @@ def random_real_claims(rows: list[Row], ipc: int, mode: str) -> list[Claim]:
     question = "(d) Do synthetic images beat the random real subset at the same label bytes?"
     chosen = ""
     if mode.startswith("select-"):
-        scores = ", ".join(f"{r['mode']} {r['val_top1']:.4f}" for r in _selection_rows(rows, ipc))
-        chosen = f" (chosen on validation top-1 at 1x: {scores})"
+        compared = _selection_rows(rows, ipc)
+        scores = ", ".join(f"{r['mode']} {r['val_top1']:.4f}" for r in compared)
+        chosen = f" (chosen on validation top-1 at {compared[0]['compression']:g}x: {scores})" if compared else ""
     budgets = sorted({(r["compression"], r["label_format"]) for r in rows
                       if r["labels"] == "soft" and r["ipc"] == ipc and r["mode"] == mode})
     claims = []
