@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from storage.artifacts import ArtifactRef, StageRequest
@@ -29,20 +28,10 @@ from tasks.models import batchnorm_layers, load_teacher
 from tasks.normalization import Normalization
 from tasks.progress import StageProgress
 from tasks.runtime import RuntimeConfig, generator, resolve_device
+from tasks.stages.stats.config import StatsConfig
 from tasks.stages.stage_task import StageRun, stage_task
 
 ClassBNStats = dict[str, dict[str, torch.Tensor]]
-
-
-class StatsConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-    augment: AugmentConfig | None = Field(
-        None, description="Training augmentation applied during the pass; None: data.augment (what synthesis "
-        "matches under)."
-    )
-    passes: int = Field(1, ge=1, le=100, description="Passes over the training set (new augmentation each).")
-    batch_size: int = Field(500, ge=1, le=65536, description="Speed only: sums are exact.")
 
 
 class StatsRequest(StageRequest):

@@ -11,17 +11,16 @@ the first unfinished chunk and ends with the same bytes. With ``generate: kept``
 
 from __future__ import annotations
 
-from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
 from storage.artifacts import ArtifactRef, ArtifactStore, StageRequest
 from storage.file_names import IMAGES, LABELS
 from storage.image_store import read_image_store
-from storage.label_codec import LabelFormat, encode_labels, store_metrics
+from storage.label_codec import encode_labels, store_metrics
 from storage.softlabels import SoftLabelWriter, StoreLayout
 from tasks.data import DataConfig, normalization
 from tasks.labels.stream import (
@@ -30,32 +29,8 @@ from tasks.labels.stream import (
 from tasks.models import load_teacher
 from tasks.progress import StageProgress
 from tasks.runtime import RuntimeConfig, resolve_device
+from tasks.stages.relabel.config import RelabelConfig
 from tasks.stages.stage_task import StageRun, stage_task, units_in_order
-
-
-class RelabelConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-    epochs: int = Field(300, ge=1, le=100000, description="E: epochs of soft labels generated.")
-    batch_size: int = Field(100, ge=1, le=65536, description="B: images per stored step.")
-    label_format: LabelFormat = Field(
-        "fp16", description="fp16 logits; topk values + int16 indices + the mean of the rest; "
-        "prob8: softmax(logits / label_temperature) as uint8."
-    )
-    topk: int = Field(3, ge=1, description="k when label_format is topk.")
-    label_temperature: float = Field(20.0, gt=0, description="T of the prob8 format (the student's T).")
-    augmentation: Literal["boxes", "seed", "stream"] = Field(
-        "boxes", description="boxes: store each step's image indices, crop boxes, flips and CutMix fields; seed: "
-        "the indices and a per-step augmentation seed; stream: neither (both regenerated from the stream's seed "
-        "and the step's position): the labels and a step id alone."
-    )
-    cutmix: bool = True
-    crop_scale_min: float | None = Field(None, gt=0, le=1, description="Crop scale of the steps; None: data.augment's.")
-    generate: Literal["all", "kept"] = Field(
-        "all", description="kept: with prune.rule=prefix, generate only the steps the prune keeps."
-    )
-    chunk_steps: int | None = Field(None, ge=1, description="Steps per chunk (the resume unit); None: ~1 MB, "
-                                    "but at least 8 chunks, so a stop keeps all but the chunk in progress.")
 
 
 class RelabelRequest(StageRequest):

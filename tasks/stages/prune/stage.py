@@ -12,11 +12,10 @@ epochs (:mod:`tasks.labels.replay` says how they are drawn from the kept pool).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
 from storage.artifacts import ArtifactRef, StageRequest
 from storage.file_names import LABELS
@@ -25,16 +24,8 @@ from storage.softlabels import SoftLabelReader, SoftLabelWriter, StoreLayout
 from tasks.labels.stream import StreamGeometry, kept_step_count
 from tasks.progress import StageProgress
 from tasks.runtime import RuntimeConfig, generator
+from tasks.stages.prune.config import PruneConfig
 from tasks.stages.stage_task import StageRun, stage_task
-
-
-class PruneConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-    ratio: float = Field(
-        0.0, ge=0.0, lt=1.0, description="Fraction of stored steps dropped: 0.9/0.95/0.97/0.975 = 10x/20x/30x/40x."
-    )
-    rule: Literal["prefix", "uniform", "epoch"] = Field("prefix", description="Which steps are kept.")
 
 
 class PruneRequest(StageRequest):
