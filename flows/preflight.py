@@ -2,10 +2,10 @@
 
 A run that will fail should fail in a second with one message, exit 2, before Prefect starts
 (:func:`refusal`; what needs no torch and no file's contents first, :func:`quick_refusal`): the
-device must exist, every split must load and an image folder's files must
-be images, a teacher weights file must be a state dict that fits the teacher's architecture,
-imported images must fit the data set, an export target must not exist and its folder must be
-writable, the artifact root must be writable and a configured Prefect API must answer. Disk-level failures met mid-run
+device must exist, every split must load and an image folder's files must be images, a teacher
+weights file must be a state dict that fits the teacher's architecture, imported images must fit
+the data set, an export target must not exist and its folder must be writable, the artifact root
+must be writable and a configured Prefect API must answer. Disk-level failures met mid-run
 (full, read-only) are reworded to name the root and the fix; finished stages are untouched,
 since every file is written to a temporary name and renamed into place.
 """
@@ -46,14 +46,13 @@ def quick_refusal(config: DistilleryConfig, *, export_to: Path | None = None) ->
     export target that exists or cannot be made, an artifact root that cannot be written, a Prefect API
     that does not answer."""
     from tasks.data.config import missing_root
+    from tasks.export import ExportError  # no torch: its tensor work imports torch when called
     from tasks.runtime_config import CUDA_MISSING, no_gpu_driver
 
     if config.runtime.device == "cuda" and no_gpu_driver():
         return CUDA_MISSING
     if why := missing_root(config.data):
         return f"data: {why}"
-    from tasks.export import ExportError  # no torch: its tensor work imports torch when called
-
     try:
         if export_to is not None:
             check_export(config, export_to)
@@ -122,12 +121,12 @@ def check_export(config: DistilleryConfig, dest: Path) -> None:
 
     if config.evaluate.labels != "soft" or config.evaluate.train_set != "distilled":
         raise ExportError("export writes the images and the soft-label store students train on; this config "
-                             f"trains on evaluate.labels={config.evaluate.labels}, evaluate.train_set="
-                             f"{config.evaluate.train_set}: remove those settings")
+                          f"trains on evaluate.labels={config.evaluate.labels}, evaluate.train_set="
+                          f"{config.evaluate.train_set}: remove those settings")
     check_export_target(dest)
     if why := unwritable(str(dest.parent)):
         raise ExportError(f"export target {dest} cannot be made: its folder {dest.parent} {why}; give --to a "
-                             "folder you can write")
+                          "folder you can write")
 
 
 def check_artifact_root(root: str) -> None:

@@ -20,6 +20,7 @@ DataSetName = Literal["fashion_mnist", "cifar10", "cifar100", "imagefolder"]
 IMAGEFOLDER_DEFAULT_SIZE = 64
 FASHION_MNIST_DEFAULT_ROOT = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
 
+
 class DataError(ValueError):
     """A data set is missing or malformed; the message names the thing and the fix."""
 
@@ -107,6 +108,8 @@ class DataConfig(BaseModel):
 def missing_root(config: DataConfig) -> str | None:
     """Why ``config``'s data folder cannot be read at all (it is not there), or None. Found without
     reading a file; what the folder holds is the loaders' to check."""
+    if config.root is None and config.name != "fashion_mnist":
+        return None  # DataConfig refuses this itself
     root = Path(config.root) if config.root is not None else FASHION_MNIST_DEFAULT_ROOT
     if root.is_dir() or (config.download and config.name != "imagefolder"):
         return None
