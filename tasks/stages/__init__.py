@@ -9,7 +9,8 @@
     evaluate/      students trained on images + kept labels: top-1
 
 Each owns its pydantic config section (in its ``config.py``, which imports no torch, so a config is
-loaded and refused before torch or Prefect is) and its request (what determines its output) and has one
+loaded and refused before torch or Prefect is; each package exports its names lazily, with
+lazy_loader, so importing one does not import the others) and its request (what determines its output) and has one
 thin Prefect entry declared with :func:`tasks.stages.stage_task.stage_task`, which reads its
 inputs from storage and writes its artifact back. No stage imports another: what one stage
 reads of another's output is named in :mod:`storage.file_names` and read through storage/ or

@@ -5,9 +5,6 @@
     stage.py     the job (one unit per seed) and the @task entry: top-1 over seeds, label bytes
 
     distillery run --set evaluate.seeds=3 --set evaluate.recipe=imagenet
-
-The names are exported here, each module imported on first use (lazy_loader): the config loads
-without torch.
 """
 
 import lazy_loader as lazy

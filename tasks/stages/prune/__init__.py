@@ -11,9 +11,6 @@ epochs (:mod:`tasks.labels.replay` says how they are drawn from the kept pool).
 
     config.py   the `prune` section
     stage.py    the job and its @task entry
-
-The names are exported here, each module imported on first use (lazy_loader): the config loads
-without torch.
 """
 
 import lazy_loader as lazy

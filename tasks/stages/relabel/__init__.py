@@ -10,9 +10,6 @@ the first unfinished chunk and ends with the same bytes. With ``generate: kept``
 
     config.py   the `relabel` section
     stage.py    the job and its @task entry
-
-The names are exported here, each module imported on first use (lazy_loader): the config loads
-without torch.
 """
 
 import lazy_loader as lazy

@@ -11,9 +11,6 @@ unlike the reference's EMA.
 
     config.py   the `stats` section
     stage.py    the job and its @task entry
-
-The names are exported here, each module imported on first use (lazy_loader): the config loads
-without torch.
 """
 
 import lazy_loader as lazy

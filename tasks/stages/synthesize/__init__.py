@@ -7,9 +7,6 @@
     diversity.py   within-class similarity and teacher agreement of an image set
 
     distillery run --until synthesize --set synthesis.mode=sre2l
-
-The names are exported here, each module imported on first use (lazy_loader): the config loads
-without torch.
 """
 
 import lazy_loader as lazy

@@ -10,9 +10,6 @@ validation split; its fingerprint names those two alone, and its test top-1 is m
 
     config.py   the `teacher` section
     stage.py    the job and its @task entry
-
-The names are exported here, each module imported on first use (lazy_loader): the config loads
-without torch.
 """
 
 import lazy_loader as lazy

@@ -1,13 +1,5 @@
-"""Stage `teacher` (squeeze): train the teacher on the real training set, or load given weights.
-
-SGD with momentum and weight decay, linear warm-up then cosine decay per step, per-sample
-random-resized-crop and flip. Stores the state dict (read back by :func:`tasks.models.load_teacher`,
-with ``weights_only=True``). The teacher reads the train split and reports its top-1 on the
-validation split; its fingerprint names those two alone, and its test top-1 is measured by
-`evaluate`, which reads the test split.
-
-    distillery run --until teacher --set teacher.epochs=2
-"""
+"""Stage `teacher`: training the teacher (or loading given weights) and its @task entry
+(:mod:`tasks.stages.teacher` says what the stage does)."""
 
 from __future__ import annotations
 
