@@ -126,9 +126,10 @@ def long_running(body: Body) -> Handler:
 
     def handler(args: argparse.Namespace, line: str) -> int:
         from flows.config import ConfigError
-        from flows.pipeline import STAGES
         from flows.preflight import describe_os_error, quiet_tracebacks, refusal
+        from flows.shutdown import notice_prefect_bridge
         from flows.temporary_server import temporary_server_in_own_session
+        from tasks.stages import STAGES
 
         try:
             config, grids = _resolve(args)
@@ -141,6 +142,7 @@ def long_running(body: Body) -> Handler:
         if why := refusal(config, export_to=Path(args.to) if args.command == "export" else None):
             _say(why)
             return 2
+        notice_prefect_bridge()
         temporary_server_in_own_session()
         if not args.debug:
             quiet_tracebacks()

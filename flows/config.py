@@ -20,14 +20,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from flows.strict_yaml import DuplicateKeyError, load_yaml
-from tasks.data import DataConfig
-from tasks.runtime import RuntimeConfig
-from tasks.stages.evaluate import EvaluateConfig
-from tasks.stages.prune import PruneConfig
-from tasks.stages.relabel import RelabelConfig
-from tasks.stages.stats import StatsConfig
-from tasks.stages.synthesize import SynthesisConfig
-from tasks.stages.teacher import TeacherConfig
+from tasks.data.config import DataConfig
+from tasks.runtime_config import RuntimeConfig
+from tasks.stages.evaluate.config import EvaluateConfig
+from tasks.stages.prune.config import PruneConfig
+from tasks.stages.relabel.config import RelabelConfig
+from tasks.stages.stats.config import StatsConfig
+from tasks.stages.synthesize.config import SynthesisConfig
+from tasks.stages.teacher.config import TeacherConfig
 
 DEFAULT_PRESET = "fashion_mnist"  # what `distillery run` uses when given no --config or --preset
 HOME_ENV = "DISTILLERY_HOME"

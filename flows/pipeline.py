@@ -16,6 +16,7 @@ from storage.artifacts import ArtifactRef, ArtifactStore, StageRequest
 from tasks.data import has_validation, needs_measured_normalization
 from tasks.data.identity import DigestMemo, SplitIdentity, split_identity
 from tasks.pretrained import pretrained_input
+from tasks.stages import STAGES
 from tasks.stages.evaluate import EvaluateRequest, evaluate_task
 from tasks.stages.normalization import NormalizationRequest, normalization_task, with_measured_normalization
 from tasks.stages.prune import PruneRequest, prune_task
@@ -24,7 +25,6 @@ from tasks.stages.stats import StatsRequest, stats_task
 from tasks.stages.synthesize import synthesize_request, synthesize_task
 from tasks.stages.teacher import teacher_request, teacher_task
 
-STAGES = ("teacher", "stats", "synthesize", "relabel", "prune", "evaluate")
 Stage = Literal["teacher", "stats", "synthesize", "relabel", "prune", "evaluate"]
 O = TypeVar("O")
 

@@ -1,10 +1,11 @@
 """What the CLI checks before a run starts, and how it words failures of the machine.
 
 A run that will fail should fail in a second with one message, exit 2, before Prefect starts
-(:func:`refusal`): the device must exist, every split must load and an image folder's files must
-be images, a teacher weights file must be a state dict that fits the teacher's architecture,
-imported images must fit the data set, an export target must not exist and its folder must be
-writable, the artifact root must be writable and a configured Prefect API must answer. Disk-level failures met mid-run
+(:func:`refusal`; what needs no torch and no file's contents first, :func:`quick_refusal`): the
+device must exist, every split must load and an image folder's files must be images, a teacher
+weights file must be a state dict that fits the teacher's architecture, imported images must fit
+the data set, an export target must not exist and its folder must be writable, the artifact root
+must be writable and a configured Prefect API must answer. Disk-level failures met mid-run
 (full, read-only) are reworded to name the root and the fix; finished stages are untouched,
 since every file is written to a temporary name and renamed into place.
 """
@@ -34,10 +35,39 @@ class PreflightError(RuntimeError):
 
 def refusal(config: DistilleryConfig, *, export_to: Path | None = None) -> str | None:
     """Why a run of ``config`` (an export to ``export_to``) would fail at once, as one message;
-    None when it may start. Checked before the Prefect server starts, not minutes in."""
+    None when it may start. Checked before the Prefect server starts, not minutes in: first what
+    needs neither torch nor a file's contents (:func:`quick_refusal`, well under the 5 s torch takes
+    to import), then the files themselves."""
+    return quick_refusal(config, export_to=export_to) or _thorough_refusal(config)
+
+
+def quick_refusal(config: DistilleryConfig, *, export_to: Path | None = None) -> str | None:
+    """The refusals found without torch: no GPU driver for ``--device cuda``, a missing data folder, an
+    export target that exists or cannot be made, an artifact root that cannot be written, a Prefect API
+    that does not answer."""
+    from tasks.data.config import missing_root
+    from tasks.export import ExportError  # no torch: its tensor work imports torch when called
+    from tasks.runtime_config import CUDA_MISSING, no_gpu_driver
+
+    if config.runtime.device == "cuda" and no_gpu_driver():
+        return CUDA_MISSING
+    if why := missing_root(config.data):
+        return f"data: {why}"
+    try:
+        if export_to is not None:
+            check_export(config, export_to)
+        check_artifact_root(config.runtime.artifact_root)
+        check_prefect_api()
+    except (ExportError, PreflightError) as err:
+        return str(err)
+    return None
+
+
+def _thorough_refusal(config: DistilleryConfig) -> str | None:
+    """The refusals that read files (every split loads, image headers, the weights against the
+    architecture, imported images) or ask torch (a CUDA device is visible)."""
     from tasks.data import DataError
     from tasks.data.class_folders import check_import
-    from tasks.export import ExportError
     from tasks.pretrained import WeightsError
     from tasks.runtime import DeviceError, resolve_device
 
@@ -49,21 +79,18 @@ def refusal(config: DistilleryConfig, *, export_to: Path | None = None) -> str |
         if config.synthesis.mode == "imported":
             check_import(config.data, root=config.synthesis.import_root, ipc=config.synthesis.ipc,
                          resize=config.synthesis.import_resize)
-        if export_to is not None:
-            check_export(config, export_to)
-        check_artifact_root(config.runtime.artifact_root)
-        check_prefect_api()
     except DataError as err:
         return f"data: {err}"
-    except (WeightsError, DeviceError, ExportError, PreflightError) as err:
+    except (WeightsError, DeviceError) as err:
         return str(err)
     return None
 
 
 def check_data(config: DistilleryConfig) -> ImageSource:
     """The test split must load; an image folder's every split too, and its files must be images
-    (headers only, :func:`tasks.data.decode.check_readable`). The test split, as the teacher sees it.
-    Array data sets (Fashion-MNIST, CIFAR) are read whole by their loader: their test split is checked."""
+    (headers, and a JPEG's end marker, :func:`tasks.data.decode.check_readable`). The test split, as
+    the teacher sees it. Array data sets (Fashion-MNIST, CIFAR) are read whole by their loader: their
+    test split is checked."""
     from tasks.data import has_validation, load_split
     from tasks.data.decode import check_readable
     from tasks.pretrained import pretrained_input
@@ -93,9 +120,9 @@ def check_export(config: DistilleryConfig, dest: Path) -> None:
     from tasks.export import ExportError, check_export_target
 
     if config.evaluate.labels != "soft" or config.evaluate.train_set != "distilled":
-        raise ExportError("export writes the images and the soft-label store students train on; this config trains "
-                          f"on evaluate.labels={config.evaluate.labels}, evaluate.train_set={config.evaluate.train_set}"
-                          ": remove those settings")
+        raise ExportError("export writes the images and the soft-label store students train on; this config "
+                          f"trains on evaluate.labels={config.evaluate.labels}, evaluate.train_set="
+                          f"{config.evaluate.train_set}: remove those settings")
     check_export_target(dest)
     if why := unwritable(str(dest.parent)):
         raise ExportError(f"export target {dest} cannot be made: its folder {dest.parent} {why}; give --to a "

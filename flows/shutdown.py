@@ -18,8 +18,9 @@ While a flow runs, Prefect owns SIGTERM: it raises ``TerminationSignal``, record
 Crashed, and once the flow has unwound sends the signal again, which then reaches the handler
 here. Prefect code between two stages can catch that exception on its way (a sweep signalled
 right after a stage ends would then run to its end), so the bridge Prefect installs is wrapped
-to note the signal too, and the flows check the note before each stage
-(:func:`stop_if_signalled`): a caught signal still stops the run at the next stage.
+to note the signal too (:func:`notice_prefect_bridge`, called once a command's refusals have
+passed: importing Prefect takes a second or two, and a refusal must not wait for it), and the flows
+check the note before each stage (:func:`stop_if_signalled`): a caught signal still stops the run at the next stage.
 A terminal's Ctrl-C signals the whole foreground process group; the temporary Prefect server
 is started in a session of its own (:mod:`flows.temporary_server`) so that it is still up
 while the run marks itself Cancelled, and is stopped in step 2 like after any other signal.
@@ -121,7 +122,6 @@ def run_stoppable(command: Callable[[], int], *, resume: str, exit_process: bool
     its stop line (see :func:`_exit_now`) instead of returning the code.
     """
     shutdown = Shutdown(resume, exit_process)
-    _notice_prefect_bridge()
     with _handlers(shutdown.handle) as restore:
         try:
             code = command()
@@ -165,9 +165,10 @@ def stop_if_signalled() -> None:
         raise Stopped(_noticed[0], _current_flow_run_id())
 
 
-def _notice_prefect_bridge() -> None:
+def notice_prefect_bridge() -> None:
     """Wrap the handler Prefect's flow engines install for SIGTERM so this module hears of the
-    signal even when the ``TerminationSignal`` it raises is caught on its way out."""
+    signal even when the ``TerminationSignal`` it raises is caught on its way out. Call it before a
+    flow runs under :func:`run_stoppable`."""
     from prefect.utilities import engine
 
     bridge = engine._prefect_sigterm_handler

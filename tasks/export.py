@@ -33,7 +33,7 @@ from storage.artifacts import ArtifactRef, ArtifactStore, tree_checksums
 from storage.file_names import CARD_JSON, CARD_MD, EXPORT_IMAGES, EXPORT_LABELS, IMAGES, LABELS
 from storage.image_store import read_image_store
 from storage.verify import file_problems, verify_artifact
-from tasks.data import DataConfig, load_split, normalization
+from tasks.data import DataConfig
 from tasks.data.class_folders import class_folder, write_class_folders
 
 CARD_FORMAT_VERSION = 2  # 2: ``files``, the size and SHA-256 of every PNG and store file
@@ -53,6 +53,8 @@ def check_export_target(dest: Path) -> None:
 def build_card(*, store: ArtifactStore, refs: dict[str, ArtifactRef], config: dict[str, Any], command: str,
                num_images: int, ipc: int) -> dict[str, Any]:
     """The card: what the set is, how it was made and how good it is (metrics per stage)."""
+    from tasks.data import load_split, normalization  # torch: here, so that the CLI's export checks load without it
+
     manifests = {stage: store.read_manifest(ref) for stage, ref in refs.items()}
     data = DataConfig.model_validate(manifests["evaluate"]["config"]["data"])  # as the students saw it (resolved mean/std)
     train, norm = load_split(data, "train"), normalization(data)

@@ -1,4 +1,5 @@
-"""The `runtime` config section and what it decides: device, precision, threads, seeds.
+"""What the `runtime` config section (:mod:`tasks.runtime_config`) decides: device, precision,
+threads, seeds.
 
 Nothing here changes what a stage computes except the seed; the device and precision are
 recorded in manifests but kept out of fingerprints, so a laptop-made teacher is reused on a
@@ -8,47 +9,20 @@ GPU machine that shares the artifact root.
 from __future__ import annotations
 
 import hashlib
-import os
-from typing import Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
+from tasks.runtime_config import CUDA_MISSING, DeviceError, RuntimeConfig
 
-class RuntimeConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-    seed: int = Field(0, ge=0, description="Root of every random draw; each stage derives its own.")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks CUDA when present.")
-    amp: bool = Field(True, description="Mixed precision (bfloat16 autocast) on CUDA; ignored on CPU.")
-    threads: int | None = Field(None, ge=1, description="CPU threads for torch; None keeps torch's choice.")
-    workers: int = Field(
-        default_factory=lambda: min(4, os.cpu_count() or 1), ge=0, le=64,
-        description="DataLoader processes decoding image files (ImageFolder); 0 decodes in the main process. "
-        "Default: min(4, CPU cores)."
-    )
-    artifact_root: str = Field(
-        "artifacts", description="Local path or fsspec URI holding the artifact tree."
-    )
-    task_runner: Literal["sequential", "dask"] = Field(
-        "sequential", description="dask: map synthesis shards, relabel chunks and evaluation seeds onto Dask "
-        "workers (prefect-dask); same bytes as sequential."
-    )
-    dask_address: str | None = Field(
-        None, description="Scheduler of an existing Dask cluster (tcp://host:8786); None starts a local one."
-    )
-    dask_workers: int = Field(2, ge=1, le=1024, description="Worker processes of the local Dask cluster (1 thread each).")
-
-
-class DeviceError(RuntimeError):
-    """The requested device is not available."""
+__all__ = ["GPU_TAG", "DeviceError", "RuntimeConfig", "autocast", "derive_seed", "device_tags", "generator",
+           "resolve_device"]
 
 
 def resolve_device(runtime: RuntimeConfig) -> torch.device:
     if runtime.threads is not None:
         torch.set_num_threads(runtime.threads)
     if runtime.device == "cuda" and not torch.cuda.is_available():
-        raise DeviceError("runtime.device=cuda but no CUDA device is visible; use --device cpu or auto")
+        raise DeviceError(CUDA_MISSING)
     if runtime.device == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
     return torch.device("cuda")

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from tasks.data.batches import image_batches
-from tasks.data.config import ImageSource
+from tasks.data.sources import ImageSource
 from tasks.normalization import Normalization
 
 NORM_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)

@@ -36,8 +36,8 @@ CHILD = """
 import os
 import signal
 import sys
-import tasks.stages.stats
-import tasks.stages.teacher
+import tasks.stages.stats.stage
+import tasks.stages.teacher.stage
 from storage.artifacts import ArtifactStore
 from storage.softlabels import SoftLabelWriter
 victim, argv = sys.argv[1], sys.argv[2:]
@@ -54,9 +54,9 @@ def die_after_call(owner, name, call, when=lambda *args: True):
     setattr(owner, name, wrapper)
 
 if victim == "teacher":  # 8 of the 16 training steps taken
-    die_after_call(tasks.stages.teacher, "augment_batch", 8)
+    die_after_call(tasks.stages.teacher.stage, "augment_batch", 8)
 if victim == "stats":  # 2 of the 4 batches of the pass
-    die_after_call(tasks.stages.stats, "augment_batch", 2)
+    die_after_call(tasks.stages.stats.stage, "augment_batch", 2)
 if victim == "synthesize":  # 3 of the 10 units stored
     die_after_call(ArtifactStore, "write_bytes", 3, when=lambda store, ref, name, *rest: name.startswith("units/"))
 if victim in ("relabel", "prune"):  # the stage's first chunk stored

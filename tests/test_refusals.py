@@ -11,12 +11,15 @@ has the figures.
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torchvision
@@ -54,6 +57,17 @@ def _undecodable(tmp: Path) -> tuple[list[str], str]:
             f"data: cannot decode image {root / 'val' / 'cat' / '1.png'} (")
 
 
+def _truncated_jpeg(tmp: Path) -> tuple[list[str], str]:
+    root = _image_folder(tmp / "data")
+    noise = np.random.default_rng(0).integers(0, 256, (96, 96, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noise).save(buffer, format="JPEG")
+    cut = root / "train" / "dog" / "cut.jpg"  # its header is whole: PIL's verify() passes it
+    cut.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) * 4 // 5])
+    return (["run", *IMAGE_FOLDER, "--set", f"data.root={root}"],
+            f"data: cannot decode image {cut} (the file ends before the JPEG's end-of-image marker")
+
+
 def _foreign_weights(tmp: Path) -> tuple[list[str], str]:
     torch.save(torchvision.models.resnet18(num_classes=10).state_dict(), tmp / "resnet18.pt")
     return (["run", "--set", f"teacher.weights={tmp / 'resnet18.pt'}"],
@@ -74,7 +88,8 @@ def _unwritable_export(tmp: Path) -> tuple[list[str], str]:
             "cannot be written (")
 
 
-@pytest.mark.parametrize("case", [_empty_class, _undecodable, _foreign_weights, _no_cuda, _unwritable_export],
+@pytest.mark.parametrize("case", [_empty_class, _undecodable, _truncated_jpeg, _foreign_weights, _no_cuda,
+                                  _unwritable_export],
                          ids=lambda case: case.__name__.strip("_"))
 def test_refused_before_prefect_starts_with_exit_2_and_one_line(case, tmp_path):
     argv, message = case(tmp_path)
@@ -92,3 +107,26 @@ def test_refused_before_prefect_starts_with_exit_2_and_one_line(case, tmp_path):
     assert done.stdout == "" and done.stderr.count("\n") == 1 and len(done.stderr) < 400, done.stderr
     assert message in done.stderr, done.stderr
     assert list(home.iterdir()) == []  # no temporary server ever started: it would have made its database here
+
+
+QUICK = {  # refusals that need neither a file's contents nor torch: answered without importing torch or Prefect
+    "bad value": (["run", "--set", "teacher.epochs=0"], "teacher.epochs: Input should be greater than or equal to 1"),
+    "missing data folder": (["run", "--set", "data.root={tmp}/nowhere"], "data: fashion_mnist data folder"),
+    "export target exists": (["export", "--to", "{tmp}"], "already exists; give a new folder to --to"),
+    "unwritable artifact root": (["run", "--artifact-root", "/proc/distillery"], "artifact root /proc/distillery"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(QUICK))
+def test_a_refusal_that_reads_no_file_imports_neither_torch_nor_prefect(case, tmp_path):
+    argv, message = QUICK[case]
+    argv = [arg.format(tmp=tmp_path) for arg in argv]
+    probe = ("import json, sys\nfrom flows.cli import main\ncode = main(sys.argv[1:])\n"
+             "print(json.dumps([code, sorted(m for m in ('torch', 'torchvision', 'prefect') if m in sys.modules)]))")
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-home")}
+    env.pop("PREFECT_API_URL", None)
+    done = subprocess.run([sys.executable, "-c", probe, *argv], cwd=PROJECT_ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert message in done.stderr, done.stderr
+    code, imported = json.loads(done.stdout)
+    assert code == 2 and imported == []

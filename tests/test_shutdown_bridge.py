@@ -22,7 +22,7 @@ def noticing(monkeypatch):
     monkeypatch.setattr(engine, "_prefect_sigterm_handler", engine._prefect_sigterm_handler)
     monkeypatch.setattr(shutdown, "_noticed", [])
     handlers = {signum: signal.getsignal(signum) for signum in shutdown.EXIT_CODES}
-    shutdown._notice_prefect_bridge()
+    shutdown.notice_prefect_bridge()
     yield
     for signum, handler in handlers.items():  # run_stoppable leaves its handlers installed
         signal.signal(signum, handler)
@@ -56,7 +56,7 @@ def test_a_command_that_ends_after_a_lost_signal_exits_143(noticing, monkeypatch
 
 def test_the_bridge_is_wrapped_once(noticing):
     wrapped = engine._prefect_sigterm_handler
-    shutdown._notice_prefect_bridge()
+    shutdown.notice_prefect_bridge()
     assert engine._prefect_sigterm_handler is wrapped
 
 

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from tasks.data.config import DataError, ImageSet, ImageSource
+from tasks.data.config import DataError
+from tasks.data.sources import ImageSet, ImageSource
 
 DECODE_PIECE = 32  # images per worker request: small enough to spread a batch over the workers
 

@@ -27,7 +27,6 @@ import numpy as np
 from PIL import Image
 
 from tasks.data.config import DataConfig, DataError
-from tasks.data.splits import load_split
 from tasks.data.decode import IMAGE_SUFFIXES, fit_to_size, open_image, to_pixels
 
 
@@ -164,6 +163,8 @@ def write_class_folders(images: np.ndarray, labels: np.ndarray, *, class_names: 
 
 def check_import(data: DataConfig, *, root: str, ipc: int, resize: bool) -> None:
     """Every refusal of `synthesis.mode=imported`, found before any stage runs (the CLI's preflight)."""
+    from tasks.data.splits import load_split  # torch: imported here so that exports' checks load without it
+
     train = load_split(data, "train")
     import_images(root, class_names=train.class_names, ipc=ipc, channels=train.channels,
                   image_size=train.image_size, resize=resize)

@@ -1,24 +1,25 @@
-"""What a data set is to the pipeline: the `data` config section, the error every loader
-raises, and the split types the loaders return (`ImageSource`, and `ImageSet` for splits held
-in memory). The loaders themselves and the per-data-set normalisation are in
-:mod:`tasks.data.datasets`; reading a split in batches (decoded in worker processes) is
-:mod:`tasks.data.batches`.
+"""What a data set is to the pipeline: the `data` config section, the error every loader raises,
+and the check that its folder exists, all without torch (a bad config is refused in a blink). The
+split types the loaders return are in :mod:`tasks.data.sources`, the loaders themselves and the
+per-data-set normalisation in :mod:`tasks.data.datasets`; reading a split in batches (decoded in
+worker processes) is :mod:`tasks.data.batches`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Any, Literal, Protocol, Self
+from pathlib import Path
+from typing import Any, Literal, Self
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tasks.augment import AugmentConfig
+from tasks.augment_config import AugmentConfig
 
 Split = Literal["train", "val", "test"]
 DataSetName = Literal["fashion_mnist", "cifar10", "cifar100", "imagefolder"]
 
 IMAGEFOLDER_DEFAULT_SIZE = 64
+FASHION_MNIST_DEFAULT_ROOT = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
+
 
 class DataError(ValueError):
     """A data set is missing or malformed; the message names the thing and the fix."""
@@ -104,55 +105,17 @@ class DataConfig(BaseModel):
         return self
 
 
-class ImageSource(Protocol):
-    """A labelled split whose images are fetched by index."""
-
-    @property
-    def labels(self) -> torch.Tensor: ...  # (N,) int64
-    @property
-    def class_names(self) -> tuple[str, ...]: ...
-    @property
-    def channels(self) -> int: ...
-    @property
-    def image_size(self) -> int: ...  # square: H == W
-    @property
-    def num_classes(self) -> int: ...
-    def __len__(self) -> int: ...
-    def images_at(self, index: torch.Tensor) -> torch.Tensor: ...  # (B,) int64 -> (B, C, H, W) uint8
-
-
-@dataclass(frozen=True)
-class ImageSet:
-    """A split held in memory as uint8 pixels (Fashion-MNIST, CIFAR)."""
-
-    images: torch.Tensor  # (N, C, H, W) uint8
-    labels: torch.Tensor  # (N,) int64
-    class_names: tuple[str, ...]
-
-    def __post_init__(self) -> None:
-        square = self.images.ndim == 4 and self.images.shape[2] == self.images.shape[3]
-        if not square or self.images.dtype != torch.uint8 or self.labels.shape != (len(self.images),):
-            raise DataError(f"ImageSet needs (N, C, S, S) uint8 images and (N,) labels, got images "
-                            f"{tuple(self.images.shape)} {self.images.dtype}, "
-                            f"labels {tuple(self.labels.shape)}")
-
-    @property
-    def channels(self) -> int:
-        return self.images.shape[1]
-
-    @property
-    def image_size(self) -> int:
-        return self.images.shape[2]
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def images_at(self, index: torch.Tensor) -> torch.Tensor:
-        return self.images[index]
-
-    def select(self, index: torch.Tensor) -> ImageSet:
-        return replace(self, images=self.images[index], labels=self.labels[index])
+def missing_root(config: DataConfig) -> str | None:
+    """Why ``config``'s data folder cannot be read at all (it is not there), or None. Found without
+    reading a file; what the folder holds is the loaders' to check."""
+    if config.root is None and config.name != "fashion_mnist":
+        return None  # DataConfig refuses this itself
+    root = Path(config.root) if config.root is not None else FASHION_MNIST_DEFAULT_ROOT
+    if root.is_dir() or (config.download and config.name != "imagefolder"):
+        return None
+    fix = {"fashion_mnist": "install it with `sudo apt-get install dataset-fashion-mnist`, or set data.root to a "
+                            "folder holding the IDX files, or set data.download=true (needs internet)",
+           "imagefolder": "set data.root to the folder holding train/ and val/"}.get(
+        config.name, "set data.root to the folder of the official python archive, or set data.download=true "
+                     "(needs internet)")
+    return f"{config.name} data folder {root} does not exist; {fix}"

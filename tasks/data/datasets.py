@@ -26,11 +26,11 @@ import numpy as np
 import torch
 from torchvision import datasets
 
-from tasks.data.config import DataConfig, DataError, ImageSet, Split
+from tasks.data.config import FASHION_MNIST_DEFAULT_ROOT, DataConfig, DataError, Split
+from tasks.data.sources import ImageSet
 from tasks.data.image_folder import ImageFolderSource, load_imagefolder
 from tasks.normalization import Normalization
 
-FASHION_MNIST_DEFAULT_ROOT = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                          "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 

@@ -22,13 +22,14 @@ import json
 import os
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 
 from tasks.data.config import DataConfig, Split
-from tasks.data.datasets import packaged_files
-from tasks.data.splits import load_split
-from tasks.data.image_folder import ImageFolderSource
+
+if TYPE_CHECKING:
+    from tasks.data.image_folder import ImageFolderSource
 
 MEMO_FILE = "file-digests.json"
 READ_BLOCK = 1 << 20
@@ -91,6 +92,11 @@ class DigestMemo:
 
 def split_identity(config: DataConfig, split: Split, *, memo: DigestMemo | None = None) -> SplitIdentity:
     """The identity of ``config``'s ``split`` (see the module docstring); DataError when it cannot be read."""
+    # Imported here: SplitIdentity is part of requests that must load without torch.
+    from tasks.data.datasets import packaged_files
+    from tasks.data.image_folder import ImageFolderSource
+    from tasks.data.splits import load_split
+
     memo = memo or DigestMemo()
     digest = hashlib.sha256(f"{config.name}/{split}\n".encode())
     files = packaged_files(config, split)

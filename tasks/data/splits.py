@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import torch
 
-from tasks.data.config import DataConfig, DataError, ImageSource, Split
+from tasks.data.config import DataConfig, DataError, Split
+from tasks.data.sources import ImageSource
 from tasks.data.datasets import stored_split
 from tasks.data.image_folder import has_own_validation
 from tasks.runtime import generator

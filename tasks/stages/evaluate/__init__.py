@@ -7,9 +7,10 @@
     distillery run --set evaluate.seeds=3 --set evaluate.recipe=imagenet
 """
 
-from tasks.stages.evaluate.config import RECIPES, EvaluateConfig, EvaluateRequest, Recipe
-from tasks.stages.evaluate.stage import EvaluateJob, evaluate_task
-from tasks.stages.evaluate.students import create_optimizer, soft_label_loss, student_lr, train_student
+import lazy_loader as lazy
 
-__all__ = ["RECIPES", "EvaluateConfig", "EvaluateJob", "EvaluateRequest", "Recipe", "create_optimizer",
-           "evaluate_task", "soft_label_loss", "student_lr", "train_student"]
+__getattr__, __dir__, __all__ = lazy.attach(__name__, submod_attrs={
+    "config": ["RECIPES", "EvaluateConfig", "EvaluateRequest", "Recipe"],
+    "stage": ["EvaluateJob", "evaluate_task"],
+    "students": ["create_optimizer", "soft_label_loss", "student_lr", "train_student"],
+})

@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from storage.artifacts import StageRequest
-from tasks.augment import AugmentConfig
+from tasks.augment_config import AugmentConfig
 from tasks.data import DataConfig
 from tasks.data.identity import SplitIdentity
 

@@ -1,7 +1,7 @@
 """Stage `synthesize` (recover), in one folder:
 
-    config.py      the `synthesis` section, the request, SynthesisError
-    stage.py       units, the job that builds them, the @task entry (lpld, sre2l, random_real, imported)
+    config.py      the `synthesis` section, the request, SynthesisError (no torch)
+    stage.py       the request for a config, units, the job that builds them, the @task entry (lpld, sre2l, random_real, imported)
     recovery.py    the per-unit loop: BatchNorm-statistics matching plus cross-entropy
     loss_curve.py  the loss curve each unit stores, and its summary in the manifest
     diversity.py   within-class similarity and teacher agreement of an image set
@@ -9,8 +9,9 @@
     distillery run --until synthesize --set synthesis.mode=sre2l
 """
 
-from tasks.stages.synthesize.config import SynthesisConfig, SynthesisError, SynthesizeRequest, synthesize_request
-from tasks.stages.synthesize.stage import SynthesisJob, synthesize_task
+import lazy_loader as lazy
 
-__all__ = ["SynthesisConfig", "SynthesisError", "SynthesisJob", "SynthesizeRequest", "synthesize_request",
-           "synthesize_task"]
+__getattr__, __dir__, __all__ = lazy.attach(__name__, submod_attrs={
+    "config": ["SynthesisConfig", "SynthesisError", "SynthesizeRequest"],
+    "stage": ["SynthesisJob", "synthesize_request", "synthesize_task"],
+})

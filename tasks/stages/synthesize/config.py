@@ -12,9 +12,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from storage.artifacts import ArtifactRef, StageRequest
-from tasks.data import DataConfig, load_split
-from tasks.data.class_folders import folder_digest, scan_class_folders
+from storage.artifacts import StageRequest
+from tasks.data import DataConfig
 from tasks.data.identity import SplitIdentity
 
 
@@ -106,17 +105,3 @@ class SynthesizeRequest(StageRequest):
             return super().fingerprint()
         anywhere = self.synthesis.model_copy(update={"import_root": None})
         return StageRequest.fingerprint(self.model_copy(update={"synthesis": anywhere}))
-
-
-def synthesize_request(
-    *, data: DataConfig, synthesis: SynthesisConfig, seed: int, inputs: dict[str, ArtifactRef],
-    data_identity: dict[str, SplitIdentity],
-) -> SynthesizeRequest:
-    """The request for this config; imported images enter the fingerprint by content."""
-    digest = None
-    if synthesis.mode == "imported":
-        folders = scan_class_folders(synthesis.import_root, class_names=load_split(data, "train").class_names,
-                                     ipc=synthesis.ipc)
-        digest = folder_digest(folders)
-    return SynthesizeRequest(data=data, synthesis=synthesis, seed=seed, inputs=inputs, import_digest=digest,
-                             data_identity=data_identity)

@@ -27,14 +27,15 @@ from storage.artifacts import ArtifactRef, ArtifactStore
 from storage.file_names import CLASS_BN_STATS, GRID, IMAGES, unit_file
 from storage.image_store import grid_png, write_image_store
 from storage.tensor_files import read_tensors, write_tensors
-from tasks.data import ImageSource, load_split, normalization
+from tasks.data import DataConfig, ImageSource, load_split, normalization
 from tasks.data.batches import read_images
-from tasks.data.class_folders import ImportedImagesError, import_images
+from tasks.data.class_folders import ImportedImagesError, folder_digest, import_images, scan_class_folders
+from tasks.data.identity import SplitIdentity
 from tasks.models import load_teacher
 from tasks.progress import StageProgress
 from tasks.runtime import RuntimeConfig, generator, resolve_device
 from tasks.stages.stage_task import StageRun, stage_task, units_in_order
-from tasks.stages.synthesize.config import SynthesisError, SynthesizeRequest
+from tasks.stages.synthesize.config import SynthesisConfig, SynthesisError, SynthesizeRequest
 from tasks.stages.synthesize.diversity import label_agreement, within_class_similarities
 from tasks.stages.synthesize.loss_curve import curve_summary
 from tasks.stages.synthesize.recovery import bn_targets_for, optimise_unit
@@ -48,6 +49,21 @@ class Unit:
     index: int
     labels: tuple[int, ...]
     positions: tuple[int, ...]  # final index = class * ipc + slot
+
+
+def synthesize_request(
+    *, data: DataConfig, synthesis: SynthesisConfig, seed: int, inputs: dict[str, ArtifactRef],
+    data_identity: dict[str, SplitIdentity],
+) -> SynthesizeRequest:
+    """The request for this config; imported images enter the fingerprint by content."""
+    digest = None
+    if synthesis.mode == "imported":
+        folders = scan_class_folders(synthesis.import_root, class_names=load_split(data, "train").class_names,
+                                     ipc=synthesis.ipc)
+        digest = folder_digest(folders)
+    return SynthesizeRequest(data=data, synthesis=synthesis, seed=seed, inputs=inputs, import_digest=digest,
+                             data_identity=data_identity)
+
 
 
 def plan_units(mode: str, *, num_classes: int, ipc: int, batch_size: int) -> list[Unit]:

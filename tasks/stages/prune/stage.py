@@ -1,22 +1,12 @@
-"""Stage `prune`: keep a fraction of the stored steps, as a real, smaller soft-label store.
-
-Ratio r keeps ``floor((1 - r) * S)`` of the stream's S steps, at least one (10x/20x/30x/40x =
-r 0.9/0.95/0.97/0.975; the real factor S / kept is recorded, and is exact when S is a
-multiple). Rules: ``prefix`` keeps the first steps of the seeded stream (already a random
-sample; the reference's rule, and the one relabel can generate alone), ``uniform`` a seeded
-random subset of steps, ``epoch`` whole epochs chosen at random. The student still trains E
-epochs (:mod:`tasks.labels.replay` says how they are drawn from the kept pool).
-
-    distillery run --until prune --set prune.ratio=0.975
-"""
+"""Stage `prune`: choosing the kept steps, writing the pruned store, and the @task entry
+(:mod:`tasks.stages.prune` says what the stage does)."""
 
 from __future__ import annotations
 
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
 from storage.artifacts import ArtifactRef, StageRequest
 from storage.file_names import LABELS
@@ -25,16 +15,8 @@ from storage.softlabels import SoftLabelReader, SoftLabelWriter, StoreLayout
 from tasks.labels.stream import StreamGeometry, kept_step_count
 from tasks.progress import StageProgress
 from tasks.runtime import RuntimeConfig, generator
+from tasks.stages.prune.config import PruneConfig
 from tasks.stages.stage_task import StageRun, stage_task
-
-
-class PruneConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-    ratio: float = Field(
-        0.0, ge=0.0, lt=1.0, description="Fraction of stored steps dropped: 0.9/0.95/0.97/0.975 = 10x/20x/30x/40x."
-    )
-    rule: Literal["prefix", "uniform", "epoch"] = Field("prefix", description="Which steps are kept.")
 
 
 class PruneRequest(StageRequest):

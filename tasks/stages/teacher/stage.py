@@ -1,13 +1,5 @@
-"""Stage `teacher` (squeeze): train the teacher on the real training set, or load given weights.
-
-SGD with momentum and weight decay, linear warm-up then cosine decay per step, per-sample
-random-resized-crop and flip. Stores the state dict (read back by :func:`tasks.models.load_teacher`,
-with ``weights_only=True``). The teacher reads the train split and reports its top-1 on the
-validation split; its fingerprint names those two alone, and its test top-1 is measured by
-`evaluate`, which reads the test split.
-
-    distillery run --until teacher --set teacher.epochs=2
-"""
+"""Stage `teacher`: training the teacher (or loading given weights) and its @task entry
+(:mod:`tasks.stages.teacher` says what the stage does)."""
 
 from __future__ import annotations
 
@@ -17,7 +9,6 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from storage.artifacts import ArtifactRef, StageRequest
@@ -29,54 +20,12 @@ from tasks.data.batches import image_batches
 from tasks.data.identity import SplitIdentity
 from tasks.models import build_teacher
 from tasks.normalization import Normalization
-from tasks.pretrained import load_weights, read_state_dict, torchvision_weights, weights_file
+from tasks.pretrained import load_weights, read_state_dict, weights_file
 from tasks.progress import StageProgress
 from tasks.runtime import RuntimeConfig, autocast, generator, resolve_device
+from tasks.stages.teacher.config import TeacherConfig
 from tasks.stages.stage_task import StageRun, stage_task
 from tasks.training import LearningRate, param_groups, run_steps, top1_accuracy
-
-
-class TeacherConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-    model: str = Field("convnet", description="convnet, resnet18_small or a torchvision model name.")
-    width: int = Field(32, ge=4, le=1024, description="convnet channels per layer.")
-    depth: int = Field(3, ge=1, le=8, description="convnet conv blocks.")
-    epochs: int = Field(6, ge=1, le=1000)
-    batch_size: int = Field(256, ge=1, le=65536)
-    lr: float = Field(0.2, gt=0, le=10, description="Peak SGD learning rate (reference: 0.2).")
-    momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(1e-4, ge=0, le=1)
-    warmup_epochs: float = Field(
-        0.5, ge=0, description="Linear warm-up before cosine decay (reference: 5 of 200 epochs)."
-    )
-    augment: AugmentConfig | None = Field(None, description="Training augmentation; None: data.augment.")
-    seed: int | None = Field(
-        None, ge=0, description="The teacher's own seed (and its class statistics'); None: runtime.seed. Set, one "
-        "teacher is shared by every run seed: replicates then differ in everything after it."
-    )
-    weights: str | None = Field(
-        None, description="Use these weights instead of training: a state-dict file (loaded weights_only), or "
-        "torchvision:<Enum>.<MEMBER> (e.g. torchvision:ResNet18_Weights.IMAGENET1K_V1) read from the local torch "
-        "hub cache, never downloaded."
-    )
-
-    @model_validator(mode="after")
-    def _warmup_fits(self) -> "TeacherConfig":
-        if self.warmup_epochs > self.epochs:
-            raise ValueError(
-                f"warmup_epochs ({self.warmup_epochs}) is longer than epochs ({self.epochs}); "
-                "lower teacher.warmup_epochs"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _torchvision_weights_fit_model(self) -> "TeacherConfig":
-        pretrained = torchvision_weights(self.weights)
-        if pretrained is not None and pretrained.model != self.model:
-            raise ValueError(f"teacher.weights {pretrained.name} are weights of {pretrained.model}, but "
-                             f"teacher.model is {self.model!r}; set teacher.model={pretrained.model}")
-        return self
 
 
 class TeacherRequest(StageRequest):

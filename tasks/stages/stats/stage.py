@@ -1,21 +1,11 @@
-"""Stage `stats`: per-class BatchNorm statistics of the teacher.
-
-One pass (or ``passes``) over the real training set, teacher in ``eval()``, training
-augmentation on. For every BN layer l and class c it records the mean and the biased variance
-of the layer's *input* over (N, H, W) of class c's samples. Sums are exact float64
-accumulations, so the result does not depend on batch size or order (beyond float64 rounding),
-unlike the reference's EMA.
-
-    distillery run --until stats
-    stats = read_tensors(store, ref, CLASS_BN_STATS)  # {layer: {"mean": (K, C), "var": (K, C), "count": (K,)}}
-"""
+"""Stage `stats`: the per-class BatchNorm statistics pass and its @task entry
+(:mod:`tasks.stages.stats` says what the stage does)."""
 
 from __future__ import annotations
 
 from typing import Callable
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from storage.artifacts import ArtifactRef, StageRequest
@@ -29,20 +19,10 @@ from tasks.models import batchnorm_layers, load_teacher
 from tasks.normalization import Normalization
 from tasks.progress import StageProgress
 from tasks.runtime import RuntimeConfig, generator, resolve_device
+from tasks.stages.stats.config import StatsConfig
 from tasks.stages.stage_task import StageRun, stage_task
 
 ClassBNStats = dict[str, dict[str, torch.Tensor]]
-
-
-class StatsConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-    augment: AugmentConfig | None = Field(
-        None, description="Training augmentation applied during the pass; None: data.augment (what synthesis "
-        "matches under)."
-    )
-    passes: int = Field(1, ge=1, le=100, description="Passes over the training set (new augmentation each).")
-    batch_size: int = Field(500, ge=1, le=65536, description="Speed only: sums are exact.")
 
 
 class StatsRequest(StageRequest):

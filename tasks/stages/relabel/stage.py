@@ -1,27 +1,18 @@
-"""Stage `relabel`: the teacher's soft labels for E epochs of augmented synthetic batches.
-
-The steps come from the seeded stream of :mod:`tasks.labels.stream`; each step's augmented
-batch goes through the teacher and its logits are stored in the chosen format
-(:mod:`storage.label_codec`) in the soft-label store (:mod:`storage.softlabels`). Work is done and saved chunk by chunk, so a killed run resumes at
-the first unfinished chunk and ends with the same bytes. With ``generate: kept`` and the
-``prefix`` prune rule only the steps the prune will keep are generated at all.
-
-    distillery run --until relabel --set relabel.epochs=300 --set relabel.label_format=topk
-"""
+"""Stage `relabel`: the request, the chunked job that writes the soft-label store, and the @task entry
+(:mod:`tasks.stages.relabel` says what the stage does)."""
 
 from __future__ import annotations
 
-from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from torch import nn
 
 from storage.artifacts import ArtifactRef, ArtifactStore, StageRequest
 from storage.file_names import IMAGES, LABELS
 from storage.image_store import read_image_store
-from storage.label_codec import LabelFormat, encode_labels, store_metrics
+from storage.label_codec import encode_labels, store_metrics
 from storage.softlabels import SoftLabelWriter, StoreLayout
 from tasks.data import DataConfig, normalization
 from tasks.labels.stream import (
@@ -30,32 +21,8 @@ from tasks.labels.stream import (
 from tasks.models import load_teacher
 from tasks.progress import StageProgress
 from tasks.runtime import RuntimeConfig, resolve_device
+from tasks.stages.relabel.config import RelabelConfig
 from tasks.stages.stage_task import StageRun, stage_task, units_in_order
-
-
-class RelabelConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-    epochs: int = Field(300, ge=1, le=100000, description="E: epochs of soft labels generated.")
-    batch_size: int = Field(100, ge=1, le=65536, description="B: images per stored step.")
-    label_format: LabelFormat = Field(
-        "fp16", description="fp16 logits; topk values + int16 indices + the mean of the rest; "
-        "prob8: softmax(logits / label_temperature) as uint8."
-    )
-    topk: int = Field(3, ge=1, description="k when label_format is topk.")
-    label_temperature: float = Field(20.0, gt=0, description="T of the prob8 format (the student's T).")
-    augmentation: Literal["boxes", "seed", "stream"] = Field(
-        "boxes", description="boxes: store each step's image indices, crop boxes, flips and CutMix fields; seed: "
-        "the indices and a per-step augmentation seed; stream: neither (both regenerated from the stream's seed "
-        "and the step's position): the labels and a step id alone."
-    )
-    cutmix: bool = True
-    crop_scale_min: float | None = Field(None, gt=0, le=1, description="Crop scale of the steps; None: data.augment's.")
-    generate: Literal["all", "kept"] = Field(
-        "all", description="kept: with prune.rule=prefix, generate only the steps the prune keeps."
-    )
-    chunk_steps: int | None = Field(None, ge=1, description="Steps per chunk (the resume unit); None: ~1 MB, "
-                                    "but at least 8 chunks, so a stop keeps all but the chunk in progress.")
 
 
 class RelabelRequest(StageRequest):
