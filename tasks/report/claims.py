@@ -16,7 +16,8 @@ replicate r of another (the same run seed: the same teacher when shared, the sam
 draws); test top-1 decides, validation top-1 is reported beside it. Of several selection
 criteria (``select-<criterion>``) only the one with the best validation top-1 where they were
 compared (the pruning factor most of them were run at) makes claims (d) and (e), so the test
-split never picks the criterion. A point the sweep did not run gives "n/a". DD-Ranking's HLR / IOR / LRS per mode are in :mod:`tasks.report.ranking`.
+split never picks the criterion. A point the sweep did not run gives "n/a". DD-Ranking's HLR /
+IOR / LRS per mode are in :mod:`tasks.report.ranking`.
 """
 
 from __future__ import annotations
