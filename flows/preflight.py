@@ -130,19 +130,22 @@ def check_export(config: DistilleryConfig, dest: Path) -> None:
 
 
 def check_artifact_root(root: str) -> None:
-    """Create ``root`` if needed and write a probe file there; a remote root gets a probe object."""
+    """Write a probe file in ``root`` (made for the probe and removed again: a refusal that follows
+    leaves no folder behind); a remote root gets a probe object."""
     if not is_local_root(root):
         if why := unusable_root(root):
             raise PreflightError(why)
         return
-    if why := unwritable(root.removeprefix("file://")):
+    if why := unwritable(root.removeprefix("file://"), keep=False):
         raise PreflightError(f"artifact root {root} {why}; choose another with --artifact-root "
                              "or $DISTILLERY_HOME")
 
 
-def unwritable(folder: str) -> str | None:
-    """None when ``folder`` (created if needed) takes a file, else why not, as a phrase."""
+def unwritable(folder: str, *, keep: bool = True) -> str | None:
+    """None when ``folder`` (created if needed) takes a file, else why not, as a phrase. With
+    ``keep=False`` the folders the probe made are removed again, so a later refusal leaves nothing."""
     probe = os.path.join(folder, f".write-probe-{uuid.uuid4().hex[:8]}")
+    made = [] if os.path.isdir(folder) else _missing_folders(folder)
     try:
         os.makedirs(folder, exist_ok=True)
         with open(probe, "wb") as handle:
@@ -150,7 +153,22 @@ def unwritable(folder: str) -> str | None:
         os.remove(probe)
     except OSError as err:
         return DISK_ERRORS.get(err.errno or 0, f"cannot be written ({err.strerror or err})")
+    finally:
+        for path in made if not keep else ():
+            try:
+                os.rmdir(path)  # deepest first; stops being possible once another process wrote there
+            except OSError:
+                break
     return None
+
+
+def _missing_folders(folder: str) -> list[str]:
+    """``folder`` and its ancestors that do not exist yet, deepest first."""
+    missing, path = [], os.path.abspath(folder)
+    while not os.path.exists(path) and path != os.path.dirname(path):
+        missing.append(path)
+        path = os.path.dirname(path)
+    return missing
 
 
 def api_answers(url: str, *, timeout: float = 5.0) -> str | None:

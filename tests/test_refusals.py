@@ -111,7 +111,7 @@ def test_refused_before_prefect_starts_with_exit_2_and_one_line(case, tmp_path):
 
 QUICK = {  # refusals that need neither a file's contents nor torch: answered without importing torch or Prefect
     "bad value": (["run", "--set", "teacher.epochs=0"], "teacher.epochs: Input should be greater than or equal to 1"),
-    "missing data folder": (["run", "--set", "data.root={tmp}/nowhere"], "data: fashion_mnist data folder"),
+    "missing data folder": (["run", "--set", "data.root={tmp}/nowhere"], "data: Fashion-MNIST not found in"),
     "export target exists": (["export", "--to", "{tmp}"], "already exists; give a new folder to --to"),
     "unwritable artifact root": (["run", "--artifact-root", "/proc/distillery"], "artifact root /proc/distillery"),
 }
