@@ -145,7 +145,7 @@ def unwritable(folder: str, *, keep: bool = True) -> str | None:
     """None when ``folder`` (created if needed) takes a file, else why not, as a phrase. With
     ``keep=False`` the folders the probe made are removed again, so a later refusal leaves nothing."""
     probe = os.path.join(folder, f".write-probe-{uuid.uuid4().hex[:8]}")
-    made = [] if os.path.isdir(folder) else _missing_folders(folder)
+    made = [] if keep else _missing_folders(folder)
     try:
         os.makedirs(folder, exist_ok=True)
         with open(probe, "wb") as handle:
@@ -154,7 +154,7 @@ def unwritable(folder: str, *, keep: bool = True) -> str | None:
     except OSError as err:
         return DISK_ERRORS.get(err.errno or 0, f"cannot be written ({err.strerror or err})")
     finally:
-        for path in made if not keep else ():
+        for path in made:
             try:
                 os.rmdir(path)  # deepest first; stops being possible once another process wrote there
             except OSError:

@@ -20,7 +20,8 @@ here. Prefect code between two stages can catch that exception on its way (a swe
 right after a stage ends would then run to its end), so the bridge Prefect installs is wrapped
 to note the signal too (:func:`notice_prefect_bridge`, called once a command's refusals have
 passed: importing Prefect takes a second or two, and a refusal must not wait for it), and the flows
-check the note before each stage (:func:`stop_if_signalled`): a caught signal still stops the run at the next stage.
+check the note before each stage (:func:`stop_if_signalled`): a caught signal still stops the run
+at the next stage.
 A terminal's Ctrl-C signals the whole foreground process group; the temporary Prefect server
 is started in a session of its own (:mod:`flows.temporary_server`) so that it is still up
 while the run marks itself Cancelled, and is stopped in step 2 like after any other signal.

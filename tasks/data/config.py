@@ -113,9 +113,14 @@ def missing_root(config: DataConfig) -> str | None:
     root = Path(config.root) if config.root is not None else FASHION_MNIST_DEFAULT_ROOT
     if root.is_dir() or (config.download and config.name != "imagefolder"):
         return None
-    if config.name == "fashion_mnist":  # the loader's words for a folder without the files
-        return (f"Fashion-MNIST not found in {root}; install it with `sudo apt-get install dataset-fashion-mnist`, "
-                "or set data.root to a folder holding the IDX files, or set data.download=true (needs internet)")
+    if config.name == "fashion_mnist":
+        return fashion_mnist_not_found(root)
     fix = ("set data.root to the folder holding train/ and val/" if config.name == "imagefolder" else
            "set data.root to the folder of the official python archive, or set data.download=true (needs internet)")
     return f"{config.name} data folder {root} does not exist; {fix}"
+
+
+def fashion_mnist_not_found(root: Path) -> str:
+    """What a missing Fashion-MNIST folder, or one without its IDX files, is told."""
+    return (f"Fashion-MNIST not found in {root}; install it with `sudo apt-get install dataset-fashion-mnist`, or "
+            "set data.root to a folder holding the IDX files, or set data.download=true (needs internet)")

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torchvision import datasets
 
-from tasks.data.config import FASHION_MNIST_DEFAULT_ROOT, DataConfig, DataError, Split
+from tasks.data.config import FASHION_MNIST_DEFAULT_ROOT, DataConfig, DataError, Split, fashion_mnist_not_found
 from tasks.data.sources import ImageSet
 from tasks.data.image_folder import ImageFolderSource, load_imagefolder
 from tasks.normalization import Normalization
@@ -77,9 +77,7 @@ def _fashion_mnist_files(config: DataConfig, split: Split) -> list[Path]:
         _download(datasets.FashionMNIST, root, "Fashion-MNIST")
     image_path, label_path = _find_idx(root, image_stem), _find_idx(root, label_stem)
     if image_path is None or label_path is None:
-        raise DataError(f"Fashion-MNIST not found in {root}; install it with `sudo apt-get install "
-                        "dataset-fashion-mnist`, or set data.root to a folder holding the IDX files, "
-                        "or set data.download=true (needs internet)")
+        raise DataError(fashion_mnist_not_found(root))
     return [image_path, label_path]
 
 
