@@ -26,7 +26,7 @@ from pydantic import BaseModel
 from flows import history
 from flows.config import DistilleryConfig, PresetRef, config_of
 from flows.data_watch import DataChangedError, DataWatch
-from flows.pipeline import STAGES, Stage, data_identity, last_before_evaluate, replicate_config, run_pipeline
+from flows.pipeline import STAGES, Stage, data_identity, last_before_evaluate, replicate_runs, run_pipeline
 from flows.scale_out import map_units, unit_runner
 from flows.shutdown import stop_if_signalled
 from flows.tables import render_table
@@ -113,7 +113,7 @@ def distill(config: DistilleryConfig | PresetRef, until: Stage = STAGES[-1], rep
     config = config_of(config)
     store, runtime = ArtifactStore(config.runtime.artifact_root), config.runtime
     watch = DataWatch(data_identity(config, until))
-    runs = [replicate_config(config, r, share_teacher=share_teacher) for r in range(replicates)] if replicates > 1 else [config]
+    runs = replicate_runs(config, replicates, share_teacher=share_teacher)
     outcomes: list[StageOutcome] = []
     with unit_runner(runtime) as runner:
         called: dict[ArtifactRef, StageOutcome] = {}  # each artifact once, though replicates share some

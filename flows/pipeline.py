@@ -40,6 +40,13 @@ def replicate_config(config: DistilleryConfig, replicate: int, *, share_teacher:
     return config.model_copy(update={"runtime": runtime, "teacher": teacher})
 
 
+def replicate_runs(config: DistilleryConfig, replicates: int, *, share_teacher: bool) -> list[DistilleryConfig]:
+    """The configs of ``replicates`` runs of ``config`` (one: ``config`` itself)."""
+    if replicates == 1:
+        return [config]
+    return [replicate_config(config, r, share_teacher=share_teacher) for r in range(replicates)]
+
+
 def last_before_evaluate(config: DistilleryConfig) -> str:
     """The last stage a run through evaluate builds before it: what the students read."""
     if config.evaluate.train_set == "full":

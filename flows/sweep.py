@@ -6,6 +6,8 @@ rerun is all `Cached`. Several grids can be given (their points are concatenated
 mixes soft-label points with hard-label and full-data baselines. The results go to the
 dashboard (table artifact ``sweep-results`` and a markdown artifact ``sweep-report``) and to
 files under ``<artifact root>/sweep/<fingerprint>/``, with one line per run in ``runs.jsonl``.
+On a Dask runner the students of every point and replicate are trained side by side, all mapped
+at once (:func:`students_side_by_side`), so no worker waits at the end of each point.
 
     distillery sweep --grid synthesis.mode=lpld,sre2l --grid prune.ratio=0,0.9,0.975
 """
@@ -20,9 +22,10 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.config import DistilleryConfig, PresetRef, config_of, grid_points, with_overrides
-from flows.distill import StageOutcome, distill
-from flows.scale_out import shared_cluster
-from storage.artifacts import ArtifactRef, ArtifactStore, canonical_json
+from flows.distill import StageOutcome, distill, planned_requests
+from flows.pipeline import data_identity, last_before_evaluate, replicate_runs
+from flows.scale_out import map_units, shared_cluster, unit_runner
+from storage.artifacts import ArtifactRef, ArtifactStore, StageRequest, canonical_json
 from tasks.report.rows import Row, result_row, to_csv
 from flows.tables import render_table
 
@@ -64,24 +67,55 @@ def sweep(base: DistilleryConfig | PresetRef, grids: list[Grid], replicates: int
     preset (deployments do)."""
     base = config_of(base)
     started = time.perf_counter()
-    rows, computed = [], 0
+    rows, computed = [], set()
     with shared_cluster(base.runtime) as runtime:  # a dask sweep starts its workers once
-        for point in points_of(grids):
-            config = with_overrides(base.model_copy(update={"runtime": runtime}), point)
+        configs = [with_overrides(base.model_copy(update={"runtime": runtime}), point) for point in points_of(grids)]
+        if runtime.task_runner == "dask":
+            computed |= students_side_by_side(configs, replicates=replicates, share_teacher=share_teacher)
+        for point, config in zip(points_of(grids), configs):
             outcomes = distill(config=config, until="evaluate", replicates=replicates, share_teacher=share_teacher)
-            computed += len({o.ref for o in outcomes if o.state != "Cached"})
+            computed |= {o.ref for o in outcomes if o.state != "Cached"}
             rows.append(_row(point, config, outcomes, shared_teacher=share_teacher and replicates > 1))
     store, ref = ArtifactStore(base.runtime.artifact_root), sweep_ref(base, grids, replicates, share_teacher)
     table = render_table(rows, SHOWN)
     store.write_bytes(ref, RESULTS_CSV, to_csv(rows).encode())
     store.write_bytes(ref, RESULTS_MD, table.encode())
-    run = {"seconds": round(time.perf_counter() - started, 1), "points": len(rows), "stages_computed": computed,
+    run = {"seconds": round(time.perf_counter() - started, 1), "points": len(rows), "stages_computed": len(computed),
            "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     previous = store.read_bytes(ref, RUNS).decode() if store.exists(ref, RUNS) else ""
     store.write_bytes(ref, RUNS, (previous + json.dumps(run) + "\n").encode())
     create_table_artifact(key="sweep-results", table=rows, description=f"{len(rows)} grid points; {store.path(ref)}")
     create_markdown_artifact(key="sweep-report", markdown=f"# Sweep\n\n{table}", description="test top-1 per grid point")
     return rows
+
+
+def students_side_by_side(configs: list[DistilleryConfig], *, replicates: int, share_teacher: bool) -> set[ArtifactRef]:
+    """On a Dask runner: every point whose students are missing is built up to them, then the
+    students of all points and replicates are mapped at once, the full-data references (the longest
+    units) first, so no worker idles at the end of each point; the points' distill runs then only
+    assemble them. Returns the artifacts built on the way to the students."""
+    store, missing, built = ArtifactStore(configs[0].runtime.artifact_root), {}, set()
+    for config in configs:
+        try:
+            requests = _student_requests(config, replicates, share_teacher)
+        except FileNotFoundError:  # planning reads a measured normalisation not built yet
+            requests = []
+        if not requests or not all(store.is_complete(request.ref()) for request in requests):
+            outcomes = distill(config=config, until=last_before_evaluate(config), replicates=replicates,
+                               share_teacher=share_teacher)
+            built |= {o.ref for o in outcomes if o.state != "Cached"}
+            missing.update((request.ref(), request) for request in _student_requests(config, replicates, share_teacher))
+    if missing:
+        longest_first = sorted(missing.values(), key=lambda request: request.evaluate.train_set != "full")
+        with unit_runner(configs[0].runtime) as runner:
+            map_units(runner, longest_first, configs[0].runtime)
+    return built
+
+
+def _student_requests(config: DistilleryConfig, replicates: int, share_teacher: bool) -> list[StageRequest]:
+    identity = data_identity(config, "evaluate")
+    return [request for run in replicate_runs(config, replicates, share_teacher=share_teacher)
+            for request in planned_requests(run, identity, "evaluate")]
 
 
 def sweep_runs(base: DistilleryConfig, grids: list[Grid], replicates: int = 1,

@@ -158,3 +158,31 @@ def test_local_workers_drop_only_the_heartbeat_race_of_their_own_shutdown(prefec
     quiet = QuietShutdownRace(Closing())
     assert not quiet.filter(record(HEARTBEAT_RACE + "."))
     assert quiet.filter(record("Unexpected exception during heartbeat. Closing worker."))
+
+
+@pytest.mark.slow
+def test_a_dask_sweep_trains_the_students_of_all_its_points_at_once(prefect_server, tiny_artifacts, tmp_path):
+    """Two points (soft and hard labels) of two replicates on a 2-worker cluster: each point is built up
+    to its students, then the sweep itself maps all four students in one go, and the points' distill
+    runs only assemble them; the artifacts are those of the four runs made one after another."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from flows.sweep import sweep
+
+    one = ["evaluate.seeds=1"]
+    for labels in ("soft", "hard"):
+        for r in range(2):
+            tiny_artifacts.copy_into(tmp_path / "sequential", *one, f"evaluate.labels={labels}", f"runtime.seed={r}",
+                                     "teacher.seed=0")
+    config = tiny_artifacts.config(*one, artifact_root=tmp_path / "dask")
+    scaled = with_overrides(config, {"runtime.task_runner": "dask", "runtime.dask_workers": "2"})
+    state = sweep(base=scaled, grids=[{"evaluate.labels": ["soft", "hard"]}], replicates=2, return_state=True)
+    assert state.is_completed()
+    assert [row["evaluate_state"] for row in state.result()] == ["Completed", "Completed"]
+    assert {k: v for k, v in tree(str(tmp_path / "dask")).items() if not k.startswith("sweep/")} == tree(
+        tmp_path / "sequential")
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+    mapped = [r for r in runs if r.name.startswith("evaluate-unit-")]
+    assert len(mapped) == 4 and all(r.state.is_completed() for r in mapped)  # by the sweep, not by each point
