@@ -19,16 +19,17 @@ from pathlib import Path
 import yaml
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from flows.config import ConfigError, DistilleryConfig, format_validation_error, resolve_config
 from flows.strict_yaml import DuplicateKeyError, load_yaml
-from flows.sweep import Grid, sweep, sweep_runs
+from flows.sweep import Grid, points_of, sweep, sweep_runs
 from storage.artifacts import ArtifactRef, ArtifactStore
 from storage.file_names import GRID
 from storage.image_store import png_data_uri
 from tasks.report.claims import answers, ranking_rows
 from tasks.report.decisions import ALPHA
+from tasks.report.knobs import knob_rows
 from tasks.report.rows import Row, plot_accuracy_vs_label_bytes, to_csv
 from flows.tables import render_table
 
@@ -52,6 +53,17 @@ class ReportSpec(BaseModel):
                                 "false: a teacher per replicate too.")
     margin: float = Field(0.005, ge=0, lt=1, description="Non-inferiority margin of claim (c), in top-1 (0.005 = half a point).")
     discussion: str = Field("", description="Markdown after the answers: what the numbers mean, what was checked.")
+    baseline: dict[str, str] = Field(default_factory=dict, description="A knob sweep's preset values "
+                                     "(section.field: value): each point with a knob moved is compared with the "
+                                     "point at the preset's value on validation top-1 (tasks.report.knobs).")
+
+    @model_validator(mode="after")
+    def _baseline_in_grids(self) -> ReportSpec:
+        for knob, value in self.baseline.items():
+            if not any(value in grid.get(knob, []) for grid in self.grids):
+                raise ValueError(f"baseline {knob}={value}: no grid runs {knob} at {value}; add it to the grids "
+                                 "that vary it (the other values are compared with it)")
+        return self
 
     def base(self, *, artifact_root: str | None = None, device: str | None = None) -> DistilleryConfig:
         return resolve_config(preset=self.preset, overrides=self.set, artifact_root=artifact_root, device=device)
@@ -72,6 +84,8 @@ def load_spec(name_or_path: str) -> ReportSpec:
         if isinstance(tree, dict):  # grid values may be written as YAML numbers; points are strings
             tree["grids"] = [{k: [str(v) for v in vs] if isinstance(vs, list) else vs for k, vs in g.items()}
                              if isinstance(g, dict) else g for g in tree.get("grids") or []]
+            if isinstance(tree.get("baseline"), dict):
+                tree["baseline"] = {k: str(v) for k, v in tree["baseline"].items()}
         return ReportSpec.model_validate(tree)
     except DuplicateKeyError as err:
         raise ConfigError(f"{origin}: {err}") from None
@@ -114,6 +128,13 @@ def render(spec: ReportSpec, rows: list[Row], *, command: str, runs: list[dict[s
             f"otherwise, with about how many replicates would settle it at the observed spread. Non-inferiority "
             f"margin: {spec.margin:g} top-1. Test top-1 decides; validation top-1 is shown beside it, and every knob "
             "was chosen on validation.", ""]
+    if spec.baseline:
+        out += ["## Knobs against the preset's values (validation top-1)", "",
+                "Each point that moves a knob against the point that differs from it only there, the knob at the "
+                "preset's value: the paired difference of validation top-1 over the replicates, with its 95 % "
+                "two-sided t-interval (n - 1 degrees of freedom, not Holm-corrected). A value **replaces** the "
+                "preset's only when its interval lies wholly above 0. Test top-1 is not read here.", "",
+                render_table(knob_rows(rows, points_of(list(spec.grids)), spec.baseline)), ""]
     for question, lines in answers(rows, margin=spec.margin).items():
         out += [f"## {question}", "", *lines, ""]
     if spec.discussion.strip():
