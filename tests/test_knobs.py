@@ -48,3 +48,4 @@ def test_a_baseline_no_grid_runs_is_refused_with_the_fix(tmp_path):
     with pytest.raises(ConfigError, match=r"baseline evaluate.lr=0.05: no grid runs evaluate.lr at 0.05; add it"):
         load_spec(str(spec))
     assert load_spec("student_recipe").baseline["evaluate.lr"] == "0.05"  # YAML numbers read as the grids' strings
+    assert load_spec("student_knobs").baseline == {"evaluate.temperature": "20", "relabel.epochs": "600"}
