@@ -126,8 +126,8 @@ def render(spec: ReportSpec, rows: list[Row], *, command: str, runs: list[dict[s
             "its p-value passes Holm's level in its direction, **does not hold** when it passes the other way (a "
             "non-inferiority claim: when its interval lies wholly below minus the margin), and is **undecided** "
             f"otherwise, with about how many replicates would settle it at the observed spread. Non-inferiority "
-            f"margin: {spec.margin:g} top-1. Test top-1 decides; validation top-1 is shown beside it, and every knob "
-            "was chosen on validation.", ""]
+            f"margin: {spec.margin:g} top-1. Test top-1 decides the claims; validation top-1 is shown beside it and "
+            "is what knobs are chosen on (test top-1 never is).", ""]
     if spec.baseline:
         out += ["## Knobs against the preset's values (validation top-1)", "",
                 "Each point that moves a knob against the point that differs from it only there, the knob at the "
