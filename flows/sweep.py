@@ -96,10 +96,11 @@ def students_side_by_side(configs: list[DistilleryConfig], *, replicates: int, s
     longest units) first, so no worker idles at the end of each point; the points' distill runs then
     only assemble them. Returns the artifacts built on the way to the students.
 
-    Only the students go to the workers because only they pay there: a worker loads the teacher,
-    the data and the statistics again for every unit: on the fashion_mnist preset here (2 cores) an
-    lpld image set took 50 s on 2 one-thread workers against 28 s in one process, its labels 23 s
-    against 6.5 s."""
+    Only the students go to the workers: a worker loads the teacher, the data and the statistics
+    again for every unit, which a student's long training pays for best. On the fashion_mnist preset
+    here (2 cores) an lpld image set took 50 s on 2 one-thread workers against 28 s in one process,
+    its labels 23 s against 6.5 s; on one small CPU even the students are faster in one process
+    (docs/benchmarks.md), so Dask is for more machines or GPUs."""
     store, missing, built = ArtifactStore(configs[0].runtime.artifact_root), {}, set()
     for config in configs:
         try:
