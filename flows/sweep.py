@@ -70,10 +70,11 @@ def sweep(base: DistilleryConfig | PresetRef, grids: list[Grid], replicates: int
     started = time.perf_counter()
     rows, computed = [], set()
     with shared_cluster(base.runtime) as runtime:  # a dask sweep starts its workers once
-        configs = [with_overrides(base.model_copy(update={"runtime": runtime}), point) for point in points_of(grids)]
+        points = points_of(grids)
+        configs = [with_overrides(base.model_copy(update={"runtime": runtime}), point) for point in points]
         if runtime.task_runner == "dask":
             computed |= students_side_by_side(configs, replicates=replicates, share_teacher=share_teacher)
-        for point, config in zip(points_of(grids), configs):
+        for point, config in zip(points, configs):
             outcomes = distill(config=config, until="evaluate", replicates=replicates, share_teacher=share_teacher)
             computed |= {o.ref for o in outcomes if o.state != "Cached"}
             rows.append(_row(point, config, outcomes, shared_teacher=share_teacher and replicates > 1))
@@ -112,7 +113,8 @@ def students_side_by_side(configs: list[DistilleryConfig], *, replicates: int, s
             outcomes = distill(config=in_process, until=last_before_evaluate(config), replicates=replicates,
                                share_teacher=share_teacher)
             built |= {o.ref for o in outcomes if o.state != "Cached"}
-            missing.update((request.ref(), request) for request in _student_requests(config, replicates, share_teacher))
+            missing.update((request.ref(), request)
+                           for request in requests or _student_requests(config, replicates, share_teacher))
     if missing:
         longest_first = sorted(missing.values(), key=lambda request: request.evaluate.train_set != "full")
         with unit_runner(configs[0].runtime) as runner:
