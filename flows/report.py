@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from flows.config import ConfigError, DistilleryConfig, format_validation_error, resolve_config
 from flows.strict_yaml import DuplicateKeyError, load_yaml
-from flows.sweep import Grid, points_of, sweep, sweep_runs
+from flows.sweep import Grid, check_grid_replicates, points_of, sweep, sweep_runs
 from storage.artifacts import ArtifactRef, ArtifactStore
 from storage.file_names import GRID
 from storage.image_store import png_data_uri
@@ -47,7 +47,8 @@ class ReportSpec(BaseModel):
     preset: str = Field(description="The preset every point starts from.")
     set: list[str] = Field(default_factory=list, description="section.field=VALUE overrides for every point.")
     notes: str = Field("", description="Markdown placed under the heading (what was chosen and why).")
-    grids: list[dict[str, list[str]]] = Field(min_length=1, description="Grids whose points are run in order.")
+    grids: list[dict[str, list[str]]] = Field(min_length=1, description="Grids whose points are run in order; "
+                                              "a grid's `replicates: [N]` runs its points N times instead.")
     replicates: int = Field(5, ge=1, le=100, description="Runs of the whole pipeline per point (run seeds seed..seed+R-1).")
     share_teacher: bool = Field(True, description="One teacher (and its class statistics) for every replicate; "
                                 "false: a teacher per replicate too.")
@@ -58,7 +59,9 @@ class ReportSpec(BaseModel):
                                      "point at the preset's value on validation top-1 (tasks.report.knobs).")
 
     @model_validator(mode="after")
-    def _baseline_in_grids(self) -> ReportSpec:
+    def _grids_checked(self) -> ReportSpec:
+        for grid in self.grids:
+            check_grid_replicates(grid)
         for knob, value in self.baseline.items():
             if not any(value in grid.get(knob, []) for grid in self.grids):
                 raise ValueError(f"baseline {knob}={value}: no grid runs {knob} at {value}; add it to the grids "
@@ -119,7 +122,8 @@ def render(spec: ReportSpec, rows: list[Row], *, command: str, runs: list[dict[s
            f"Regenerate with `{command}`: the `{spec.preset}` preset with {', '.join(spec.set) or 'no overrides'}.",
            f"Machine: {machine()}.", "", "Sweep wall time:", *timing_lines(runs), ""]
     teacher = "one teacher shared by every replicate" if spec.share_teacher else "a teacher per replicate"
-    out += [f"Every point is {spec.replicates} replicates of the whole pipeline ({teacher}; replicate r draws its "
+    fewer = "" if not any("replicates" in grid for grid in spec.grids) else " unless its grid says otherwise (column `replicates`)"
+    out += [f"Every point is {spec.replicates} replicates of the whole pipeline{fewer} ({teacher}; replicate r draws its "
             "synthesis initialisation, label stream, random real subset and student from run seed r). Each claim is a "
             "paired difference over replicates (replicate r against replicate r) with a 95 % two-sided t-interval on "
             f"n - 1 degrees of freedom; the report's decisions are Holm-corrected at {ALPHA:g}. A claim **holds** when "

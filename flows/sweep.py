@@ -22,7 +22,7 @@ import time
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from flows.config import DistilleryConfig, PresetRef, config_of, grid_points, with_overrides
+from flows.config import ConfigError, DistilleryConfig, PresetRef, config_of, grid_points, with_overrides
 from flows.distill import StageOutcome, distill, planned_requests
 from flows.pipeline import data_identity, last_before_evaluate, replicate_runs
 from flows.scale_out import map_units, shared_cluster, unit_runner
@@ -35,6 +35,7 @@ SHOWN = ("mode", "ipc", "labels", "real_compression", "prune_rule", "label_forma
          "val_top1_std", "test_top1", "test_top1_std", "label_bytes", "within_class_similarity", "evaluate_state")
 
 Grid = dict[str, list[str]]
+REPLICATES = "replicates"  # a grid key that is not a setting: that grid's replicates per point, e.g. [3]
 
 
 def sweep_ref(base: DistilleryConfig, grids: list[Grid], replicates: int = 1, share_teacher: bool = True) -> ArtifactRef:
@@ -46,6 +47,21 @@ def sweep_ref(base: DistilleryConfig, grids: list[Grid], replicates: int = 1, sh
 
 def points_of(grids: list[Grid]) -> list[dict[str, str]]:
     return [point for grid in grids for point in grid_points(grid)]
+
+
+def check_grid_replicates(grid: Grid) -> None:
+    """A grid's own ``replicates`` is one whole number from 1 to 100; ConfigError names the fix."""
+    values = grid.get(REPLICATES)
+    if values is None:
+        return
+    if len(values) != 1 or not values[0].isdigit() or not 1 <= int(values[0]) <= 100:
+        raise ConfigError(f"a grid's replicates is one whole number from 1 to 100 (e.g. replicates: [3]), "
+                          f"got {values}; it sets that grid's replicates per point instead of the spec's")
+
+
+def split_point(point: dict[str, str], replicates: int) -> tuple[dict[str, str], int]:
+    """A point's settings and its replicates: its grid's ``replicates`` when given, else ``replicates``."""
+    return {k: v for k, v in point.items() if k != REPLICATES}, int(point.get(REPLICATES, replicates))
 
 
 def _row(point: dict[str, str], config: DistilleryConfig, outcomes: list[StageOutcome], *, shared_teacher: bool) -> Row:
@@ -64,20 +80,23 @@ def _row(point: dict[str, str], config: DistilleryConfig, outcomes: list[StageOu
 @flow(name="sweep", validate_parameters=True)
 def sweep(base: DistilleryConfig | PresetRef, grids: list[Grid], replicates: int = 1, share_teacher: bool = True) -> list[Row]:
     """Run ``base`` with every point of every grid applied, each point ``replicates`` times (the whole
-    pipeline, the teacher shared or not); return (and publish) one row per point. ``base`` may name a
-    preset (deployments do)."""
+    pipeline, the teacher shared or not; a grid's own ``replicates: [N]`` overrides it for that grid's
+    points); return (and publish) one row per point. ``base`` may name a preset (deployments do)."""
     base = config_of(base)
     started = time.perf_counter()
     rows, computed = [], set()
     with shared_cluster(base.runtime) as runtime:  # a dask sweep starts its workers once
+        for grid in grids:
+            check_grid_replicates(grid)
         points = points_of(grids)
-        configs = [with_overrides(base.model_copy(update={"runtime": runtime}), point) for point in points]
+        planned = [split_point(point, replicates) for point in points]
+        configs = [(with_overrides(base.model_copy(update={"runtime": runtime}), settings), reps) for settings, reps in planned]
         if runtime.task_runner == "dask":
-            computed |= students_side_by_side(configs, replicates=replicates, share_teacher=share_teacher)
-        for point, config in zip(points, configs):
-            outcomes = distill(config=config, until="evaluate", replicates=replicates, share_teacher=share_teacher)
+            computed |= students_side_by_side(configs, share_teacher=share_teacher)
+        for point, (config, reps) in zip(points, configs):
+            outcomes = distill(config=config, until="evaluate", replicates=reps, share_teacher=share_teacher)
             computed |= {o.ref for o in outcomes if o.state != "Cached"}
-            rows.append(_row(point, config, outcomes, shared_teacher=share_teacher and replicates > 1))
+            rows.append(_row(point, config, outcomes, shared_teacher=share_teacher and reps > 1))
     store, ref = ArtifactStore(base.runtime.artifact_root), sweep_ref(base, grids, replicates, share_teacher)
     table = render_table(rows, SHOWN)
     store.write_bytes(ref, RESULTS_CSV, to_csv(rows).encode())
@@ -91,8 +110,8 @@ def sweep(base: DistilleryConfig | PresetRef, grids: list[Grid], replicates: int
     return rows
 
 
-def students_side_by_side(configs: list[DistilleryConfig], *, replicates: int, share_teacher: bool) -> set[ArtifactRef]:
-    """On a Dask runner: every point whose students are missing is built up to them in this process,
+def students_side_by_side(configs: list[tuple[DistilleryConfig, int]], *, share_teacher: bool) -> set[ArtifactRef]:
+    """On a Dask runner (``configs``: each point's config and replicates): every point whose students are missing is built up to them in this process,
     then the students of all points and replicates are mapped at once, the full-data references (the
     longest units) first, so no worker idles at the end of each point; the points' distill runs then
     only assemble them. Returns the artifacts built on the way to the students.
@@ -102,8 +121,8 @@ def students_side_by_side(configs: list[DistilleryConfig], *, replicates: int, s
     here (2 cores) an lpld image set took 50 s on 2 one-thread workers against 28 s in one process,
     its labels 23 s against 6.5 s; on one small CPU even the students are faster in one process
     (docs/benchmarks.md), so Dask is for more machines or GPUs."""
-    store, missing, built = ArtifactStore(configs[0].runtime.artifact_root), {}, set()
-    for config in configs:
+    store, missing, built = ArtifactStore(configs[0][0].runtime.artifact_root), {}, set()
+    for config, replicates in configs:
         try:
             requests = _student_requests(config, replicates, share_teacher)
         except FileNotFoundError:  # planning reads a measured normalisation not built yet
@@ -117,8 +136,9 @@ def students_side_by_side(configs: list[DistilleryConfig], *, replicates: int, s
                            for request in requests or _student_requests(config, replicates, share_teacher))
     if missing:
         longest_first = sorted(missing.values(), key=lambda request: request.evaluate.train_set != "full")
-        with unit_runner(configs[0].runtime) as runner:
-            map_units(runner, longest_first, configs[0].runtime)
+        runtime = configs[0][0].runtime
+        with unit_runner(runtime) as runner:
+            map_units(runner, longest_first, runtime)
     return built
 
 

@@ -33,6 +33,14 @@ def test_a_bad_grid_value_names_the_field():
         with_overrides(resolve_config(preset="ci_tiny"), {"prune.ratio": "1.5"})
 
 
+@pytest.mark.parametrize("values", ["[0]", "[3, 5]", "[two]"])
+def test_a_grids_own_replicates_must_be_one_whole_number(tmp_path, values):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"title: t\npreset: ci_tiny\ngrids:\n  - synthesis.mode: [lpld]\n    replicates: {values}\n")
+    with pytest.raises(ConfigError, match=r"a grid's replicates is one whole number from 1 to 100 \(e.g. replicates: \[3\]\)"):
+        load_spec(str(spec))
+
+
 @needs_fashion_mnist
 @pytest.mark.slow
 def test_a_report_sweeps_its_grids_reuses_shared_stages_and_reruns_cached(prefect_server, tmp_path):
@@ -48,14 +56,15 @@ def test_a_report_sweeps_its_grids_reuses_shared_stages_and_reruns_cached(prefec
     assert all(0 < r["test_top1"] <= 1 and 0 < r["val_top1"] <= 1 and r["evaluate_state"] == "Completed"
                and r["student_steps"] == 6 for r in rows[:-1])
     assert all(r["replicates"] == 2 and len(r["test_runs"]) == len(r["val_runs"]) == 2 and r["teacher"] == "shared"
-               for r in rows)
+               for r in rows[:-1])
+    assert rows[-1]["replicates"] == 1 and len(rows[-1]["test_runs"]) == 1  # its grid's own replicates: [1]
     assert rows[1]["label_bytes"] < rows[0]["label_bytes"] and rows[0]["image_bytes"] == rows[1]["image_bytes"]
     assert rows[-1]["image_bytes"] == 0 and rows[-1]["ipc"] is None  # the full-data reference needs no images
     root = tmp_path / "a"
     assert len(list((root / "teacher").iterdir())) == 1  # one teacher for all points and replicates
     assert len(list((root / "synthesize").iterdir())) == 4  # an image set per mode and replicate
     assert len(list((root / "relabel").iterdir())) == 4  # labels shared across ratios, one stream per replicate
-    assert len(list((root / "evaluate").iterdir())) == 14
+    assert len(list((root / "evaluate").iterdir())) == 13
 
     [results] = list(root.glob("sweep/*/results.csv"))
     with results.open() as handle:
@@ -63,7 +72,7 @@ def test_a_report_sweeps_its_grids_reuses_shared_stages_and_reruns_cached(prefec
     docs = tmp_path / "docs"
     text = (docs / "results.md").read_text()
     assert "Regenerate with `distillery report ci_tiny`" in text and "n/a (the sweep has no lpld and sre2l" in text
-    assert "Every point is 2 replicates of the whole pipeline (one teacher shared by every replicate" in text
+    assert "Every point is 2 replicates of the whole pipeline unless its grid says otherwise (column `replicates`)" in text
     assert "95 % CI [" in text  # (d) and (e) are decided on the two replicates
     assert "| lpld | 2 | " in text and "- first run:" in text
     assert (docs / "results-accuracy-vs-label-bytes.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
