@@ -14,8 +14,9 @@ from storage.file_names import IMAGES
 from storage.image_store import read_image_store
 from tasks.data import ImageSet, load_split
 from tasks.normalization import Normalization
+from tasks.runtime import generator
 from tasks.stages.synthesize.config import SelectionConfig, SynthesisError
-from tasks.stages.synthesize.selection import _herding, _kcenter, check_selection, select_class
+from tasks.stages.synthesize.selection import _herding, _kcenter, _kmeans, check_selection, select_class
 from tests.conftest import needs_fashion_mnist
 
 UNIT = Normalization((0.0,), (1.0,))  # the identity: the fake teacher sees pixels in [0, 1]
@@ -65,6 +66,16 @@ def test_herding_follows_the_mean_and_kcenter_covers_the_features():
     assert _kcenter(points, 3).tolist() == [2, 3, 0]
 
 
+def test_kmeans_takes_the_image_nearest_each_cluster_centre_not_the_outliers():
+    values = [0.0, 0.2, -0.2, 0.1, 5.0, 4.8, 5.2, 10.0, 9.9, 10.1, 13.0]  # three clusters, 13 an outlier
+    points = torch.tensor(values)[:, None]
+    for seed in range(5):
+        picked = _kmeans(points, 3, generator(seed, "test"))
+        assert sorted(values[i] for i in picked.tolist()) == [0.0, 5.0, 10.1], seed  # (10 + 9.9 + 10.1 + 13) / 4
+        assert torch.equal(picked, _kmeans(points, 3, generator(seed, "test")))  # the same draws, the same picks
+    assert 10 in _kcenter(points, 3).tolist()  # where k-center takes the outlier
+
+
 def test_a_selection_that_cannot_be_made_is_refused_naming_the_setting():
     with pytest.raises(SynthesisError, match=r"selection.factor=3 does not divide the 28 px images; use one of \[1, 2, 4, 7\]"):
         check_selection(SelectionConfig(factor=3), ipc=10, image_size=28, class_sizes={"a": 500})
@@ -78,7 +89,7 @@ def test_a_selection_that_cannot_be_made_is_refused_naming_the_setting():
 
 
 @needs_fashion_mnist
-@pytest.mark.parametrize("criterion", ["herding", "kcenter"])
+@pytest.mark.parametrize("criterion", ["herding", "kcenter", "kmeans"])
 def test_selected_images_are_training_images_of_their_class_never_validation_ones(tmp_path, tiny_artifacts, criterion):
     overrides = ["synthesis.mode=select", f"synthesis.selection.criterion={criterion}", "synthesis.ipc=3",
                  "synthesis.selection.candidates=50"]

@@ -12,6 +12,9 @@ test images are never candidates):
   closest to the class's mean feature (over all candidates).
 * ``kcenter``: the candidate nearest the class's mean feature, then greedily the one farthest
   from every image chosen so far (covering the class's feature distribution).
+* ``kmeans``: a seeded k-means of the candidates' teacher features into IPC clusters (k-means++
+  start, Lloyd's steps to a fixed point), then the candidate nearest each centre: every mode of
+  the class once, without k-center's pull toward outliers.
 
 Everything is drawn from generators seeded by (seed, class), so a class's selection is the same
 bytes in any unit, process or run.
@@ -61,8 +64,11 @@ def select_class(teacher: nn.Module, train: ImageSource, *, label: int, ipc: int
         return _easiest_crops(teacher, images, label=label, ipc=ipc, config=config, norm=norm,
                               gen=generator(seed, "select", "crops", label)).cpu()
     feats = F.normalize(penultimate_features(teacher.eval(), norm.to_input(images)).float(), dim=1)  # (P, D)
-    pick = _herding(feats, ipc) if config.criterion == "herding" else _kcenter(feats, ipc)
-    return images[pick].cpu()
+    if config.criterion == "kmeans":
+        pick = _kmeans(feats.cpu(), ipc, generator(seed, "select", "kmeans", label))
+    else:
+        pick = _herding(feats, ipc) if config.criterion == "herding" else _kcenter(feats, ipc)
+    return images[pick.to(images.device)].cpu()
 
 
 def _easiest_crops(teacher: nn.Module, images: torch.Tensor, *, label: int, ipc: int, config: SelectionConfig,
@@ -109,3 +115,49 @@ def _kcenter(feats: torch.Tensor, k: int) -> torch.Tensor:
         chosen.append(pick)
         nearest = torch.minimum(nearest, ((feats - feats[pick]) ** 2).sum(1))
     return torch.tensor(chosen)
+
+
+def _kmeans(feats: torch.Tensor, k: int, gen: torch.Generator, restarts: int = 4, max_steps: int = 100) -> torch.Tensor:
+    """Indices of ``k`` distinct rows, each the nearest to a centre of a k-means of the rows (in centre
+    order): the best of ``restarts`` k-means++ starts drawn from ``gen`` (the lowest within-cluster sum
+    of squares; one start can settle with two centres in one cluster)."""
+    best, best_cost = feats[:k], float("inf")
+    for _ in range(restarts):
+        centre = _lloyd(feats, _kmeans_pp(feats, k, gen), max_steps)
+        cost = float(_sq_dist(feats, centre).min(1).values.sum())
+        if cost < best_cost:
+            best, best_cost = centre, cost
+    distance, chosen = _sq_dist(best, feats), []  # (k, P)
+    for c in range(k):
+        distance[c, chosen] = float("inf")
+        chosen.append(int(distance[c].argmin()))
+    return torch.tensor(chosen)
+
+
+def _sq_dist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``(len(a), len(b))`` squared distances, summed elementwise (no matmul, so no thread-dependent rounding)."""
+    return ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
+
+
+def _kmeans_pp(feats: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
+    """``(k, D)`` starting centres: a random row, then each next drawn in proportion to its squared distance."""
+    first = int(torch.randint(len(feats), (1,), generator=gen))
+    centres, nearest = [feats[first]], _sq_dist(feats, feats[first : first + 1])[:, 0]
+    for _ in range(k - 1):
+        weights = nearest if float(nearest.sum()) > 0 else torch.ones_like(nearest)
+        pick = int(torch.multinomial(weights, 1, generator=gen))
+        centres.append(feats[pick])
+        nearest = torch.minimum(nearest, _sq_dist(feats, feats[pick : pick + 1])[:, 0])
+    return torch.stack(centres)
+
+
+def _lloyd(feats: torch.Tensor, centre: torch.Tensor, max_steps: int) -> torch.Tensor:
+    """Lloyd's steps from ``centre`` until no centre moves (an emptied cluster keeps its centre)."""
+    for _ in range(max_steps):
+        assign = _sq_dist(feats, centre).argmin(1)  # (P,)
+        moved = torch.stack([feats[assign == c].mean(0) if bool((assign == c).any()) else centre[c]
+                             for c in range(len(centre))])
+        if torch.equal(moved, centre):
+            break
+        centre = moved
+    return centre
