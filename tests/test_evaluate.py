@@ -61,8 +61,8 @@ def test_the_decay_rule_goes_by_module_type_not_tensor_rank():
 def test_students_train_the_streams_epochs_by_default_and_the_small_image_recipe_warms_up():
     config = resolve_config(preset="fashion_mnist")
     student = _resolved(config)
-    assert (student.epochs, student.batch_size) == (config.relabel.epochs, config.relabel.batch_size) == (600, 25)
-    assert student.total_steps(4) == 2400  # IPC 10, batch 25: every stored step once at 1x
+    assert (student.epochs, student.batch_size) == (config.relabel.epochs, config.relabel.batch_size) == (1500, 25)
+    assert student.total_steps(4) == 6000  # IPC 10, batch 25: every stored step once at 1x
     assert _resolved(resolve_config(preset="fashion_mnist", overrides=["evaluate.epochs=7"])).epochs == 7
     model = create_model("convnet", channels=1, num_classes=10, image_size=28, width=8, depth=2)
     reference = student.model_copy(update={"recipe": "small_image", "lr": None})  # the recipe's own lr, 0.2
