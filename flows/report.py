@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from flows.config import ConfigError, DistilleryConfig, format_validation_error, resolve_config
 from flows.strict_yaml import DuplicateKeyError, load_yaml
-from flows.sweep import Grid, check_grid_replicates, points_of, sweep, sweep_runs
+from flows.sweep import REPLICATES, Grid, check_grid_replicates, points_of, sweep, sweep_runs
 from storage.artifacts import ArtifactRef, ArtifactStore
 from storage.file_names import GRID
 from storage.image_store import png_data_uri
@@ -122,7 +122,7 @@ def render(spec: ReportSpec, rows: list[Row], *, command: str, runs: list[dict[s
            f"Regenerate with `{command}`: the `{spec.preset}` preset with {', '.join(spec.set) or 'no overrides'}.",
            f"Machine: {machine()}.", "", "Sweep wall time:", *timing_lines(runs), ""]
     teacher = "one teacher shared by every replicate" if spec.share_teacher else "a teacher per replicate"
-    fewer = "" if not any("replicates" in grid for grid in spec.grids) else " unless its grid says otherwise (column `replicates`)"
+    fewer = "" if not any(REPLICATES in grid for grid in spec.grids) else " unless its grid says otherwise (column `replicates`)"
     out += [f"Every point is {spec.replicates} replicates of the whole pipeline{fewer} ({teacher}; replicate r draws its "
             "synthesis initialisation, label stream, random real subset and student from run seed r). Each claim is a "
             "paired difference over replicates (replicate r against replicate r) with a 95 % two-sided t-interval on "
