@@ -32,6 +32,7 @@ import pytest
 
 from flows.serve import PROJECT_ROOT, ServeError, dashboard_note, deployment_entries, refuse_pooled
 from tests.conftest import needs_fashion_mnist
+from tests.processes import is_alive
 
 PREFECT = [sys.executable, "-m", "prefect"]  # the venv has no prefect script when Prefect is a system package
 DISTILLERY = str(Path(sys.executable).with_name("distillery"))
@@ -364,4 +365,4 @@ def test_serve_stopped_by_sigterm_pauses_its_deployments_and_leaves_no_process(s
     assert code == 143, f"serve exited {code} on SIGTERM\n{tail}"
     assert "serve stopped by SIGTERM" in tail and "Traceback" not in tail
     assert all(client.read_deployment_by_name(name).paused for name in ("distill/ci-tiny", "distill/fashion-mnist"))
-    assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE], "serve left processes"
+    assert not [c for c in children if is_alive(c)], "serve left processes"

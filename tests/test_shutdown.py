@@ -35,6 +35,7 @@ import pytest
 
 from tests.conftest import needs_fashion_mnist
 from tests.file_trees import tree
+from tests.processes import command_line, is_alive
 
 pytestmark = [needs_fashion_mnist, pytest.mark.slow]
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -119,14 +120,14 @@ def _no_victim_outlives_its_test():
 def left_over(victim: Victim) -> list[str]:
     """Processes of ``victim``'s tree still alive: any it was seen to start, or any in its session."""
     time.sleep(0.5)  # an exiting child may still be reaped by init
-    alive = {p.pid: p for p in victim.seen.values() if p.is_running() and p.status() != psutil.STATUS_ZOMBIE}
+    alive = {p.pid: p for p in victim.seen.values() if is_alive(p)}
     for process in psutil.process_iter():
         try:
-            if os.getsid(process.pid) == victim.proc.pid and process.status() != psutil.STATUS_ZOMBIE:
+            if os.getsid(process.pid) == victim.proc.pid and is_alive(process):
                 alive[process.pid] = process
         except (ProcessLookupError, psutil.NoSuchProcess, PermissionError):
             continue
-    return [f"{p.pid} {' '.join(p.cmdline())[:120]}" for p in alive.values()]
+    return [f"{p.pid} {command_line(p)[:120]}" for p in alive.values() if is_alive(p)]
 
 
 def assert_stopped_cleanly(victim: Victim, signum: int, stage: str) -> None:
@@ -268,12 +269,12 @@ def test_kill_9_of_the_command_in_evaluate_leaves_no_prefect_server(tmp_path, en
         shutil.rmtree(built)
     victim = Victim(["run", "--preset", "ci_tiny", "--artifact-root", str(tmp_path)], env)
     victim.wait_for(r"evaluate 1/\d+")
-    [server] = [p for p in victim.seen.values() if "prefect.server.api.server" in " ".join(p.cmdline())]
+    [server] = [p for p in victim.seen.values() if "prefect.server.api.server" in command_line(p)]
     assert server.is_running()
     victim.signal(signal.SIGKILL)
     assert victim.finish()[0] == -signal.SIGKILL
     deadline = time.monotonic() + 10
-    while server.is_running() and server.status() != psutil.STATUS_ZOMBIE and time.monotonic() < deadline:
+    while is_alive(server) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not server.is_running() or server.status() == psutil.STATUS_ZOMBIE, f"server {server.pid} outlived kill -9"
+    assert not is_alive(server), f"server {server.pid} outlived kill -9"
     assert not left_over(victim), f"left running: {left_over(victim)}"
