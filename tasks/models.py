@@ -6,6 +6,8 @@
 * any other name    — a torchvision classification model (``resnet50``, ``mobilenet_v2``, ...)
                       for large images; its first convolution follows the data set's channels.
 
+Every model is built with channels-last (NHWC) weights, the fast layout for convolutions.
+
     model = create_model("convnet", channels=1, num_classes=10, image_size=28, width=64, depth=3)
     feats = penultimate_features(model, x)   # (B, D): the classifier's input
     teacher = load_teacher(store, teacher_ref, device)   # the `teacher` stage's model, in eval mode
@@ -108,7 +110,11 @@ def create_model(
     else:
         known = ", ".join(sorted(MODELS)) + ", or a torchvision classification model"
         raise ModelError(f"unknown model {name!r}; use one of: {known}")
-    return builder(channels=channels, num_classes=num_classes, image_size=image_size, width=width, depth=depth)
+    model = builder(channels=channels, num_classes=num_classes, image_size=image_size, width=width, depth=depth)
+    # NHWC weights: oneDNN's CPU convolutions run 1.5-4x faster on them (docs/benchmarks.md), and
+    # CUDA's tensor-core kernels prefer them under mixed precision. Inputs stay NCHW; the first
+    # convolution converts. load_state_dict copies into these strides, so loaded weights keep them.
+    return model.to(memory_format=torch.channels_last)
 
 
 def _classifier(model: nn.Module) -> nn.Linear:
