@@ -40,6 +40,9 @@ from tasks.stages.stage_task import StageRun, stage_task, units_in_order
 from tasks.training import top1_accuracy
 
 HELD_OUT = ("val", "test")
+# The teacher's top-1 per (artifact root, teacher, held-out data, device): a report's evaluates
+# share one teacher, and scoring it on 16,000 images costs seconds each time.
+_TEACHER_TOP1: dict[tuple, dict[str, float]] = {}
 
 
 def training_images(request: EvaluateRequest, store: ArtifactStore) -> tuple[np.ndarray, np.ndarray, int]:
@@ -81,6 +84,15 @@ class EvaluateJob:
         return {f"{split}_top1": top1_accuracy(model, source, norm=self.norm, device=self.device,
                                               workers=self.runtime.workers) for split, source in self.scored.items()}
 
+    def teacher_top1(self) -> dict[str, float]:
+        """:meth:`top1` of the request's teacher, computed once per process for the same teacher and data."""
+        teacher_ref = self.request.inputs["teacher"]
+        key = (self.runtime.artifact_root, str(teacher_ref), tuple(sorted(self.request.data_identity.items())),
+               str(self.device))
+        if key not in _TEACHER_TOP1:
+            _TEACHER_TOP1[key] = self.top1(load_teacher(self.store, teacher_ref, self.device))
+        return _TEACHER_TOP1[key]
+
     def build(self, index: int) -> None:
         """Train and score student ``index``; save its seed and top-1 on each held-out split."""
         config, device, runtime = self.request.evaluate, self.device, self.runtime
@@ -113,7 +125,7 @@ def evaluate_task(run: StageRun, runtime: RuntimeConfig) -> ArtifactRef:
         progress(index + 1, f"seed {index}: " + ", ".join(f"{k} {v:.4f}" for k, v in job.result(index).items()
                                                           if k.endswith("top1")))
     per_seed = {f"{split}_top1": [job.result(i)[f"{split}_top1"] for i in range(config.seeds)] for split in job.scored}
-    teacher = job.top1(load_teacher(store, request.inputs["teacher"], job.device))
+    teacher = job.teacher_top1()
     per_epoch = labels.attrs["steps_per_epoch"] if labels is not None else -(-len(job.images) // config.batch_size)
     metrics = {**{name: statistics.fmean(values) for name, values in per_seed.items()},
                **{f"{name}_std": spread(values) for name, values in per_seed.items()},
