@@ -16,7 +16,7 @@ from tasks.data import ImageSet, load_split
 from tasks.normalization import Normalization
 from tasks.runtime import generator
 from tasks.stages.synthesize.config import SelectionConfig, SynthesisError
-from tasks.stages.synthesize.selection import _herding, _kcenter, _kmeans, check_selection, select_class
+from tasks.stages.synthesize.selection import _herding, _kcenter, _kmeans, _stratified, check_selection, select_class
 from tests.conftest import needs_fashion_mnist
 
 UNIT = Normalization((0.0,), (1.0,))  # the identity: the fake teacher sees pixels in [0, 1]
@@ -76,6 +76,25 @@ def test_kmeans_takes_the_image_nearest_each_cluster_centre_not_the_outliers():
     assert 10 in _kcenter(points, 3).tolist()  # where k-center takes the outlier
 
 
+def test_stratified_spreads_the_picks_over_equal_width_loss_bins_and_drops_the_misclassified():
+    # 20 easy images (loss 0.0-0.19), one in each of bins 1-3, and two the teacher gets wrong.
+    loss = torch.tensor([i / 100 for i in range(20)] + [1.5, 2.5, 3.5, 3.9, 9.0])
+    right = torch.tensor([True] * 23 + [False, False])
+    for seed in range(5):
+        picked = _stratified(loss, right, 4, generator(seed, "test")).tolist()
+        assert sorted(picked)[1:] == [20, 21, 22] and sorted(picked)[0] < 20, (seed, picked)  # one per bin, width 0.875
+        assert picked == _stratified(loss, right, 4, generator(seed, "test")).tolist()  # the same draws, the same picks
+    # Bins too small for their share pass the rest on: 2 from the easy bin when only 3 bins are filled.
+    picked = _stratified(loss[:22], right[:22], 4, generator(0, "test")).tolist()  # losses 0-2.5: bins of 0.625
+    assert len(set(picked)) == 4 and {20, 21} <= set(picked) and sum(i < 20 for i in picked) == 2
+    # Two full bins, two empty: the budget is split evenly, not taken by the first bin visited.
+    two = torch.tensor([0.0, 0.1, 0.2, 0.3, 0.4, 3.0, 3.1, 3.2, 3.3, 3.4])
+    picked = _stratified(two, torch.ones(10, dtype=torch.bool), 4, generator(0, "test")).tolist()
+    assert sum(i < 5 for i in picked) == 2 and len(set(picked)) == 4
+    # Fewer right than k: every candidate is in the pool.
+    assert len(set(_stratified(loss, torch.zeros(25, dtype=torch.bool), 25, generator(0, "test")).tolist())) == 25
+
+
 def test_a_selection_that_cannot_be_made_is_refused_naming_the_setting():
     with pytest.raises(SynthesisError, match=r"selection.factor=3 does not divide the 28 px images; use one of \[1, 2, 4, 7\]"):
         check_selection(SelectionConfig(factor=3), ipc=10, image_size=28, class_sizes={"a": 500})
@@ -89,7 +108,7 @@ def test_a_selection_that_cannot_be_made_is_refused_naming_the_setting():
 
 
 @needs_fashion_mnist
-@pytest.mark.parametrize("criterion", ["herding", "kcenter", "kmeans"])
+@pytest.mark.parametrize("criterion", ["herding", "kcenter", "kmeans", "stratified"])
 def test_selected_images_are_training_images_of_their_class_never_validation_ones(tmp_path, tiny_artifacts, criterion):
     overrides = ["synthesis.mode=select", f"synthesis.selection.criterion={criterion}", "synthesis.ipc=3",
                  "synthesis.selection.candidates=50"]

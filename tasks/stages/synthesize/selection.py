@@ -15,6 +15,11 @@ test images are never candidates):
 * ``kmeans``: a seeded k-means of the candidates' teacher features into IPC clusters (k-means++
   start, Lloyd's steps to a fixed point), then the candidate nearest each centre: every mode of
   the class once, without k-center's pull toward outliers.
+* ``stratified`` (CCS, Zheng et al., ICLR 2023, with the final teacher's cross-entropy on the class
+  as the difficulty score): candidates the teacher misclassifies are dropped (CCS's cut of the
+  hardest, without a knob), the rest binned into IPC bins of equal width over their loss range,
+  and the IPC images spread over the bins as evenly as they allow (the smallest bins first, what
+  they cannot fill passed on), drawn at random within each: hard images as often as easy ones.
 
 Everything is drawn from generators seeded by (seed, class), so a class's selection is the same
 bytes in any unit, process or run.
@@ -63,6 +68,11 @@ def select_class(teacher: nn.Module, train: ImageSource, *, label: int, ipc: int
     if config.criterion == "easy":
         return _easiest_crops(teacher, images, label=label, ipc=ipc, config=config, norm=norm,
                               gen=generator(seed, "select", "crops", label)).cpu()
+    if config.criterion == "stratified":
+        logits = teacher.eval()(norm.to_input(images)).float()  # (P, K)
+        loss = F.cross_entropy(logits, torch.full((len(images),), label, device=logits.device), reduction="none")
+        pick = _stratified(loss.cpu(), (logits.argmax(1) == label).cpu(), ipc, generator(seed, "select", "strata", label))
+        return images[pick.to(images.device)].cpu()
     feats = F.normalize(penultimate_features(teacher.eval(), norm.to_input(images)).float(), dim=1)  # (P, D)
     if config.criterion == "kmeans":
         pick = _kmeans(feats.cpu(), ipc, generator(seed, "select", "kmeans", label))
@@ -91,6 +101,23 @@ def _easiest_crops(teacher: nn.Module, images: torch.Tensor, *, label: int, ipc:
     side = size // factor
     grid = tiles.view(ipc, factor, factor, x.shape[1], side, side).permute(0, 3, 1, 4, 2, 5)  # (ipc, C, f, s, f, s)
     return (grid.reshape(ipc, x.shape[1], size, size).clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def _stratified(loss: torch.Tensor, right: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
+    """Indices of ``k`` rows: of the rows ``right`` marks (all rows when fewer than ``k`` are), binned
+    into ``k`` bins of equal width over ``loss``, each bin's share of ``k`` drawn at random from it;
+    the bins visited smallest first, each taking the remaining budget over the remaining bins."""
+    pool = torch.nonzero(right).squeeze(1) if int(right.sum()) >= k else torch.arange(len(loss))
+    low, high = float(loss[pool].min()), float(loss[pool].max())
+    width = (high - low) / k or 1.0
+    bin_of = ((loss[pool] - low) / width).floor().clamp(max=k - 1).long()  # (|pool|,) the top edge in the last bin
+    bins = [pool[bin_of == b] for b in range(k)]
+    chosen, budget = [], k
+    for left, b in enumerate(sorted(range(k), key=lambda b: (len(bins[b]), b))):
+        take = min(len(bins[b]), budget // (k - left))
+        chosen.append(bins[b][torch.randperm(len(bins[b]), generator=gen)[:take]])
+        budget -= take
+    return torch.cat(chosen)
 
 
 def _herding(feats: torch.Tensor, k: int) -> torch.Tensor:
