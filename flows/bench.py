@@ -11,7 +11,8 @@ bench root that starts empty, in this order:
    pipeline (plain functions) cold on a local moto S3 server against cold on a local folder,
    interleaved, goal <= 1.3 (:mod:`tasks.bench.object_store`);
 3. relabel against the bare teacher forward on identical batches, goal >= 0.90;
-4. student steps reading the store against in-memory labels, goal >= 0.90;
+4. student steps reading the store against in-memory labels, goal >= 0.90; and student steps with
+   channels-last weights against NCHW on the same batches, goal >= 1.3 (the layout every model is built in);
 5. synthesis units on a local Dask cluster of 2 worker processes against 1 (each cluster
    started and warmed up first), goal >= 1.7;
 6. ImageFolder decoding: images/s of a pass over a JPEG folder written from the Fashion-MNIST
@@ -45,7 +46,13 @@ from storage.file_names import IMAGES, LABELS
 from storage.image_store import read_image_store
 from tasks.bench.imagefolder import decode_rates, identity_seconds, worker_counts, write_fashion_jpeg_folder
 from tasks.bench.object_store import s3_vs_local_seconds
-from tasks.bench.side_by_side import label_store_reads, relabel_vs_forward, student_store_vs_memory, timed
+from tasks.bench.side_by_side import (
+    channels_last_vs_nchw,
+    label_store_reads,
+    relabel_vs_forward,
+    student_store_vs_memory,
+    timed,
+)
 from tasks.data import normalization
 from tasks.data.batches import DECODE_PIECE
 from tasks.models import load_teacher
@@ -145,6 +152,10 @@ def bench(config: DistilleryConfig, passes: int = 3) -> list[dict[str, object]]:
                                       runtime=runtime, passes=passes)
     rows.append(row("student from store / from memory (steps/s)", student["ratio"], ">=0.90",
                     f"{student['store steps/s']:.1f} vs {student['memory steps/s']:.1f} steps/s"))
+    layout = channels_last_vs_nchw(images, store.url(refs["relabel"], LABELS), config.evaluate, num_classes=classes,
+                                   passes=passes)
+    rows.append(row("student channels-last / NCHW weights (steps/s)", layout["ratio"], ">=1.3",
+                    f"{layout['channels-last steps/s']:.1f} vs {layout['nchw steps/s']:.1f} steps/s, {device.type}"))
     synth = {o.ref.stage: o.seconds for o in outcomes}["synthesize"]
     one, two = (dask_synthesis_seconds(config, refs, root / "prefect", root / f"dask{n}", workers=n) for n in (1, 2))
     rows.append(row("synthesis 2 Dask workers / 1 (speed-up)", one / two, ">=1.7",

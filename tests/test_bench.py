@@ -19,6 +19,7 @@ GOALS = {
     "ci_tiny on local S3 / local folder (wall)": "<=1.3",
     "relabel / bare teacher forward (samples/s)": ">=0.90",
     "student from store / from memory (steps/s)": ">=0.90",
+    "student channels-last / NCHW weights (steps/s)": ">=1.3",
     "synthesis 2 Dask workers / 1 (speed-up)": ">=1.7",
     "ImageFolder decode 2 workers / 1 (images/s)": ">=1.7",
     "ImageFolder listing identity, 60,000 files (s)": "<=3",

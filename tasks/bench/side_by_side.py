@@ -4,6 +4,8 @@
   the bare teacher forward over the identical, already-augmented batches;
 * student: :func:`tasks.stages.evaluate.train_student` reading labels from the Zarr store against the
   same training over the store's arrays already in memory;
+* layout: student steps with the channels-last (NHWC) weights every model is built with against
+  the same student in NCHW, on identical replayed batches;
 * label stores: random-order step reads through the reader against in-memory arrays and
   against raw ``.npy`` rows.
 
@@ -22,10 +24,13 @@ import torch
 from torch import nn
 
 from storage.softlabels import SoftLabelReader
+from tasks.labels.replay import ReplayedSteps, StudentStep
 from tasks.labels.stream import StreamGeometry, apply_augmentation, sample_augmentation, step_images, step_seed
 from tasks.runtime import RuntimeConfig
 from tasks.stages.evaluate import EvaluateConfig, train_student
+from tasks.stages.evaluate.students import build_student, create_optimizer, soft_label_loss, student_lr
 from tasks.stages.relabel import RelabelConfig, label_steps, store_layout
+from tasks.training import run_steps
 
 T = TypeVar("T")
 
@@ -104,6 +109,28 @@ def student_store_vs_memory(
     store_s, memory_s = alternating_best(train(lambda: SoftLabelReader(url)),  # opened per round: cold caches
                                          train(lambda: in_memory), passes)
     return {"store steps/s": steps / store_s, "memory steps/s": steps / memory_s, "ratio": memory_s / store_s}
+
+
+def channels_last_vs_nchw(
+    images: torch.Tensor, url: str, config: EvaluateConfig, *, num_classes: int, steps: int = 400, passes: int = 3,
+) -> dict[str, float]:
+    """Student steps/s with channels-last weights (as :func:`tasks.models.create_model` builds them)
+    against NCHW weights: the same student, optimizer and ``steps`` replayed batches, made before the clock."""
+    batches = list(ReplayedSteps(images, SoftLabelReader(url), seed=0, steps=steps))
+
+    def train(layout: torch.memory_format) -> Callable[[], object]:
+        def run() -> object:
+            student = build_student(config, images, num_classes=num_classes, seed=0).to(memory_format=layout)
+            optimizer = create_optimizer(student, config)
+
+            def loss_of(step: StudentStep) -> torch.Tensor:
+                return soft_label_loss(student(step.images).float(), step.teacher_logits, config)
+
+            return run_steps(batches, loss_of, optimizer, student_lr(config, total=steps, steps_per_epoch=1))
+        return run
+
+    nhwc_s, nchw_s = alternating_best(train(torch.channels_last), train(torch.contiguous_format), passes)
+    return {"channels-last steps/s": steps / nhwc_s, "nchw steps/s": steps / nchw_s, "ratio": nchw_s / nhwc_s}
 
 
 def _read_rate(reader: SoftLabelReader, order: np.ndarray) -> float:
