@@ -112,9 +112,9 @@ def sweep(base: DistilleryConfig | PresetRef, grids: list[Grid], replicates: int
 
 def students_side_by_side(configs: list[tuple[DistilleryConfig, int]], *, share_teacher: bool) -> set[ArtifactRef]:
     """On a Dask runner (``configs``: each point's config and its replicates): every point whose
-    students are missing is built up to them in this process, then the students of all points and replicates are mapped at once, the full-data references (the
-    longest units) first, so no worker idles at the end of each point; the points' distill runs then
-    only assemble them. Returns the artifacts built on the way to the students.
+    students are missing is built up to them in this process, then the students of all points and
+    replicates are mapped at once, the full-data references (the longest units) first, so no worker
+    idles at the end of each point; the points' distill runs then only assemble them. Returns the artifacts built on the way to the students.
 
     Only the students go to the workers: a worker loads the teacher, the data and the statistics
     again for every unit, which a student's long training pays for best. On the fashion_mnist preset

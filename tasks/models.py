@@ -111,9 +111,9 @@ def create_model(
         known = ", ".join(sorted(MODELS)) + ", or a torchvision classification model"
         raise ModelError(f"unknown model {name!r}; use one of: {known}")
     model = builder(channels=channels, num_classes=num_classes, image_size=image_size, width=width, depth=depth)
-    # NHWC weights: oneDNN's CPU convolutions run 1.5-4x faster on them (docs/benchmarks.md), and
-    # CUDA's tensor-core kernels prefer them under mixed precision. Inputs stay NCHW; the first
-    # convolution converts. load_state_dict copies into these strides, so loaded weights keep them.
+    # NHWC weights: oneDNN's CPU convolutions run faster on them (a student step 1.7x, a teacher
+    # forward 4.8x on 2 cores; docs/benchmarks.md), and CUDA's tensor-core kernels prefer them
+    # under mixed precision. Inputs stay NCHW; the first convolution converts. load_state_dict copies into these strides, so loaded weights keep them.
     return model.to(memory_format=torch.channels_last)
 
 

@@ -135,12 +135,13 @@ def _herding(feats: torch.Tensor, k: int) -> torch.Tensor:
 
 def _kcenter(feats: torch.Tensor, k: int) -> torch.Tensor:
     """Indices of ``k`` rows, from the one nearest the mean, each next the farthest from those chosen."""
-    first = int(((feats - feats.mean(0)) ** 2).sum(1).argmin())
-    chosen, nearest = [first], ((feats - feats[first]) ** 2).sum(1)  # (P,) distance to the closest chosen row
+    first = int(_sq_dist(feats, feats.mean(0, keepdim=True))[:, 0].argmin())
+    nearest = _sq_dist(feats, feats[first : first + 1])[:, 0]  # (P,) distance to the closest chosen row
+    chosen = [first]
     for _ in range(k - 1):
         pick = int(nearest.argmax())
         chosen.append(pick)
-        nearest = torch.minimum(nearest, ((feats - feats[pick]) ** 2).sum(1))
+        nearest = torch.minimum(nearest, _sq_dist(feats, feats[pick : pick + 1])[:, 0])
     return torch.tensor(chosen)
 
 
