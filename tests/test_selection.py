@@ -16,7 +16,8 @@ from tasks.data import ImageSet, load_split
 from tasks.normalization import Normalization
 from tasks.runtime import generator
 from tasks.stages.synthesize.config import SelectionConfig, SynthesisError
-from tasks.stages.synthesize.selection import _herding, _kcenter, _kmeans, _stratified, check_selection, select_class
+from tasks.stages.synthesize.selection import (_hardest, _herding, _kcenter, _kmeans, _stratified, check_selection,
+                                              select_class)
 from tests.conftest import needs_fashion_mnist
 
 UNIT = Normalization((0.0,), (1.0,))  # the identity: the fake teacher sees pixels in [0, 1]
@@ -95,6 +96,40 @@ def test_stratified_spreads_the_picks_over_equal_width_loss_bins_and_drops_the_m
     assert len(set(_stratified(loss, torch.zeros(25, dtype=torch.bool), 25, generator(0, "test")).tolist())) == 25
 
 
+def test_hardest_takes_the_least_sure_right_answers_and_the_wrong_ones_only_when_short():
+    loss = torch.tensor([0.1, 2.0, 0.7, 5.0, 0.7, 0.3, 9.0])
+    right = torch.tensor([True, True, True, False, True, True, False])
+    assert _hardest(loss, right, 3).tolist() == [1, 2, 4]  # 5.0 and 9.0 are wrong; the tie in row order
+    assert _hardest(loss, right, 6).tolist() == [6, 3, 1, 2, 4, 5]  # five right: every row competes
+
+
+class TwoCues(nn.Module):
+    """A 'teacher' whose features are (brightness below the first row, 10 x the top-left pixel) but
+    whose logits read the brightness alone: k-means over features and over logits see different
+    clusters."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.classifier = nn.Linear(2, 2)
+        with torch.no_grad():
+            self.classifier.weight.copy_(torch.tensor([[5.0, 0.0], [-5.0, 0.0]]))
+            self.classifier.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.stack([x[:, :, 1:].mean((1, 2, 3)), 10 * x[:, 0, 0, 0]], 1))  # (B, 2)
+
+
+def test_kmeans_logits_clusters_what_the_teacher_says_not_its_features():
+    values = [10, 12, 14, 120, 125, 130, 240, 245, 250]  # three brightness clusters of class 0
+    train = flat_images(values)
+    train.images[: len(values), 0, 0, 0] = torch.tensor([0, 255, 128] * 3, dtype=torch.uint8)  # a cue across them
+    mean = lambda picked: sorted(round(float(image[0, 1:].float().mean())) for image in picked)  # noqa: E731
+    pick = lambda criterion: select_class(TwoCues(), train, label=0, ipc=3, config=SelectionConfig(  # noqa: E731
+        criterion=criterion), norm=UNIT, seed=0, device=torch.device("cpu"))
+    assert mean(pick("kmeans_logits")) == [12, 125, 245]  # one per brightness cluster, its middle
+    assert mean(pick("kmeans")) != [12, 125, 245]  # the features cluster by the top-left pixel
+
+
 def test_a_selection_that_cannot_be_made_is_refused_naming_the_setting():
     with pytest.raises(SynthesisError, match=r"selection.factor=3 does not divide the 28 px images; use one of \[1, 2, 4, 7\]"):
         check_selection(SelectionConfig(factor=3), ipc=10, image_size=28, class_sizes={"a": 500})
@@ -108,7 +143,7 @@ def test_a_selection_that_cannot_be_made_is_refused_naming_the_setting():
 
 
 @needs_fashion_mnist
-@pytest.mark.parametrize("criterion", ["herding", "kcenter", "kmeans", "stratified"])
+@pytest.mark.parametrize("criterion", ["herding", "kcenter", "kmeans", "stratified", "hardest", "kmeans_logits"])
 def test_selected_images_are_training_images_of_their_class_never_validation_ones(tmp_path, tiny_artifacts, criterion):
     overrides = ["synthesis.mode=select", f"synthesis.selection.criterion={criterion}", "synthesis.ipc=3",
                  "synthesis.selection.candidates=50"]

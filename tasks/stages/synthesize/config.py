@@ -26,12 +26,15 @@ class SelectionConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    criterion: Literal["easy", "herding", "kcenter", "kmeans", "stratified"] = Field(
+    criterion: Literal["easy", "herding", "kcenter", "kmeans", "stratified", "hardest",
+                       "kmeans_logits"] = Field(
         "easy", description="easy (RDED): each candidate's best random crop by the teacher's cross-entropy on the "
         "class, then the class's lowest; herding: greedily toward the class's mean teacher feature; kcenter: "
         "greedy coverage of the class's teacher features; kmeans: the candidate nearest each centre of a seeded "
         "k-means (IPC clusters) of the class's teacher features; stratified (CCS): the candidates the teacher "
-        "classifies right, in IPC equal-width bins of its cross-entropy on the class, spread evenly over the bins."
+        "classifies right, in IPC equal-width bins of its cross-entropy on the class, spread evenly over the bins; "
+        "hardest: the IPC right ones of highest cross-entropy on the class; kmeans_logits: kmeans over the "
+        "teacher's centred logits instead of its features."
     )
     candidates: int = Field(300, ge=1, le=100000, description="Real training images per class scored (a seeded "
                             "sample; the class's all when it has fewer).")

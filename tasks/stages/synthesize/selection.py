@@ -20,6 +20,11 @@ test images are never candidates):
   hardest, without a knob), the rest binned into IPC bins of equal width over their loss range,
   and the IPC images spread over the bins as evenly as they allow (the smallest bins first, what
   they cannot fill passed on), drawn at random within each: hard images as often as easy ones.
+* ``hardest``: the IPC candidates the teacher classifies right with the highest cross-entropy on
+  the class (all candidates when fewer than IPC are right): the teacher's least sure right
+  answers, where its soft labels carry the most besides the class.
+* ``kmeans_logits``: ``kmeans`` over the teacher's logits, centred per image, instead of its
+  features: every mode of what the soft labels will say about the class.
 
 Everything is drawn from generators seeded by (seed, class), so a class's selection is the same
 bytes in any unit, process or run.
@@ -68,10 +73,15 @@ def select_class(teacher: nn.Module, train: ImageSource, *, label: int, ipc: int
     if config.criterion == "easy":
         return _easiest_crops(teacher, images, label=label, ipc=ipc, config=config, norm=norm,
                               gen=generator(seed, "select", "crops", label)).cpu()
-    if config.criterion == "stratified":
-        logits = teacher.eval()(norm.to_input(images)).float()  # (P, K)
-        loss = F.cross_entropy(logits, torch.full((len(images),), label, device=logits.device), reduction="none")
-        pick = _stratified(loss.cpu(), (logits.argmax(1) == label).cpu(), ipc, generator(seed, "select", "strata", label))
+    if config.criterion in ("stratified", "hardest", "kmeans_logits"):
+        logits = teacher.eval()(norm.to_input(images)).float().cpu()  # (P, K)
+        if config.criterion == "kmeans_logits":  # centred: what a softmax at any temperature sees
+            pick = _kmeans(logits - logits.mean(1, keepdim=True), ipc, generator(seed, "select", "kmeans", label))
+        else:
+            loss = F.cross_entropy(logits, torch.full((len(logits),), label), reduction="none")  # (P,)
+            right = logits.argmax(1) == label
+            pick = (_stratified(loss, right, ipc, generator(seed, "select", "strata", label))
+                    if config.criterion == "stratified" else _hardest(loss, right, ipc))
         return images[pick.to(images.device)].cpu()
     feats = F.normalize(penultimate_features(teacher.eval(), norm.to_input(images)).float(), dim=1)  # (P, D)
     if config.criterion == "kmeans":
@@ -118,6 +128,13 @@ def _stratified(loss: torch.Tensor, right: torch.Tensor, k: int, gen: torch.Gene
         chosen.append(bins[b][torch.randperm(len(bins[b]), generator=gen)[:take]])
         budget -= take
     return torch.cat(chosen)
+
+
+def _hardest(loss: torch.Tensor, right: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the ``k`` rows of highest ``loss`` among those ``right`` marks (all rows when fewer
+    than ``k`` are), highest first, ties in row order."""
+    pool = torch.nonzero(right).squeeze(1) if int(right.sum()) >= k else torch.arange(len(loss))
+    return pool[torch.argsort(loss[pool], descending=True, stable=True)[:k]]
 
 
 def _herding(feats: torch.Tensor, k: int) -> torch.Tensor:
