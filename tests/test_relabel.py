@@ -98,6 +98,12 @@ def test_label_formats_decode_close_to_the_teacher(upstream, tmp_path):
     prob8 = SoftLabelReader(store.url(_relabel(_config(root, "relabel.label_format=prob8"), upstream), LABELS)).step(5).logits
     soft = lambda z: torch.softmax(torch.from_numpy(z) / 20.0, 1).numpy()  # noqa: E731
     assert np.abs(soft(prob8) - soft(full)).max() < 4 / 255
+    logit8 = SoftLabelReader(store.url(_relabel(_config(root, "relabel.label_format=logit8", "relabel.augmentation=stream"),
+                                                upstream), LABELS)).step(5).logits
+    span = (full.max(1, keepdims=True) - full).max()  # the step's largest distance below a row's maximum
+    np.testing.assert_allclose(logit8, full - full.max(1, keepdims=True), atol=span / 510 + 2e-2)  # + fp16 rounding
+    logp8 = SoftLabelReader(store.url(_relabel(_config(root, "relabel.label_format=logp8"), upstream), LABELS)).step(5).logits
+    np.testing.assert_allclose(logp8, full - full.max(1, keepdims=True), atol=20.0 / 100 + 2e-2)  # half a level at T = 20
     with pytest.raises(RelabelError, match="relabel.topk=10 must be below the 10 classes"):
         _relabel(_config(root, "relabel.label_format=topk", "relabel.topk=10"), upstream)
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import zarr
 
-from storage.label_codec import array_bytes, decode_prob8, decode_topk, encode_prob8, encode_topk
+from storage.label_codec import (array_bytes, decode_logit8, decode_logp8, decode_prob8, decode_topk, encode_logit8,
+                                 encode_logp8, encode_prob8, encode_topk)
 from storage.softlabels import SoftLabelReader, SoftLabelStoreError, SoftLabelWriter, StoreLayout
 
 ATTRS = {"teacher": "t1", "images": "i1", "seed": 0, "label_temperature": 20.0}
@@ -88,6 +89,35 @@ def test_prob8_round_trips_the_softened_distribution():
     decoded = decode_prob8(probs, 20.0)
     softmax = lambda z: np.exp(z - z.max(1, keepdims=True)) / np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True)  # noqa: E731
     assert np.abs(softmax(decoded / 20.0) - softmax(logits / 20.0)).max() < 3 / 255
+
+
+def test_logit8_keeps_each_logit_below_its_rows_maximum_to_half_a_level_of_the_steps_span():
+    logits = np.random.default_rng(0).normal(0, 10, (50, 10)).astype(np.float32)
+    encoded = encode_logit8(logits)
+    below = logits.max(1, keepdims=True) - logits
+    span = float(encoded["logit_span"])
+    assert encoded["logit8"].dtype == np.uint8 and encoded["logit_span"].shape == () and span == np.float32(below.max())
+    decoded = decode_logit8(encoded["logit8"], encoded["logit_span"])
+    np.testing.assert_allclose(decoded, -below, atol=span / 510 * 1.0001)
+    assert (decoded.max(1) == 0).all()  # each row's largest logit is level 0
+    # At the student's T = 20 the softened distribution is far closer than prob8's: KL over 10x smaller.
+    softmax = lambda z: np.exp(z - z.max(1, keepdims=True)) / np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True)  # noqa: E731
+    kl = lambda q: float((softmax(logits / 20) * np.log(softmax(logits / 20) / softmax(q / 20))).sum(1).mean())  # noqa: E731
+    assert kl(decoded) * 10 < kl(decode_prob8(encode_prob8(logits, 20.0), 20.0))
+    flat = encode_logit8(np.full((3, 4), 2.5, np.float32))  # no spread: level 0 everywhere, no division by 0
+    assert float(flat["logit_span"]) == 0 and not flat["logit8"].any()
+
+
+def test_logp8_keeps_each_log_probability_at_t_to_a_hundredth_of_a_nat_and_clips_at_5_1():
+    logits = np.array([[10.0, 9.0, 0.0, -200.0], [1.0, 1.0, 1.0, 1.0]], np.float32)
+    levels = encode_logp8(logits, 20.0)  # below the top at T = 20: 0, 0.05, 0.5 and 10.5 nats
+    assert levels.dtype == np.uint8 and levels.tolist() == [[0, 2, 25, 255], [0, 0, 0, 0]]  # 2.5 rounds to even
+    np.testing.assert_allclose(decode_logp8(levels, 20.0), [[0.0, -0.8, -10.0, -102.0], [0, 0, 0, 0]], atol=1e-5)
+    wide = np.random.default_rng(0).normal(0, 10, (50, 10)).astype(np.float32)
+    decoded = decode_logp8(encode_logp8(wide, 20.0), 20.0)
+    below = (wide.max(1, keepdims=True) - wide) / 20.0
+    kept = below < 5.1
+    np.testing.assert_allclose((decoded / 20.0)[kept], -below[kept], atol=0.01 + 1e-6)
 
 
 def test_a_missing_store_or_another_format_version_says_what_to_do(tmp_path):

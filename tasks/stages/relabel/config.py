@@ -17,10 +17,12 @@ class RelabelConfig(BaseModel):
     batch_size: int = Field(100, ge=1, le=65536, description="B: images per stored step.")
     label_format: LabelFormat = Field(
         "fp16", description="fp16 logits; topk values + int16 indices + the mean of the rest; "
-        "prob8: softmax(logits / label_temperature) as uint8."
+        "prob8: softmax(logits / label_temperature) as uint8; logit8: each logit below its row's maximum as "
+        "uint8, on a per-step scale (no temperature baked in); logp8: each log-probability at label_temperature "
+        "below its row's largest, in 1/50-nat uint8 levels."
     )
     topk: int = Field(3, ge=1, description="k when label_format is topk.")
-    label_temperature: float = Field(20.0, gt=0, description="T of the prob8 format (the student's T).")
+    label_temperature: float = Field(20.0, gt=0, description="T of the prob8 and logp8 formats (the student's T).")
     augmentation: Literal["boxes", "seed", "stream"] = Field(
         "boxes", description="boxes: store each step's image indices, crop boxes, flips and CutMix fields; seed: "
         "the indices and a per-step augmentation seed; stream: neither (both regenerated from the stream's seed "

@@ -80,7 +80,10 @@ def label_steps(
         rows["step_id"][row] = step_id
         encoded = encode_labels(logits, config.label_format, topk=config.topk, temperature=config.label_temperature)
         for name, value in encoded.items():
-            rows[name][row, :n] = value
+            if value.ndim == 0:  # one value per step (logit8's span)
+                rows[name][row] = value
+            else:
+                rows[name][row, :n] = value
         if config.augmentation == "stream":
             continue
         rows["image_index"][row, :n] = index.numpy()
