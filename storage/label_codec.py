@@ -17,7 +17,7 @@ A step's teacher logits ``(B, C)`` float32 are stored in one of five formats:
   steps of 1/50 nat (255 levels, to 5.1 nats; decoded: logits whose softmax at T gives them back).
   A class more than 5.1 nats below the top (under 0.6 % of its probability) is stored at 5.1; each
   other probability is within about 1 % relative. About 5 bits a value after compression at
-  T = 20: between prob8's bytes and logit8's, with a quarter of prob8's KL to the teacher.
+  T = 20: between prob8's bytes and logit8's, at under a quarter of prob8's KL to the teacher.
 
     arrays = label_arrays("topk", batch_size=100, num_classes=10, topk=3)   # name -> (tail, dtype)
     stored = encode_labels(logits, "prob8", topk=3, temperature=20.0)      # name -> array
