@@ -113,9 +113,14 @@ def decode_prob8(probs: np.ndarray, temperature: float) -> np.ndarray:
     return (temperature * np.log(np.maximum(probs.astype(np.float32), 0.5) / 255.0)).astype(np.float32)
 
 
+def _below_row_max(logits: np.ndarray) -> np.ndarray:
+    """``(n, C)`` float64: each logit's distance below its row's largest (>= 0; what logit8 and logp8 store)."""
+    return logits.max(-1, keepdims=True).astype(np.float64) - logits
+
+
 def encode_logit8(logits: np.ndarray) -> dict[str, np.ndarray]:
     """Each row's distances below its maximum, uint8 on a scale whose 255 is the largest of them."""
-    below = logits.max(-1, keepdims=True).astype(np.float64) - logits  # (n, C), >= 0
+    below = _below_row_max(logits)
     span = float(below.max()) if below.size else 0.0
     levels = np.rint(below / span * 255) if span > 0 else np.zeros_like(below)
     return {"logit8": levels.astype(np.uint8), "logit_span": np.asarray(span, dtype=np.float32)}
@@ -128,7 +133,7 @@ def decode_logit8(levels: np.ndarray, span: np.ndarray) -> np.ndarray:
 
 def encode_logp8(logits: np.ndarray, temperature: float) -> np.ndarray:
     """Each log-probability at T below its row's largest, in 1/50-nat levels (255 at most)."""
-    below = (logits.max(-1, keepdims=True).astype(np.float64) - logits) / temperature
+    below = _below_row_max(logits) / temperature
     return np.minimum(np.rint(below * LOGP8_LEVELS_PER_NAT), 255).astype(np.uint8)
 
 

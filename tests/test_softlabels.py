@@ -13,6 +13,11 @@ from storage.softlabels import SoftLabelReader, SoftLabelStoreError, SoftLabelWr
 ATTRS = {"teacher": "t1", "images": "i1", "seed": 0, "label_temperature": 20.0}
 
 
+def softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
 def _chunk_arrays(layout: StoreLayout, chunk: int) -> dict[str, np.ndarray]:
     start, stop = layout.chunk_bounds(chunk)
     rng = np.random.default_rng(chunk)
@@ -87,7 +92,6 @@ def test_prob8_round_trips_the_softened_distribution():
     logits = np.random.default_rng(0).normal(0, 10, (50, 10)).astype(np.float32)
     probs = encode_prob8(logits, 20.0)
     decoded = decode_prob8(probs, 20.0)
-    softmax = lambda z: np.exp(z - z.max(1, keepdims=True)) / np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True)  # noqa: E731
     assert np.abs(softmax(decoded / 20.0) - softmax(logits / 20.0)).max() < 3 / 255
 
 
@@ -101,7 +105,6 @@ def test_logit8_keeps_each_logit_below_its_rows_maximum_to_half_a_level_of_the_s
     np.testing.assert_allclose(decoded, -below, atol=span / 510 * 1.0001)
     assert (decoded.max(1) == 0).all()  # each row's largest logit is level 0
     # At the student's T = 20 the softened distribution is far closer than prob8's: KL over 10x smaller.
-    softmax = lambda z: np.exp(z - z.max(1, keepdims=True)) / np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True)  # noqa: E731
     kl = lambda q: float((softmax(logits / 20) * np.log(softmax(logits / 20) / softmax(q / 20))).sum(1).mean())  # noqa: E731
     assert kl(decoded) * 10 < kl(decode_prob8(encode_prob8(logits, 20.0), 20.0))
     flat = encode_logit8(np.full((3, 4), 2.5, np.float32))  # no spread: level 0 everywhere, no division by 0
