@@ -74,6 +74,17 @@ def test_a_missing_point_is_na_and_compact_formats_pair_with_the_same_format():
     assert topk.decision.mean == pytest.approx(0.02)
 
 
+def test_lpld_against_sre2l_is_asked_only_at_the_ipcs_that_have_either():
+    headroom = [*ROWS, row("random_real", 20, "soft", 1.0, shifted(LPLD_1X, 0.025))]
+    questions = [c for c in all_claims(headroom, margin=0.005) if c.question.startswith(("(a)", "(b)", "(c)"))]
+    assert len(questions) == 6 and all(c.label.startswith("IPC 10,") for c in questions)
+    only_real = [r for r in headroom if r["mode"] in ("random_real", "full")]
+    lines = answers(only_real, margin=0.005)["(a) Is within-class similarity lower for lpld than sre2l?"]
+    assert lines == ["- IPC 10, against sre2l as published (running statistics): n/a (the sweep has no lpld and sre2l "
+                     "images at IPC 10)", "- IPC 10, against sre2l on lpld's exact statistics, pooled: n/a (the sweep "
+                     "has no lpld and sre2l+pooled images at IPC 10)"]
+
+
 def test_a_larger_ipc_is_compared_at_equal_steps_and_at_equal_epochs():
     rows = [*ROWS, row("lpld", 50, "soft", 1.0, shifted(LPLD_1X, 0.01), steps=2400),
             row("lpld", 50, "soft", 1.0, shifted(LPLD_1X, 0.02), steps=12000)]

@@ -50,10 +50,11 @@ def mode_name(config: Any) -> str:
 
 
 def _runs(values_per_replicate: list[list[float]]) -> list[float]:
-    """One value per replicate (its mean), or the single replicate's values themselves."""
+    """One value per replicate (its mean), or the single replicate's values themselves; none when a
+    replicate has none (within-class similarity at IPC 1: one image a class has no pairs)."""
     if len(values_per_replicate) == 1:
         return list(values_per_replicate[0])
-    return [fmean(values) for values in values_per_replicate]
+    return [fmean(values) for values in values_per_replicate] if all(values_per_replicate) else []
 
 
 def _spread(values: list[float]) -> float:
