@@ -117,6 +117,9 @@ def test_only_the_criterion_chosen_on_validation_is_judged_against_random_real()
     assert [label.split(" (")[0] for label in chosen] == ["IPC 10, select-kcenter, 1x fp16", "IPC 10, select-kcenter, 40x fp16"]
     assert chosen[0].endswith("(chosen on validation top-1 at 40x: select-herding 0.8000, select-kcenter 0.8100)")
     assert "IPC 10, select-kcenter" in labels  # its soft-against-hard claim
+    alone = [r for r in rows if r["mode"] != "select-herding"]  # a confirmation run of the chosen criterion
+    assert [c.label for c in all_claims(alone, margin=0.005) if c.label.startswith("IPC 10, select-kcenter, ")] == [
+        "IPC 10, select-kcenter, 1x fp16", "IPC 10, select-kcenter, 40x fp16"]
 
 
 def test_a_compact_format_is_judged_against_fp16_at_the_same_kept_steps_within_the_margin():

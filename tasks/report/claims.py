@@ -130,7 +130,8 @@ def random_real_claims(rows: list[Row], ipc: int, mode: str) -> list[Claim]:
     if mode.startswith("select-"):
         compared = _selection_rows(rows, ipc)
         scores = ", ".join(f"{r['mode']} {r['val_top1']:.4f}" for r in compared)
-        chosen = f" (chosen on validation top-1 at {compared[0]['compression']:g}x: {scores})" if compared else ""
+        # one criterion alone was chosen elsewhere (a confirmation run): nothing was compared here
+        chosen = f" (chosen on validation top-1 at {compared[0]['compression']:g}x: {scores})" if len(compared) > 1 else ""
     budgets = sorted({(r["compression"], r["label_format"]) for r in rows
                       if r["labels"] == "soft" and r["ipc"] == ipc and r["mode"] == mode})
     claims = []
