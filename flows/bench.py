@@ -62,7 +62,9 @@ from tasks.stages.synthesize import SynthesizeRequest
 
 FORMATS = {"fp16+boxes": {}, "fp16+seed": {"augmentation": "seed"},
            "top3+seed": {"label_format": "topk", "topk": 3, "augmentation": "seed"},
-           "prob8+seed": {"label_format": "prob8", "augmentation": "seed"}}
+           "prob8+seed": {"label_format": "prob8", "augmentation": "seed"},
+           "logit8+stream": {"label_format": "logit8", "augmentation": "stream"},
+           "logp8+stream": {"label_format": "logp8", "augmentation": "stream"}}
 
 
 def _rooted(config: DistilleryConfig, root: Path | str) -> DistilleryConfig:

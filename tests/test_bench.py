@@ -50,9 +50,10 @@ def test_bench_measures_every_ratio_and_each_label_format(prefect_server, tmp_pa
     assert len(units["prefect"]) == 10 and [p.read_bytes() for p in units["dask2"]] == [p.read_bytes() for p in units["prefect"]]
     assert ratios["cached rerun / cold run (wall)"]["figure"] < 1
     formats = {r["format"]: r for r in rows if "format" in r}
-    assert set(formats) == {"fp16+boxes", "fp16+seed", "topk3+seed", "prob8+seed"}
+    assert set(formats) == {"fp16+boxes", "fp16+seed", "topk3+seed", "prob8+seed", "logit8+stream", "logp8+stream"}
     raw = {name: r["raw bytes/step"] for name, r in formats.items()}  # on disk, metadata dominates tiny stores
     assert raw["prob8+seed"] < raw["topk3+seed"] < raw["fp16+seed"] < raw["fp16+boxes"]
+    assert raw["logp8+stream"] < raw["prob8+seed"] and raw["logit8+stream"] < raw["fp16+seed"]  # no image indices kept
     assert all(r["bytes/step"] > 0 for r in formats.values())
     assert all(r["store MB/s"] > 0 and r["raw .npy MB/s"] > 0 for r in formats.values())
     table = (tmp_path / "bench" / "bench.md").read_text()

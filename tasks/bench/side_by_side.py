@@ -137,7 +137,7 @@ def _read_rate(reader: SoftLabelReader, order: np.ndarray) -> float:
     started = time.perf_counter()
     samples = 0
     for step in order:
-        samples += len(reader.step(int(step)).image_index)
+        samples += len(reader.step(int(step)).logits)  # a stream store keeps no image_index
     return samples / (time.perf_counter() - started)
 
 
