@@ -5,7 +5,7 @@ A stage that reads another stage's output finds it here, not by importing that s
     teacher/<fp>/model.pt               MODEL             the teacher's state dict
     stats/<fp>/class_bn_stats.pt        CLASS_BN_STATS    per-class BatchNorm moments
     synthesize/<fp>/images.zarr         IMAGES            the image store (storage.image_store)
-    synthesize/<fp>/grid.png            GRID              the images as one picture, a row per class
+    synthesize/<fp>/grid.png            GRID              the images as one picture, a row per class (its first 50)
     synthesize/<fp>/units/unit-00003.pt unit_file(3)      one finished synthesis unit (resume)
     relabel|prune/<fp>/labels.zarr      LABELS            the soft-label store (storage.softlabels)
     evaluate/<fp>/seeds/seed-001.json   seed_file(1)      one finished student (resume)

@@ -10,6 +10,7 @@ Every model is built with channels-last (NHWC) weights, the fast layout for conv
 
     model = create_model("convnet", channels=1, num_classes=10, image_size=28, width=64, depth=3)
     feats = penultimate_features(model, x)   # (B, D): the classifier's input
+    logits = outputs_in_batches(model, images_u8, norm=norm, device=device)   # (N, K), a batch a pass
     teacher = load_teacher(store, teacher_ref, device)   # the `teacher` stage's model, in eval mode
 """
 
@@ -24,6 +25,7 @@ from torch import nn
 from storage.artifacts import ArtifactError, ArtifactRef, ArtifactStore, rebuild_advice
 from storage.file_names import MODEL
 from storage.tensor_files import read_tensors
+from tasks.normalization import Normalization
 
 
 class ModelError(ValueError):
@@ -133,6 +135,24 @@ def penultimate_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     finally:
         handle.remove()
     return captured[0].flatten(1)
+
+
+TEACHER_PASS_BATCH = 1024  # images a forward pass in :func:`outputs_in_batches`
+
+
+@torch.no_grad()
+def outputs_in_batches(model: nn.Module, images_u8: torch.Tensor, *, norm: Normalization, device: torch.device,
+                       features: bool = False, batch_size: int | None = None) -> torch.Tensor:
+    """``(N, K)`` logits, or ``(N, D)`` penultimate features when ``features``, of the uint8 ``images_u8``
+    in eval mode, float32 on the CPU: ``batch_size`` images (default ``TEACHER_PASS_BATCH``) a pass, so a
+    whole real training split as an image set does not need its activations all at once."""
+    model.eval()
+    step = batch_size or TEACHER_PASS_BATCH
+    passes = []
+    for start in range(0, len(images_u8), step):
+        x = norm.to_input(images_u8[start : start + step].to(device))
+        passes.append((penultimate_features(model, x) if features else model(x)).float().cpu())
+    return torch.cat(passes)
 
 
 def batchnorm_layers(model: nn.Module) -> dict[str, nn.modules.batchnorm._BatchNorm]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import shutil
 import subprocess
 import sys
@@ -238,3 +239,39 @@ def test_sre2l_on_pooled_statistics_reads_the_class_statistics_and_makes_other_i
     assert first.shape == second.shape and not np.array_equal(first, second)
     with pytest.raises(ConfigError, match="sre2l_statistics=pooled applies to mode=sre2l"):
         resolve_config(preset="ci_tiny", overrides=["synthesis.sre2l_statistics=pooled"])
+
+
+def test_a_whole_real_split_as_the_set_passes_the_teacher_in_batches(tmp_path, tiny_artifacts, monkeypatch):
+    """A real set as large as the train split (ci_tiny's 200 a class; a user's headroom check takes all
+    54,000 Fashion-MNIST images): the stage's teacher metrics run a batch at a time, not over every image in
+    one pass (gigabytes of activations at real sizes), and still say what one pass says; the grid shows each
+    class's first GRID_PER_CLASS images."""
+    from PIL import Image
+
+    from tasks import models
+    from tasks.stages.synthesize.stage import GRID_PER_CLASS
+
+    config = resolve_config(preset="ci_tiny", artifact_root=str(tmp_path / "a"),
+                            overrides=["synthesis.mode=random_real", "synthesis.ipc=200"])
+    inputs = _upstream(tiny_artifacts, config)
+    store = ArtifactStore(config.runtime.artifact_root)
+    monkeypatch.setattr(models, "TEACHER_PASS_BATCH", 64)
+    batches: list[int] = []
+    hook = torch.nn.modules.module.register_module_forward_pre_hook(
+        lambda _module, args: batches.append(args[0].shape[0]) if args and torch.is_tensor(args[0]) else None)
+    try:
+        ref = synthesize_task.fn(_request(config, inputs), config.runtime)
+    finally:
+        hook.remove()
+    assert batches and max(batches) <= 64
+    images, labels, _ = read_image_store(store.url(ref, IMAGES))
+    assert images.shape[0] == 2000
+    manifest = store.read_manifest(ref)
+    model = load_teacher(store, inputs["teacher"], torch.device("cpu"))
+    with torch.no_grad():
+        x = normalization(config.data).to_input(torch.from_numpy(images))
+        assert manifest["metrics"]["teacher_agreement"] == pytest.approx(float((model(x).argmax(1).numpy() == labels).mean()))
+        feats = torch.nn.functional.normalize(penultimate_features(model, x[:200]), dim=1)  # class 0 in one pass
+    assert manifest["within_class_similarity_per_class"][0] == pytest.approx(float((feats @ feats.T).sum() - 200) / (200 * 199), abs=1e-5)
+    grid = Image.open(io.BytesIO(store.read_bytes(ref, "grid.png")))
+    assert grid.size == ((GRID_PER_CLASS * 29 + 1) * 2, (10 * 29 + 1) * 2)

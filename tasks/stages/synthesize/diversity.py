@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tasks.models import penultimate_features
+from tasks.models import outputs_in_batches
 from tasks.normalization import Normalization
 
 
@@ -22,13 +22,12 @@ def within_class_similarities(
     model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, norm: Normalization, device: torch.device
 ) -> dict[int, float]:
     """``{class: mean pairwise cosine similarity}`` for every class with two or more images."""
-    model.eval()
     per_class = {}
     for c in labels.unique().tolist():
         members = images[labels == c]
         if len(members) < 2:
             continue
-        feats = F.normalize(penultimate_features(model, norm.to_input(members.to(device))).float(), dim=1)  # (n, D)
+        feats = F.normalize(outputs_in_batches(model, members, norm=norm, device=device, features=True), dim=1)  # (n, D)
         sim = feats @ feats.T  # (n, n)
         n = len(members)
         per_class[int(c)] = float((sim.sum() - sim.diagonal().sum()) / (n * (n - 1)))
@@ -42,6 +41,5 @@ def label_agreement(
     model: nn.Module, images: torch.Tensor, labels: torch.Tensor, *, norm: Normalization, device: torch.device
 ) -> float:
     """Fraction of ``images`` the model assigns to their own label."""
-    model.eval()
-    predicted = model(norm.to_input(images.to(device))).argmax(1).cpu()
+    predicted = outputs_in_batches(model, images, norm=norm, device=device).argmax(1)
     return float((predicted == labels).float().mean())

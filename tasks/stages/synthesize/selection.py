@@ -41,7 +41,7 @@ from torch import nn
 from tasks.augment import crop_resize, sample_boxes
 from tasks.data import ImageSource
 from tasks.data.batches import read_images
-from tasks.models import penultimate_features
+from tasks.models import outputs_in_batches
 from tasks.normalization import Normalization
 from tasks.runtime import generator
 from tasks.stages.synthesize.config import SelectionConfig, SynthesisError
@@ -74,7 +74,7 @@ def select_class(teacher: nn.Module, train: ImageSource, *, label: int, ipc: int
         return _easiest_crops(teacher, images, label=label, ipc=ipc, config=config, norm=norm,
                               gen=generator(seed, "select", "crops", label)).cpu()
     if config.criterion in ("stratified", "hardest", "kmeans_logits"):
-        logits = teacher.eval()(norm.to_input(images)).float().cpu()  # (P, K)
+        logits = outputs_in_batches(teacher, images, norm=norm, device=device)  # (P, K)
         if config.criterion == "kmeans_logits":  # centred: what a softmax at any temperature sees
             pick = _kmeans(logits - logits.mean(1, keepdim=True), ipc, generator(seed, "select", "kmeans", label))
         else:
@@ -83,9 +83,9 @@ def select_class(teacher: nn.Module, train: ImageSource, *, label: int, ipc: int
             pick = (_stratified(loss, right, ipc, generator(seed, "select", "strata", label))
                     if config.criterion == "stratified" else _hardest(loss, right, ipc))
         return images[pick.to(images.device)].cpu()
-    feats = F.normalize(penultimate_features(teacher.eval(), norm.to_input(images)).float(), dim=1)  # (P, D)
+    feats = F.normalize(outputs_in_batches(teacher, images, norm=norm, device=device, features=True), dim=1)  # (P, D)
     if config.criterion == "kmeans":
-        pick = _kmeans(feats.cpu(), ipc, generator(seed, "select", "kmeans", label))
+        pick = _kmeans(feats, ipc, generator(seed, "select", "kmeans", label))
     else:
         pick = _herding(feats, ipc) if config.criterion == "herding" else _kcenter(feats, ipc)
     return images[pick.to(images.device)].cpu()

@@ -42,6 +42,9 @@ from tasks.stages.synthesize.recovery import bn_targets_for, optimise_unit
 from tasks.stages.synthesize.selection import check_selection, select_class
 
 
+GRID_PER_CLASS = 50  # the dashboard's grid shows a class's first 50 images
+
+
 @dataclass(frozen=True)
 class Unit:
     """One resumable piece of work: images at ``positions`` of the final store, with ``labels``."""
@@ -218,7 +221,9 @@ def synthesize_task(run: StageRun, runtime: RuntimeConfig) -> ArtifactRef:
                     "teacher": teacher_ref.fingerprint, "config": request.model_dump(mode="json", exclude={"inputs"}),
                     **({"import_digest": request.import_digest} if request.import_digest else {})},
     )
-    store.write_bytes(ref, GRID, grid_png(images, per_row=request.synthesis.ipc))
+    shown = min(request.synthesis.ipc, GRID_PER_CLASS)  # a whole real split as a set would be a picture 100,000s of px wide
+    per_class = images.reshape(-1, request.synthesis.ipc, *images.shape[1:])[:, :shown]
+    store.write_bytes(ref, GRID, grid_png(per_class.reshape(-1, *images.shape[1:]), per_row=shown))
     images_t, labels_t = torch.from_numpy(images), torch.from_numpy(labels)
     metrics = {"teacher_agreement": label_agreement(model, images_t, labels_t, norm=norm, device=device)}
     extra: dict[str, object] = {}
