@@ -131,3 +131,18 @@ def test_a_compact_format_is_judged_against_fp16_at_the_same_kept_steps_within_t
     far = [*ROWS, row("lpld", 10, "soft", 40.0, (0.79, 0.80, 0.795, 0.80, 0.79), label_format="prob8+stream")]
     [claim] = [c for c in decided_claims(far, margin=0.005) if c.question.startswith("(g)")]
     assert claim.decision.verdict == "does not hold"
+
+
+def test_a_headroom_sweep_compares_every_larger_ipc_and_asks_e_once():
+    """Random real at IPC 10, 20, 100 and 5,000 (docs/headroom-ipc10): (f) each larger IPC against IPC 10;
+    (e) only where hard labels were run, and one n/a line, not one per IPC, when nowhere."""
+    rows = [row("random_real", ipc, "soft", 1.0, shifted(LPLD_1X, lift), steps=6000)
+            for ipc, lift in ((10, 0.0), (20, 0.003), (100, 0.01), (5000, 0.02))]
+    lines = answers(rows, margin=0.005)
+    assert [line.split(":")[0] for line in lines["(f) Does a larger IPC train better students at 1x?"]] == [
+        f"- random_real, IPC {ipc} vs 10, equal student steps" for ipc in (20, 100, 5000)]
+    assert lines["(e) Do soft labels at 1x beat hard labels on the same images?"] == [
+        "- IPC 10: n/a (the sweep lacks soft 1x and hard-label points of one image set)"]
+    with_hard = [*rows, row("random_real", 100, "hard", 0.0, shifted(LPLD_1X, -0.2))]
+    [soft_vs_hard] = answers(with_hard, margin=0.005)["(e) Do soft labels at 1x beat hard labels on the same images?"]
+    assert soft_vs_hard.startswith("- IPC 100, random_real: ")
