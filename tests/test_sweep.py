@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 import pytest
 
 from flows.config import ConfigError, grid_points, parse_grid, resolve_config, with_overrides
 from flows.report import load_spec, report
+from flows.sweep import points_of, split_point
 from tests.conftest import needs_fashion_mnist
 
 
@@ -39,6 +41,19 @@ def test_a_grids_own_replicates_must_be_one_whole_number(tmp_path, values):
     spec.write_text(f"title: t\npreset: ci_tiny\ngrids:\n  - synthesis.mode: [lpld]\n    replicates: {values}\n")
     with pytest.raises(ConfigError, match=r"a grid's replicates is one whole number from 1 to 100 \(e.g. replicates: \[3\]\)"):
         load_spec(str(spec))
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (Path(__file__).parents[1] / "deploy" / "reports").glob("*.yaml")))
+def test_every_committed_report_spec_loads_and_each_point_is_a_valid_config(name, tmp_path):
+    """A committed spec whose knob or value the config no longer takes fails here, not an hour into its sweep."""
+    spec = load_spec(name)
+    base = spec.base(artifact_root=str(tmp_path))
+    points = points_of(spec.grids)
+    assert points and spec.title
+    for point in points:
+        settings, replicates = split_point(point, spec.replicates)
+        with_overrides(base, settings)  # ConfigError naming the knob and value the config refuses
+        assert 1 <= replicates <= 100
 
 
 @needs_fashion_mnist
