@@ -19,20 +19,18 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any
 
 import httpx
 import pytest
 
 from flows.serve import PROJECT_ROOT, ServeError, dashboard_note, deployment_entries, refuse_pooled
 from tests.conftest import needs_fashion_mnist
-from tests.processes import is_alive
+from tests.processes import free_port, is_alive, spawn, stop_group, wait_for
 
 PREFECT = [sys.executable, "-m", "prefect"]  # the venv has no prefect script when Prefect is a system package
 DISTILLERY = str(Path(sys.executable).with_name("distillery"))
@@ -41,62 +39,10 @@ NIGHTLY = {"cron": "0 3 * * *", "timezone": "UTC", "slug": "nightly", "active": 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-# --- helpers for real processes -------------------------------------------------------------
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _spawn(argv: list[str], env: dict[str, str], log: Path, cwd: Path, sigint=signal.SIG_DFL) -> subprocess.Popen:
-    """Start ``argv`` in its own session. SIGINT is set explicitly: a pytest started in the
-    background would otherwise pass "ignored" on, and Prefect workers then never stop."""
-    return subprocess.Popen(argv, env=env, cwd=cwd, stdout=log.open("wb"), stderr=subprocess.STDOUT,
-                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, sigint))
-
-
-def _stop(proc: subprocess.Popen, timeout: float = 30) -> tuple[int | None, float]:
-    """SIGINT to the process group; SIGKILL what is left after ``timeout``. Returns the exit
-    code (None: it had to be killed) and the seconds the SIGINT took."""
-    started = time.monotonic()
-    code = proc.poll()
-    if code is None:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            code = proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            code = None
-    seconds = time.monotonic() - started
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # children of the group (flow runs) go too
-    except ProcessLookupError:
-        pass
-    proc.wait()
-    return code, seconds
-
-
-def _wait_for(check: Callable[[], Any], timeout: float, what: str, proc: subprocess.Popen | None = None,
-              log: Path | None = None) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            break
-        try:
-            found = check()
-        except Exception:  # noqa: BLE001 - not there yet (connection refused, 404)
-            found = None
-        if found:
-            return found
-        time.sleep(0.5)
-    tail = log.read_text(errors="replace")[-3000:] if log and log.exists() else ""
-    raise AssertionError(f"{what}: not within {timeout:.0f} s\n{tail}")
-
-
 def _run_to_end(client, deployment_name: str, parameters: dict[str, Any], timeout: float, log: Path):
     deployment = client.read_deployment_by_name(deployment_name)
     run = client.create_flow_run_from_deployment(deployment.id, parameters=parameters)
-    return _wait_for(lambda: (r := client.read_flow_run(run.id)).state.is_final() and r, timeout,
+    return wait_for(lambda: (r := client.read_flow_run(run.id)).state.is_final() and r, timeout,
                      f"flow run of {deployment_name}", log=log)
 
 
@@ -116,7 +62,7 @@ def test_serve_names_the_dashboard_and_what_a_server_on_another_port_needs():
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     home = tmp_path_factory.mktemp("prefect-server")
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}/api"
     env = {**os.environ, "PREFECT_HOME": str(home / "home"), "PREFECT_API_URL": url,
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1",
@@ -124,12 +70,12 @@ def server(tmp_path_factory):
            "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
            "PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
     log = home / "server.log"
-    proc = _spawn([*PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env, log, home)
+    proc = spawn([*PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env, log, home)
     try:
-        _wait_for(lambda: httpx.get(f"{url}/health", timeout=2).status_code == 200, 120, "server health", proc, log)
+        wait_for(lambda: httpx.get(f"{url}/health", timeout=2).status_code == 200, 120, "server health", proc, log)
         yield SimpleNamespace(url=url, env=env, home=home)
     finally:
-        _stop(proc)
+        stop_group(proc)
 
 
 @pytest.fixture(scope="module")
@@ -157,10 +103,10 @@ def worker(server, pool, tmp_path_factory):
     """A worker started outside the repository (its runs find the code through the pull step)."""
     folder = tmp_path_factory.mktemp("worker")
     log = folder / "worker.log"
-    proc = _spawn([*PREFECT, "worker", "start", "--pool", "distillery", "--name", "test-worker"],
+    proc = spawn([*PREFECT, "worker", "start", "--pool", "distillery", "--name", "test-worker"],
                   server.env, log, folder)
     yield SimpleNamespace(proc=proc, folder=folder, log=log)
-    _stop(proc)
+    stop_group(proc)
 
 
 @pytest.fixture(scope="module")
@@ -196,7 +142,7 @@ def worker_run(server, client, deployed, worker):
         _change_one_test_pixel(fashion)
         second = _run_to_end(client, "distill/ci-tiny", given, 300, worker.log)
     finally:
-        code, seconds = _stop(worker.proc)
+        code, seconds = stop_group(worker.proc)
 
     def artifacts_of(flow_run) -> list:
         return client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run.id])))
@@ -326,9 +272,9 @@ def test_serve_runs_the_same_deployments_from_one_process_and_stops_on_sigint(se
 
     log = tmp_path / "serve.log"
     # SIGINT ignored, as `distillery serve &` from a script leaves it: serve must undo that.
-    serve = _spawn([DISTILLERY, "serve"], server.env, log, cwd=tmp_path, sigint=signal.SIG_IGN)
+    serve = spawn([DISTILLERY, "serve"], server.env, log, cwd=tmp_path, sigint=signal.SIG_IGN)
     try:
-        _wait_for(lambda: all(client.read_deployment_by_name(n) for n in NAMES), 120, "served deployments", serve, log)
+        wait_for(lambda: all(client.read_deployment_by_name(n) for n in NAMES), 120, "served deployments", serve, log)
         nightly = client.read_deployment_by_name("distill/fashion-mnist")
         assert NIGHTLY["cron"] in [s.schedule.cron for s in nightly.schedules]
         assert nightly.global_concurrency_limit.limit == 1 and nightly.work_pool_name is None
@@ -339,7 +285,7 @@ def test_serve_runs_the_same_deployments_from_one_process_and_stops_on_sigint(se
         assert any((tmp_path / "a" / "teacher").glob("*/manifest.json"))
         assert not (tmp_path / "a" / "stats").exists()  # the `until` override was applied
     finally:
-        code, seconds = _stop(serve)
+        code, seconds = stop_group(serve)
     tail = log.read_text()[-2000:]
     assert code == 130 and seconds < 30, f"serve did not stop on SIGINT ({code}, {seconds:.0f} s)\n{tail}"
     assert "serve stopped by SIGINT" in tail and "Traceback" not in tail
@@ -352,15 +298,15 @@ def test_serve_stopped_by_sigterm_pauses_its_deployments_and_leaves_no_process(s
     import psutil
 
     log = tmp_path / "serve.log"
-    serve = _spawn([DISTILLERY, "serve"], server.env, log, cwd=tmp_path)
+    serve = spawn([DISTILLERY, "serve"], server.env, log, cwd=tmp_path)
     try:
-        _wait_for(lambda: not client.read_deployment_by_name("distill/ci-tiny").paused, 120, "serving again", serve, log)
-        _wait_for(lambda: "serving" in log.read_text(), 30, "serve's first line", serve, log)
+        wait_for(lambda: not client.read_deployment_by_name("distill/ci-tiny").paused, 120, "serving again", serve, log)
+        wait_for(lambda: "serving" in log.read_text(), 30, "serve's first line", serve, log)
         children = psutil.Process(serve.pid).children(recursive=True)
         os.kill(serve.pid, signal.SIGTERM)  # what systemd, Kubernetes and `timeout` send
         code = serve.wait(60)
     finally:
-        _stop(serve)
+        stop_group(serve)
     tail = log.read_text()[-2000:]
     assert code == 143, f"serve exited {code} on SIGTERM\n{tail}"
     assert "serve stopped by SIGTERM" in tail and "Traceback" not in tail
