@@ -74,6 +74,9 @@ def read_image_store(url: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     return images, labels, dict(group.attrs)
 
 
+GRID_PER_CLASS = 50  # the most images of a class a grid shows (a whole real split would be 100,000s of px wide)
+
+
 def grid_png(images: np.ndarray, *, per_row: int, scale: int = 2) -> bytes:
     """A PNG of ``images`` (N, C, H, W) uint8, ``per_row`` to a row (one class per row), 1 px gaps."""
     from io import BytesIO

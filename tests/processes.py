@@ -66,7 +66,7 @@ def stop_group(proc: subprocess.Popen, timeout: float = 30) -> tuple[int | None,
 
 
 def wait_for(check: Callable[[], Any], timeout: float, what: str, proc: subprocess.Popen | None = None,
-              log: Path | None = None) -> Any:
+             log: Path | None = None) -> Any:
     """``check()``'s first truthy answer within ``timeout`` s (its errors count as not yet); AssertionError
     with ``log``'s tail when it never comes or ``proc`` ends first."""
     deadline = time.monotonic() + timeout

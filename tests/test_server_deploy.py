@@ -43,7 +43,7 @@ def _run_to_end(client, deployment_name: str, parameters: dict[str, Any], timeou
     deployment = client.read_deployment_by_name(deployment_name)
     run = client.create_flow_run_from_deployment(deployment.id, parameters=parameters)
     return wait_for(lambda: (r := client.read_flow_run(run.id)).state.is_final() and r, timeout,
-                     f"flow run of {deployment_name}", log=log)
+                    f"flow run of {deployment_name}", log=log)
 
 
 def _with_root(config: dict[str, Any], root: Path) -> dict[str, Any]:

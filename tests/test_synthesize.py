@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import shutil
 import subprocess
@@ -244,12 +245,13 @@ def test_sre2l_on_pooled_statistics_reads_the_class_statistics_and_makes_other_i
 def test_a_whole_real_split_as_the_set_passes_the_teacher_in_batches(tmp_path, tiny_artifacts, monkeypatch):
     """A real set as large as the train split (ci_tiny's 200 a class; a user's headroom check takes all
     54,000 Fashion-MNIST images): the stage's teacher metrics run a batch at a time, not over every image in
-    one pass (gigabytes of activations at real sizes), and still say what one pass says; the grid shows each
-    class's first GRID_PER_CLASS images."""
+    one pass (gigabytes of activations at real sizes), and still say what one pass says; the stored grid and
+    the dashboard's image-grid show each class's first GRID_PER_CLASS images."""
     from PIL import Image
 
+    from flows.distill import class_grid_markdown
     from tasks import models
-    from tasks.stages.synthesize.stage import GRID_PER_CLASS
+    from storage.image_store import GRID_PER_CLASS
 
     config = resolve_config(preset="ci_tiny", artifact_root=str(tmp_path / "a"),
                             overrides=["synthesis.mode=random_real", "synthesis.ipc=200"])
@@ -275,3 +277,6 @@ def test_a_whole_real_split_as_the_set_passes_the_teacher_in_batches(tmp_path, t
     assert manifest["within_class_similarity_per_class"][0] == pytest.approx(float((feats @ feats.T).sum() - 200) / (200 * 199), abs=1e-5)
     grid = Image.open(io.BytesIO(store.read_bytes(ref, "grid.png")))
     assert grid.size == ((GRID_PER_CLASS * 29 + 1) * 2, (10 * 29 + 1) * 2)
+    table = class_grid_markdown(images, labels, load_split(config.data, "train").class_names)  # the dashboard's
+    first = Image.open(io.BytesIO(base64.b64decode(table.split("base64,")[1].split(")")[0])))
+    assert first.size == ((GRID_PER_CLASS * 29 + 1) * 2, (29 + 1) * 2)
