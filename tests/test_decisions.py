@@ -70,3 +70,14 @@ def test_holm_tests_the_smallest_p_at_alpha_over_m_and_stops_at_the_first_failur
 def test_one_replicate_decides_nothing():
     [d] = _decide(Decision("z", (0.1,)))
     assert d.verdict == "undecided" and d.interval() == (-math.inf, math.inf) and d.replicates_to_settle() is None
+
+
+def test_a_tie_too_close_to_settle_says_so_rather_than_that_it_has_no_spread():
+    """docs/selection-ipc1/settle: +0.0007 over 40 replicates at a paired SD near 0.017 needs far more
+    than 1,000 replicates; a claim with one replicate or identical differences has no spread at all."""
+    diffs = tuple(0.0007 + 0.017 * (1 if i % 2 else -1) for i in range(40))
+    [tie] = _decide(Decision("t", diffs))
+    assert tie.verdict == "undecided" and tie.replicates_to_settle() is None
+    assert describe(tie).endswith("; more than 1,000 replicates would be needed at this spread")
+    [single] = _decide(Decision("s", (0.01,)))
+    assert describe(single).endswith("; no spread to go by")

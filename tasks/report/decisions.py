@@ -26,6 +26,7 @@ from typing import Sequence
 from scipy import stats
 
 ALPHA = 0.05
+SETTLE_LIMIT = 1000  # the most replicates replicates_to_settle counts up to
 
 
 @dataclass(frozen=True)
@@ -86,10 +87,14 @@ class Decision:
         worse = (self.passed and self.mean < 0) if self.margin is None else high < -self.margin
         return "does not hold" if worse else "undecided"
 
-    def replicates_to_settle(self, limit: int = 1000) -> int | None:
+    def has_spread(self) -> bool:
+        """Whether the replicates give a spread and an effect to size a study by."""
+        return self.n >= 2 and stdev(self.differences) > 0 and self.shifted != 0
+
+    def replicates_to_settle(self, limit: int = SETTLE_LIMIT) -> int | None:
         """About how many replicates would decide the claim at its level, were the mean and the
         spread what they are now (None: no spread to go by, or more than ``limit``)."""
-        if self.n < 2 or stdev(self.differences) == 0 or self.shifted == 0:
+        if not self.has_spread():
             return None
         spread, effect = stdev(self.differences), abs(self.shifted)
         for n in range(2, limit + 1):
@@ -120,5 +125,10 @@ def describe(decision: Decision) -> str:
             f"{decision.level or ALPHA:.3g}{margin})")
     if decision.verdict == "undecided":
         needed = decision.replicates_to_settle()
-        text += f"; about {needed} replicates would settle it at this spread" if needed else "; no spread to go by"
+        if needed:
+            text += f"; about {needed} replicates would settle it at this spread"
+        elif decision.has_spread():  # a difference this small against this spread: a tie for any study size
+            text += f"; more than {SETTLE_LIMIT:,} replicates would be needed at this spread"
+        else:
+            text += "; no spread to go by"
     return text
