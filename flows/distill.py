@@ -32,7 +32,7 @@ from flows.shutdown import stop_if_signalled
 from flows.tables import render_table
 from storage.artifacts import ArtifactRef, ArtifactStore, StageRequest
 from storage.file_names import IMAGES
-from storage.image_store import GRID_PER_CLASS, grid_png, png_data_uri, read_image_store
+from storage.image_store import grid_png, png_data_uri, read_image_store
 from tasks.data import load_split
 from tasks.runtime import device_tags
 from tasks.stages.stage_task import run_stage
@@ -92,11 +92,12 @@ def _publish_summary(store: ArtifactStore, outcomes: list[StageOutcome], class_n
 
 
 def class_grid_markdown(pixels: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...]) -> str:
-    """A table of one row per class: its name, then its first ``GRID_PER_CLASS`` images (N, C, H, W) uint8
-    side by side, each tile scaled to at least 56 px so a dashboard shows them at a readable size."""
+    """A table of one row per class: its name, then its images (N, C, H, W) uint8 side by side (the first
+    ``storage.image_store.GRID_PER_CLASS`` of them), each tile scaled to at least 56 px so a dashboard
+    shows them at a readable size."""
     scale = max(1, -(-56 // pixels.shape[-1]))
     rows = [{"class": name, "images": f"![{name}]({png_data_uri(grid_png(members, per_row=len(members), scale=scale))})"}
-            for c, name in enumerate(class_names) if len(members := pixels[labels == c][:GRID_PER_CLASS])]
+            for c, name in enumerate(class_names) if len(members := pixels[labels == c])]
     return render_table(rows)
 
 

@@ -78,11 +78,14 @@ GRID_PER_CLASS = 50  # the most images of a class a grid shows (a whole real spl
 
 
 def grid_png(images: np.ndarray, *, per_row: int, scale: int = 2) -> bytes:
-    """A PNG of ``images`` (N, C, H, W) uint8, ``per_row`` to a row (one class per row), 1 px gaps."""
+    """A PNG of ``images`` (N, C, H, W) uint8, ``per_row`` to a row (one class per row), 1 px gaps; of a
+    row longer than ``GRID_PER_CLASS`` only its first ``GRID_PER_CLASS`` images are drawn."""
     from io import BytesIO
 
     from PIL import Image
 
+    if per_row > GRID_PER_CLASS:
+        images, per_row = images[np.arange(len(images)) % per_row < GRID_PER_CLASS], GRID_PER_CLASS
     n, channels, height, width = images.shape
     rows = -(-n // per_row)
     canvas = np.full((rows * (height + 1) + 1, per_row * (width + 1) + 1, channels), 255, dtype=np.uint8)

@@ -142,15 +142,14 @@ TEACHER_PASS_BATCH = 1024  # images a forward pass in :func:`outputs_in_batches`
 
 @torch.no_grad()
 def outputs_in_batches(model: nn.Module, images_u8: torch.Tensor, *, norm: Normalization, device: torch.device,
-                       features: bool = False, batch_size: int | None = None) -> torch.Tensor:
+                       features: bool = False) -> torch.Tensor:
     """``(N, K)`` logits, or ``(N, D)`` penultimate features when ``features``, of the uint8 ``images_u8``
-    in eval mode, float32 on the CPU: ``batch_size`` images (default ``TEACHER_PASS_BATCH``) a pass, so a
-    whole real training split as an image set does not need its activations all at once."""
+    in eval mode, float32 on the CPU: ``TEACHER_PASS_BATCH`` images a pass, so a whole real training
+    split as an image set does not need its activations all at once."""
     model.eval()
-    step = batch_size or TEACHER_PASS_BATCH
     passes = []
-    for start in range(0, len(images_u8), step):
-        x = norm.to_input(images_u8[start : start + step].to(device))
+    for start in range(0, len(images_u8), TEACHER_PASS_BATCH):
+        x = norm.to_input(images_u8[start : start + TEACHER_PASS_BATCH].to(device))
         passes.append((penultimate_features(model, x) if features else model(x)).float().cpu())
     return torch.cat(passes)
 

@@ -25,7 +25,7 @@ import torch
 
 from storage.artifacts import ArtifactRef, ArtifactStore
 from storage.file_names import CLASS_BN_STATS, GRID, IMAGES, unit_file
-from storage.image_store import GRID_PER_CLASS, grid_png, write_image_store
+from storage.image_store import grid_png, write_image_store
 from storage.tensor_files import read_tensors, write_tensors
 from tasks.data import DataConfig, ImageSource, load_split, normalization
 from tasks.data.batches import read_images
@@ -218,9 +218,7 @@ def synthesize_task(run: StageRun, runtime: RuntimeConfig) -> ArtifactRef:
                     "teacher": teacher_ref.fingerprint, "config": request.model_dump(mode="json", exclude={"inputs"}),
                     **({"import_digest": request.import_digest} if request.import_digest else {})},
     )
-    shown = min(request.synthesis.ipc, GRID_PER_CLASS)
-    per_class = images.reshape(-1, request.synthesis.ipc, *images.shape[1:])[:, :shown]
-    store.write_bytes(ref, GRID, grid_png(per_class.reshape(-1, *images.shape[1:]), per_row=shown))
+    store.write_bytes(ref, GRID, grid_png(images, per_row=request.synthesis.ipc))
     images_t, labels_t = torch.from_numpy(images), torch.from_numpy(labels)
     metrics = {"teacher_agreement": label_agreement(model, images_t, labels_t, norm=norm, device=device)}
     extra: dict[str, object] = {}
