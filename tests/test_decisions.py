@@ -81,3 +81,16 @@ def test_a_tie_too_close_to_settle_says_so_rather_than_that_it_has_no_spread():
     assert describe(tie).endswith("; more than 1,000 replicates would be needed at this spread")
     [single] = _decide(Decision("s", (0.01,)))
     assert describe(single).endswith("; no spread to go by")
+
+
+def test_a_claim_that_clears_its_level_after_holm_stopped_says_so_rather_than_asking_for_replicates_it_has():
+    """docs/headroom-ipc10: IPC 5,000 at 1x had p = 0.0234 against Holm's 0.025 but stayed undecided, as
+    a claim of smaller p-value had failed; the page said about 5 replicates, the 5 it had, would settle it."""
+    first = Decision("first", (0.02258, 0.03258, 0.04258))  # p near 0.030: fails 0.05 / 2
+    blocked = Decision("blocked", (0.018, 0.028, 0.038))  # p near 0.040: under 0.05 / 1, never tested
+    decided = _decide(first, blocked)
+    assert [d.verdict for d in decided] == ["undecided", "undecided"]
+    assert decided[1].p_value < decided[1].level == 0.05
+    assert describe(decided[1]).endswith("; it clears its own level, but Holm's step-down stopped at a claim of "
+                                         "smaller p-value")
+    assert decided[0].p_value > decided[0].level and decided[0].replicates_to_settle() > decided[0].n

@@ -97,7 +97,7 @@ class Decision:
         if not self.has_spread():
             return None
         spread, effect = stdev(self.differences), abs(self.shifted)
-        for n in range(2, limit + 1):
+        for n in range(max(2, self.n + 1), limit + 1):  # undecided at n: only more replicates can settle it
             if stats.t.ppf(1 - (self.level or ALPHA) / 2, n - 1) * spread / math.sqrt(n) < effect:
                 return n
         return None
@@ -125,7 +125,9 @@ def describe(decision: Decision) -> str:
             f"{decision.level or ALPHA:.3g}{margin})")
     if decision.verdict == "undecided":
         needed = decision.replicates_to_settle()
-        if needed:
+        if decision.level is not None and decision.p_value < decision.level:
+            text += "; it clears its own level, but Holm's step-down stopped at a claim of smaller p-value"
+        elif needed:
             text += f"; about {needed} replicates would settle it at this spread"
         elif decision.has_spread():  # a difference this small against this spread: a tie for any study size
             text += f"; more than {SETTLE_LIMIT:,} replicates would be needed at this spread"
