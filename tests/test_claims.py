@@ -88,9 +88,9 @@ def test_lpld_against_sre2l_is_asked_only_at_the_ipcs_that_have_either():
 def test_a_larger_ipc_is_compared_at_equal_steps_and_at_equal_epochs():
     rows = [*ROWS, row("lpld", 50, "soft", 1.0, shifted(LPLD_1X, 0.01), steps=2400),
             row("lpld", 50, "soft", 1.0, shifted(LPLD_1X, 0.02), steps=12000)]
-    lines = answers(rows, margin=0.005)["(f) Does a larger IPC train better students at 1x?"]
-    assert lines[0].startswith("- lpld, IPC 50 vs 10, equal student steps: ")
-    assert lines[1].startswith("- lpld, IPC 50 vs 10, 12,000 student steps against 2,400: ")
+    lines = answers(rows, margin=0.005)["(f) Does a larger IPC train better students at the same pruning factor?"]
+    assert lines[0].startswith("- lpld, IPC 50 vs 10, 1x, equal student steps: ")
+    assert lines[1].startswith("- lpld, IPC 50 vs 10, 1x, 12,000 student steps against 2,400: ")
 
 
 def test_dd_ranking_scores_come_from_the_1x_hard_and_full_points():
@@ -133,14 +133,18 @@ def test_a_compact_format_is_judged_against_fp16_at_the_same_kept_steps_within_t
     assert claim.decision.verdict == "does not hold"
 
 
-def test_a_headroom_sweep_compares_every_larger_ipc_and_asks_e_once():
-    """Random real at IPC 10, 20, 100 and 5,000 (docs/headroom-ipc10): (f) each larger IPC against IPC 10;
-    (e) only where hard labels were run, and one n/a line, not one per IPC, when nowhere."""
-    rows = [row("random_real", ipc, "soft", 1.0, shifted(LPLD_1X, lift), steps=6000)
-            for ipc, lift in ((10, 0.0), (20, 0.003), (100, 0.01), (5000, 0.02))]
+def test_a_headroom_sweep_compares_every_larger_ipc_at_each_factor_and_asks_e_once():
+    """Random real at IPC 10, 20, 100 and 5,000 at 1x and 40x (docs/headroom-ipc10): (f) each larger IPC
+    against IPC 10 at the same factor, never across factors; (e) only where hard labels were run, and one
+    n/a line, not one per IPC, when nowhere."""
+    rows = [row("random_real", ipc, "soft", factor, shifted(LPLD_1X, lift - cost), steps=6000)
+            for ipc, lift in ((10, 0.0), (20, 0.003), (100, 0.01), (5000, 0.02)) for factor, cost in ((1.0, 0), (40.0, 0.01))]
+    rows.append(row("random_real", 10, "soft", 40.0, shifted(LPLD_1X, -0.05), label_format="logp8+stream"))
     lines = answers(rows, margin=0.005)
-    assert [line.split(":")[0] for line in lines["(f) Does a larger IPC train better students at 1x?"]] == [
-        f"- random_real, IPC {ipc} vs 10, equal student steps" for ipc in (20, 100, 5000)]
+    assert [line.split(":")[0] for line in lines["(f) Does a larger IPC train better students at the same pruning factor?"]] == [
+        f"- random_real, IPC {ipc} vs 10, {factor}, equal student steps" for factor in ("1x", "40x")
+        for ipc in (20, 100, 5000)]
+    assert all("+0.0" in line for line in lines["(f) Does a larger IPC train better students at the same pruning factor?"])  # larger IPC against smaller: never 40x against 1x
     assert lines["(e) Do soft labels at 1x beat hard labels on the same images?"] == [
         "- IPC 10: n/a (the sweep lacks soft 1x and hard-label points of one image set)"]
     with_hard = [*rows, row("random_real", 100, "hard", 0.0, shifted(LPLD_1X, -0.2))]

@@ -6,7 +6,7 @@ across the report (:mod:`tasks.report.decisions`):
 (c) lpld at 40x is at least as good as sre2l at 1x, within a stated margin (non-inferiority);
 (d) a synthetic set beats the random real subset at the same label bytes (DD-Ranking's IOR);
 (e) soft labels at 1x beat hard labels on the same images;
-(f) a larger IPC beats a smaller one at 1x, at equal student steps and at equal epochs;
+(f) a larger IPC beats a smaller one at the same pruning factor, at equal student steps and at equal epochs;
 (g) a compact label format is at least as good as fp16 at the same kept steps, within the margin;
 
 (a)-(c) twice: against sre2l as published (the teacher's running statistics) and against
@@ -171,20 +171,25 @@ def compact_format_claims(rows: list[Row], ipc: int, margin: float) -> list[Clai
 
 
 def larger_ipc_claims(rows: list[Row]) -> list[Claim]:
-    """Each image set's 1x students at every larger IPC against its smallest, once per student budget run."""
-    question = "(f) Does a larger IPC train better students at 1x?"
+    """Each image set's fp16 soft-label students at every larger IPC against its smallest at the same
+    pruning factor, once per student budget run."""
+    question = "(f) Does a larger IPC train better students at the same pruning factor?"
     claims = []
     for mode in sorted({r["mode"] for r in rows if r["ipc"] is not None}, key=mode_order):
-        ipcs = sorted({r["ipc"] for r in rows if r["mode"] == mode and _soft(rows, mode, r["ipc"], FULL)})
-        if len(ipcs) < 2:
-            continue
-        small = _soft(rows, mode, ipcs[0], FULL)
-        for large in (r for ipc in ipcs[1:] for r in rows if r["mode"] == mode and r["ipc"] == ipc
-                      and r["labels"] == "soft" and r["compression"] == FULL and r["label_format"] == "fp16"):
-            budget = "equal student steps" if large["student_steps"] == small["student_steps"] else (
-                f"{large['student_steps']:,} student steps against {small['student_steps']:,}")
-            claims.append(Claim(question, f"{mode}, IPC {large['ipc']} vs {ipcs[0]}, {budget}", Decision.paired(
-                f"IPC {large['ipc']} {pm(large)} vs IPC {ipcs[0]} {pm(small)}", large["test_runs"], small["test_runs"])))
+        factors = sorted({r["compression"] for r in rows if r["mode"] == mode and r["ipc"] is not None
+                          and r["labels"] == "soft" and r["label_format"] == "fp16"})
+        for factor in factors:
+            ipcs = sorted({r["ipc"] for r in rows if r["mode"] == mode and _soft(rows, mode, r["ipc"], factor)})
+            if len(ipcs) < 2:
+                continue
+            small = _soft(rows, mode, ipcs[0], factor)
+            for large in (r for ipc in ipcs[1:] for r in rows if r["mode"] == mode and r["ipc"] == ipc
+                          and r["labels"] == "soft" and r["compression"] == factor and r["label_format"] == "fp16"):
+                budget = "equal student steps" if large["student_steps"] == small["student_steps"] else (
+                    f"{large['student_steps']:,} student steps against {small['student_steps']:,}")
+                claims.append(Claim(question, f"{mode}, IPC {large['ipc']} vs {ipcs[0]}, {factor:g}x, {budget}",
+                                    Decision.paired(f"IPC {large['ipc']} {pm(large)} vs IPC {ipcs[0]} {pm(small)}",
+                                                    large["test_runs"], small["test_runs"])))
     return claims or [Claim(question, "every image set", None, "no image set was run at two IPCs")]
 
 
