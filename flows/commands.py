@@ -74,6 +74,7 @@ def serve(args: argparse.Namespace, line: str) -> int:
 def _resolve(args: argparse.Namespace) -> tuple[DistilleryConfig, list]:
     """The config (and for sweep / report, the grids) the command runs; ConfigError if unusable."""
     from flows.config import DEFAULT_PRESET, ConfigError, grid_points, parse_grid, resolve_config, with_overrides
+    from flows.sweep import split_point
 
     if args.command == "bench":
         import tempfile
@@ -83,10 +84,11 @@ def _resolve(args: argparse.Namespace) -> tuple[DistilleryConfig, list]:
             raise ConfigError(f"bench root {root} is not empty; give an empty folder (cold runs are measured)")
         return resolve_config(preset=args.preset, overrides=args.overrides, artifact_root=root), []
     if args.command == "report":
-        from flows.report import load_spec
+        from flows.report import check_rows_distinct, load_spec
 
         spec = load_spec(args.spec)
         config, grids = spec.base(artifact_root=args.artifact_root, device=args.device), list(spec.grids)
+        check_rows_distinct(spec, config)
     else:
         config = resolve_config(
             config_file=args.config, preset=args.preset or (None if args.config else DEFAULT_PRESET),
@@ -95,7 +97,7 @@ def _resolve(args: argparse.Namespace) -> tuple[DistilleryConfig, list]:
         grids = [parse_grid(args.grid)] if args.command == "sweep" else []
     for grid in grids:
         for point in grid_points(grid):
-            with_overrides(config, point)  # every point valid before anything runs
+            with_overrides(config, split_point(point, 1)[0])  # every point valid before anything runs
     return config, grids
 
 

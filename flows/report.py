@@ -21,16 +21,16 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from flows.config import ConfigError, DistilleryConfig, format_validation_error, resolve_config
+from flows.config import ConfigError, DistilleryConfig, format_validation_error, resolve_config, with_overrides
 from flows.strict_yaml import DuplicateKeyError, load_yaml
-from flows.sweep import REPLICATES, Grid, check_grid_replicates, points_of, sweep, sweep_runs
+from flows.sweep import REPLICATES, Grid, check_grid_replicates, points_of, split_point, sweep, sweep_runs
 from storage.artifacts import ArtifactRef, ArtifactStore
 from storage.file_names import GRID
 from storage.image_store import png_data_uri
 from tasks.report.claims import answers, ranking_rows
 from tasks.report.decisions import ALPHA
-from tasks.report.knobs import knob_rows
-from tasks.report.rows import Row, plot_accuracy_vs_label_bytes, to_csv
+from tasks.report.knobs import at_baseline, knob_rows
+from tasks.report.rows import Row, plot_accuracy_vs_label_bytes, row_identity, to_csv
 from flows.tables import render_table
 
 DEFAULT_REPORT = "fashion_mnist"
@@ -70,6 +70,32 @@ class ReportSpec(BaseModel):
 
     def base(self, *, artifact_root: str | None = None, device: str | None = None) -> DistilleryConfig:
         return resolve_config(preset=self.preset, overrides=self.set, artifact_root=artifact_root, device=device)
+
+
+def check_rows_distinct(spec: ReportSpec, base: DistilleryConfig) -> None:
+    """ConfigError when two of the points the claims read (those at the baseline's values) would make
+    rows the claims cannot tell apart: they differ only in a knob no results column shows."""
+    seen: dict[tuple, tuple[dict[str, str], DistilleryConfig]] = {}
+    for point in points_of(list(spec.grids)):
+        settings, _ = split_point(point, spec.replicates)
+        if not at_baseline(settings, spec.baseline):
+            continue
+        config = with_overrides(base, settings)
+        identity = row_identity(config)
+        other, other_config = seen.setdefault(identity, (settings, config))
+        if other_config != config:  # the same config twice (two grids sharing a point) is one row
+            differ = sorted(k for k in {*settings, *other} if settings.get(k) != other.get(k))
+            raise ConfigError(
+                f"report spec: the points '{_point_text(other)}' and '{_point_text(settings)}' make the same results row "
+                f"({identity[0]}, IPC {identity[1]}, {identity[2]} labels{f' at {identity[3]:g}x' if identity[3] else ''}), "
+                f"so the claims could "
+                f"not tell them apart: they differ in {', '.join(differ)}. Add `baseline: {{{differ[0]}: <the "
+                "preset's value>}` to compare that knob on validation (the claims then read the preset's value), "
+                "or split the grids into two specs")
+
+
+def _point_text(point: dict[str, str]) -> str:
+    return " ".join(f"{k}={v}" for k, v in point.items()) or "(no overrides)"
 
 
 def load_spec(name_or_path: str) -> ReportSpec:
@@ -117,6 +143,13 @@ def timing_lines(runs: list[dict[str, object]]) -> list[str]:
     return lines
 
 
+def claim_rows(spec: ReportSpec, rows: list[Row]) -> list[Row]:
+    """The rows the claims, DD-Ranking, plot and grids read: the points at the baseline's values (all of
+    them without a baseline); ``rows[i]`` is the result of the spec's i-th point. The knob table and the
+    table of all points show every row."""
+    return [row for point, row in zip(points_of(list(spec.grids)), rows) if at_baseline(point, spec.baseline)]
+
+
 def render(spec: ReportSpec, rows: list[Row], *, command: str, runs: list[dict[str, object]]) -> str:
     out = [f"# {spec.title}", "", spec.notes.strip(), "",
            f"Regenerate with `{command}`: the `{spec.preset}` preset with {', '.join(spec.set) or 'no overrides'}.",
@@ -139,11 +172,12 @@ def render(spec: ReportSpec, rows: list[Row], *, command: str, runs: list[dict[s
                 "two-sided t-interval (n - 1 degrees of freedom, not Holm-corrected). A value **replaces** the "
                 "preset's only when its interval lies wholly above 0. Test top-1 is not read here.", "",
                 render_table(knob_rows(rows, points_of(list(spec.grids)), spec.baseline)), ""]
-    for question, lines in answers(rows, margin=spec.margin).items():
+    read = claim_rows(spec, rows)
+    for question, lines in answers(read, margin=spec.margin).items():
         out += [f"## {question}", "", *lines, ""]
     if spec.discussion.strip():
         out += ["## Discussion", "", spec.discussion.strip(), ""]
-    ranking = ranking_rows(rows)
+    ranking = ranking_rows(read)
     if ranking:
         out += ["## DD-Ranking: hard-label recovery, improvement over random, label-robust score", "",
                 "On accuracy fractions; HLR = full-data hard - images' hard, IOR = soft - random_real soft "
@@ -152,8 +186,8 @@ def render(spec: ReportSpec, rows: list[Row], *, command: str, runs: list[dict[s
             "## All points", "", "Validation and test top-1 are mean ± std over the replicates; `real_compression` is the "
             "soft-label pruning factor stored (stream steps / kept steps; 0 = hard labels, nothing stored) by "
             "`prune_rule`; bytes are on-disk store sizes and `smaller_than_fp16` the unpruned fp16 size over them.", "",
-            render_table(rows, TABLE)]
-    grids = _grid_names(rows)
+            render_table(rows, (*TABLE, "point") if spec.baseline else TABLE)]
+    grids = _grid_names(read)
     if grids:
         out += ["## Image grids (one row per class)", ""]
         out += [f"![{name}](grids/{name})" for name in grids] + [""]
@@ -172,18 +206,19 @@ def report(spec: ReportSpec, base: DistilleryConfig, out_dir: str, command: str)
     """Run the spec's sweep, then write ``out_dir``/results.md, .csv, the plot and the image grids."""
     grids: list[Grid] = list(spec.grids)
     rows = sweep(base=base, grids=grids, replicates=spec.replicates, share_teacher=spec.share_teacher)
+    read = claim_rows(spec, rows)
     out = Path(out_dir)
     (out / "grids").mkdir(parents=True, exist_ok=True)
     store = ArtifactStore(base.runtime.artifact_root)
-    for name, fingerprint in _grid_names(rows).items():
+    for name, fingerprint in _grid_names(read).items():
         (out / "grids" / name).write_bytes(store.read_bytes(ArtifactRef(stage="synthesize", fingerprint=fingerprint), GRID))
-    plot = plot_accuracy_vs_label_bytes(rows)
+    plot = plot_accuracy_vs_label_bytes(read)
     (out / PLOT).write_bytes(plot)
     (out / REPORT_CSV).write_text(to_csv(rows))
     text = render(spec, rows, command=command, runs=sweep_runs(base, grids, spec.replicates, spec.share_teacher))
     (out / REPORT_MD).write_text(text)
     inline = text.replace(f"]({PLOT})", f"]({png_data_uri(plot)})")
-    for name in _grid_names(rows):  # the dashboard cannot follow relative links: pictures go inline
+    for name in _grid_names(read):  # the dashboard cannot follow relative links: pictures go inline
         inline = inline.replace(f"](grids/{name})", f"]({png_data_uri((out / 'grids' / name).read_bytes())})")
     create_markdown_artifact(key="results-report", markdown=inline, description=f"written to {out / REPORT_MD}")
     return rows

@@ -49,3 +49,37 @@ def test_a_baseline_no_grid_runs_is_refused_with_the_fix(tmp_path):
         load_spec(str(spec))
     assert load_spec("student_recipe").baseline["evaluate.lr"] == "0.05"  # YAML numbers read as the grids' strings
     assert load_spec("student_knobs").baseline == {"evaluate.temperature": "20", "relabel.epochs": "600"}
+
+
+def test_points_the_results_row_cannot_tell_apart_are_refused_before_the_sweep_unless_a_baseline_picks_one(tmp_path):
+    """Without a baseline the claims would read whichever of two same-looking rows came first (the rows
+    show no augmentation); with it they read the preset's point and the knob table compares the other."""
+    from flows.report import check_rows_distinct, claim_rows
+
+    text = ("title: t\npreset: ci_tiny\ngrids:\n  - synthesis.mode: [random_real]\n"
+            "    data.augment.crop_scale_min: [0.5, 0.25]\n  - synthesis.mode: [random_real]\n"
+            "    data.augment.crop_scale_min: [0.5]\n    evaluate.labels: [hard]\n")
+    (tmp_path / "same.yaml").write_text(text)
+    spec = load_spec(str(tmp_path / "same.yaml"))
+    with pytest.raises(ConfigError, match=r"the points 'synthesis.mode=random_real data.augment.crop_scale_min=0.5' and "
+                       r"'synthesis.mode=random_real data.augment.crop_scale_min=0.25' make the same results row "
+                       r"\(random_real, IPC 2, soft labels at 1x\).*they differ in data.augment.crop_scale_min. Add "
+                       r"`baseline: \{data.augment.crop_scale_min: <the preset's value>\}`"):
+        check_rows_distinct(spec, spec.base(artifact_root=str(tmp_path)))
+    (tmp_path / "baseline.yaml").write_text(text.replace("grids:", "baseline: {data.augment.crop_scale_min: 0.5}\ngrids:"))
+    spec = load_spec(str(tmp_path / "baseline.yaml"))
+    check_rows_distinct(spec, spec.base(artifact_root=str(tmp_path)))
+    rows = [{"n": i} for i in range(3)]  # rows[i] is the result of the spec's i-th point
+    assert claim_rows(spec, rows) == [{"n": 0}, {"n": 2}]  # the 0.25 point is in the knob table only
+
+
+def test_the_report_command_takes_a_spec_whose_grid_sets_its_own_replicates(tmp_path):
+    """ci_tiny's full-data grid runs `replicates: [1]`: the command's check of every point took
+    `replicates` for a setting and refused the spec ('--set replicates=1 must look like section.field')."""
+    import argparse
+
+    from flows.commands import _resolve
+
+    args = argparse.Namespace(command="report", spec="ci_tiny", artifact_root=str(tmp_path), device=None)
+    config, grids = _resolve(args)
+    assert grids[-1]["replicates"] == ["1"] and config.runtime.artifact_root == str(tmp_path)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from flows.config import ConfigError, grid_points, parse_grid, resolve_config, with_overrides
-from flows.report import load_spec, report
+from flows.report import check_rows_distinct, load_spec, report
 from flows.sweep import points_of, split_point
 from tests.conftest import needs_fashion_mnist
 
@@ -50,6 +50,7 @@ def test_every_committed_report_spec_loads_and_each_point_is_a_valid_config(name
     base = spec.base(artifact_root=str(tmp_path))
     points = points_of(spec.grids)
     assert points and spec.title
+    check_rows_distinct(spec, base)  # the claims can tell every row they read apart
     for point in points:
         settings, replicates = split_point(point, spec.replicates)
         with_overrides(base, settings)  # ConfigError naming the knob and value the config refuses

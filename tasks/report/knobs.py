@@ -43,6 +43,12 @@ def knob_rows(rows: list[Row], points: list[dict[str, str]], baseline: dict[str,
     return table
 
 
+def at_baseline(point: dict[str, str], baseline: dict[str, str]) -> bool:
+    """Whether ``point`` leaves every baseline knob at its preset value (or does not set it): the
+    points the report's claims, plot and grids read."""
+    return all(point.get(knob, value) == value for knob, value in baseline.items())
+
+
 def _key(point: dict[str, str]) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(point.items()))
 

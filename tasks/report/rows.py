@@ -49,6 +49,23 @@ def mode_name(config: Any) -> str:
     return name + suffix + ("+pooled" if synthesis.sre2l_statistics == "pooled" else "")
 
 
+def row_identity(config: Any) -> tuple[Any, ...]:
+    """What the claims find a row by, from its config: image set, IPC, labels, pruning factor, prune
+    rule, label format, and the label epochs that set the student's steps. Two points of one report
+    with the same identity are two rows no claim can tell apart."""
+    soft = config.evaluate.labels == "soft"
+    return (
+        mode_name(config),
+        None if config.evaluate.train_set == "full" else config.synthesis.ipc,
+        config.evaluate.labels,
+        round(1.0 / (1.0 - config.prune.ratio), 2) if soft else 0.0,
+        (config.prune.rule if config.prune.ratio > 0 else "none") if soft else "",
+        config.relabel.label_format + ("" if config.relabel.augmentation == "boxes"
+                                       else f"+{config.relabel.augmentation}") if soft else "",
+        config.relabel.epochs,
+    )
+
+
 def _runs(values_per_replicate: list[list[float]]) -> list[float]:
     """One value per replicate (its mean), or the single replicate's values themselves; none when a
     replicate has none (within-class similarity at IPC 1: one image a class has no pairs)."""
@@ -67,21 +84,21 @@ def result_row(
 ) -> Row:
     """The row of one grid point: ``config`` is its DistilleryConfig (replicate 0's), ``replicates`` one
     ``{stage: manifest}`` per replicate."""
-    soft, first = config.evaluate.labels == "soft", replicates[0]
+    first = replicates[0]
     evaluate, images = first["evaluate"]["metrics"], first.get("synthesize", {}).get("metrics", {})
     labels = first.get("prune", first.get("relabel", {})).get("metrics")  # the store the students read
     runs = {split: _runs([m["evaluate"].get(f"{split}_top1_per_seed", []) for m in replicates]) for split in ("val", "test")}
     similarity = (_runs([m["synthesize"].get("within_class_similarity_per_class", []) for m in replicates])
                   if "synthesize" in first else [])
+    mode, ipc, labels_kind, compression, prune_rule, label_format, _ = row_identity(config)
     return {
-        "mode": mode_name(config),
-        "ipc": None if config.evaluate.train_set == "full" else config.synthesis.ipc,
-        "labels": config.evaluate.labels,
-        "compression": round(1.0 / (1.0 - config.prune.ratio), 2) if soft else 0.0,
+        "mode": mode,
+        "ipc": ipc,
+        "labels": labels_kind,
+        "compression": compression,
         "real_compression": round(evaluate["label_compression"], 2),
-        "prune_rule": (config.prune.rule if config.prune.ratio > 0 else "none") if soft else "",
-        "label_format": config.relabel.label_format + ("" if config.relabel.augmentation == "boxes"
-                                                       else f"+{config.relabel.augmentation}") if soft else "",
+        "prune_rule": prune_rule,
+        "label_format": label_format,
         "replicates": len(replicates),
         **{key: value for split in ("val", "test") for key, value in (
             (f"{split}_top1", round(fmean(runs[split]), 4) if runs[split] else None),
