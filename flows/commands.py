@@ -73,8 +73,8 @@ def serve(args: argparse.Namespace, line: str) -> int:
 
 def _resolve(args: argparse.Namespace) -> tuple[DistilleryConfig, list]:
     """The config (and for sweep / report, the grids) the command runs; ConfigError if unusable."""
-    from flows.config import DEFAULT_PRESET, ConfigError, grid_points, parse_grid, resolve_config, with_overrides
-    from flows.sweep import split_point
+    from flows.config import (DEFAULT_PRESET, ConfigError, grid_points, parse_grid, resolve_config, split_point,
+                              with_overrides)
 
     if args.command == "bench":
         import tempfile

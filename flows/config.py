@@ -225,3 +225,21 @@ def grid_points(grid: dict[str, list[str]]) -> list[dict[str, str]]:
     """Every combination of the grid's values, as ``{field path: value}``, in grid order."""
     names = list(grid)
     return [dict(zip(names, values)) for values in itertools.product(*(grid[name] for name in names))]
+
+
+REPLICATES = "replicates"  # a grid key that is not a setting: that grid's replicates per point, e.g. [3]
+
+
+def check_grid_replicates(grid: dict[str, list[str]]) -> None:
+    """A grid's own ``replicates`` is one whole number from 1 to 100; ConfigError names the fix."""
+    values = grid.get(REPLICATES)
+    if values is None:
+        return
+    if len(values) != 1 or not values[0].isdigit() or not 1 <= int(values[0]) <= 100:
+        raise ConfigError(f"a grid's replicates is one whole number from 1 to 100 (e.g. replicates: [3]), "
+                          f"got {values}; it sets that grid's replicates per point instead of the spec's")
+
+
+def split_point(point: dict[str, str], replicates: int) -> tuple[dict[str, str], int]:
+    """A point's settings and its replicates: its grid's ``replicates`` when given, else ``replicates``."""
+    return {k: v for k, v in point.items() if k != REPLICATES}, int(point.get(REPLICATES, replicates))

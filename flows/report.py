@@ -21,9 +21,10 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from flows.config import ConfigError, DistilleryConfig, format_validation_error, resolve_config, with_overrides
+from flows.config import (REPLICATES, ConfigError, DistilleryConfig, check_grid_replicates, format_validation_error,
+                          resolve_config, split_point, with_overrides)
 from flows.strict_yaml import DuplicateKeyError, load_yaml
-from flows.sweep import REPLICATES, Grid, check_grid_replicates, points_of, split_point, sweep, sweep_runs
+from flows.sweep import Grid, points_of, sweep, sweep_runs
 from storage.artifacts import ArtifactRef, ArtifactStore
 from storage.file_names import GRID
 from storage.image_store import png_data_uri

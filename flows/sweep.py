@@ -22,7 +22,8 @@ import time
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from flows.config import ConfigError, DistilleryConfig, PresetRef, config_of, grid_points, with_overrides
+from flows.config import (DistilleryConfig, PresetRef, check_grid_replicates, config_of, grid_points, split_point,
+                          with_overrides)
 from flows.distill import StageOutcome, distill, planned_requests
 from flows.pipeline import data_identity, last_before_evaluate, replicate_runs
 from flows.scale_out import map_units, shared_cluster, unit_runner
@@ -35,7 +36,6 @@ SHOWN = ("mode", "ipc", "labels", "real_compression", "prune_rule", "label_forma
          "val_top1_std", "test_top1", "test_top1_std", "label_bytes", "within_class_similarity", "evaluate_state")
 
 Grid = dict[str, list[str]]
-REPLICATES = "replicates"  # a grid key that is not a setting: that grid's replicates per point, e.g. [3]
 
 
 def sweep_ref(base: DistilleryConfig, grids: list[Grid], replicates: int = 1, share_teacher: bool = True) -> ArtifactRef:
@@ -47,21 +47,6 @@ def sweep_ref(base: DistilleryConfig, grids: list[Grid], replicates: int = 1, sh
 
 def points_of(grids: list[Grid]) -> list[dict[str, str]]:
     return [point for grid in grids for point in grid_points(grid)]
-
-
-def check_grid_replicates(grid: Grid) -> None:
-    """A grid's own ``replicates`` is one whole number from 1 to 100; ConfigError names the fix."""
-    values = grid.get(REPLICATES)
-    if values is None:
-        return
-    if len(values) != 1 or not values[0].isdigit() or not 1 <= int(values[0]) <= 100:
-        raise ConfigError(f"a grid's replicates is one whole number from 1 to 100 (e.g. replicates: [3]), "
-                          f"got {values}; it sets that grid's replicates per point instead of the spec's")
-
-
-def split_point(point: dict[str, str], replicates: int) -> tuple[dict[str, str], int]:
-    """A point's settings and its replicates: its grid's ``replicates`` when given, else ``replicates``."""
-    return {k: v for k, v in point.items() if k != REPLICATES}, int(point.get(REPLICATES, replicates))
 
 
 def _row(point: dict[str, str], config: DistilleryConfig, outcomes: list[StageOutcome], *, shared_teacher: bool) -> Row:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from flows.config import ConfigError, grid_points, parse_grid, resolve_config, with_overrides
+from flows.config import ConfigError, grid_points, parse_grid, resolve_config, split_point, with_overrides
 from flows.report import check_rows_distinct, load_spec, report
-from flows.sweep import points_of, split_point
+from flows.sweep import points_of
 from tests.conftest import needs_fashion_mnist
 
 
