@@ -89,8 +89,8 @@ def check_rows_distinct(spec: ReportSpec, base: DistilleryConfig) -> None:
             raise ConfigError(
                 f"report spec: the points '{_point_text(other)}' and '{_point_text(settings)}' make the same results row "
                 f"({identity[0]}, IPC {identity[1]}, {identity[2]} labels{f' at {identity[3]:g}x' if identity[3] else ''}), "
-                f"so the claims could "
-                f"not tell them apart: they differ in {', '.join(differ)}. Add `baseline: {{{differ[0]}: <the "
+                f"so the claims could not tell them apart: they differ in {', '.join(differ)}. Add `baseline: "
+                f"{{{differ[0]}: <the "
                 "preset's value>}` to compare that knob on validation (the claims then read the preset's value), "
                 "or split the grids into two specs")
 
