@@ -150,3 +150,16 @@ def test_a_headroom_sweep_compares_every_larger_ipc_at_each_factor_and_asks_e_on
     with_hard = [*rows, row("random_real", 100, "hard", 0.0, shifted(LPLD_1X, -0.2))]
     [soft_vs_hard] = answers(with_hard, margin=0.005)["(e) Do soft labels at 1x beat hard labels on the same images?"]
     assert soft_vs_hard.startswith("- IPC 100, random_real: ")
+
+
+def test_d_pairs_a_set_with_random_real_at_the_same_student_steps():
+    """A sweep over relabel.epochs has two random real rows at one factor; (d) must not pair lpld's
+    6,000-step students with whichever of them comes first."""
+    rows = [row("random_real", 10, "soft", 1.0, shifted(LPLD_1X, 0.05), steps=1200),
+            row("random_real", 10, "soft", 1.0, shifted(LPLD_1X, 0.02), steps=6000),
+            row("lpld", 10, "soft", 1.0, LPLD_1X, steps=6000)]
+    [claim] = random_real_claims(rows, 10, "lpld")
+    assert claim.label == "IPC 10, lpld, 1x fp16" and claim.decision.mean == pytest.approx(-0.02)
+    rows.append(row("lpld", 10, "soft", 1.0, shifted(LPLD_1X, 0.01), steps=1200))
+    labels = {c.label: round(c.decision.mean, 4) for c in random_real_claims(rows, 10, "lpld")}
+    assert labels == {"IPC 10, lpld, 1x fp16, 1,200 student steps": -0.04, "IPC 10, lpld, 1x fp16, 6,000 student steps": -0.02}

@@ -132,14 +132,18 @@ def random_real_claims(rows: list[Row], ipc: int, mode: str) -> list[Claim]:
         scores = ", ".join(f"{r['mode']} {r['val_top1']:.4f}" for r in compared)
         # one criterion alone was chosen elsewhere (a confirmation run): nothing was compared here
         chosen = f" (chosen on validation top-1 at {compared[0]['compression']:g}x: {scores})" if len(compared) > 1 else ""
-    budgets = sorted({(r["compression"], r["label_format"]) for r in rows
+    # a budget is a factor and format at a student step count: rows at other steps are never paired
+    budgets = sorted({(r["compression"], r["label_format"], r["student_steps"]) for r in rows
                       if r["labels"] == "soft" and r["ipc"] == ipc and r["mode"] == mode})
     claims = []
-    for compression, label_format in budgets:
-        ours, real = _soft(rows, mode, ipc, compression, label_format), _soft(rows, "random_real", ipc, compression, label_format)
+    for compression, label_format, steps in budgets:
+        same = dict(ipc=ipc, labels="soft", compression=compression, label_format=label_format, student_steps=steps)
+        ours, real = find(rows, mode=mode, **same), find(rows, mode="random_real", **same)
         if ours is not None and real is not None:
             shown = f"{mode} {pm(ours)} vs random_real {pm(real)}"
-            claims.append(Claim(question, f"IPC {ipc}, {mode}, {compression:g}x {label_format}{chosen}",
+            several = sum(b[:2] == (compression, label_format) for b in budgets) > 1
+            at = f", {steps:,} student steps" if several else ""
+            claims.append(Claim(question, f"IPC {ipc}, {mode}, {compression:g}x {label_format}{at}{chosen}",
                                 Decision.paired(shown, ours["test_runs"], real["test_runs"])))
     return claims or [Claim(question, f"IPC {ipc}, {mode}", None, f"the sweep lacks {mode} or random_real with soft labels")]
 
@@ -161,7 +165,8 @@ def compact_format_claims(rows: list[Row], ipc: int, margin: float) -> list[Clai
                 f"(non-inferiority, margin {margin:g})?")
     claims = []
     for compact in (r for r in rows if r["ipc"] == ipc and r["labels"] == "soft" and r["label_format"] != "fp16"):
-        fp16 = _soft(rows, compact["mode"], ipc, compact["compression"])
+        fp16 = find(rows, mode=compact["mode"], ipc=ipc, labels="soft", compression=compact["compression"],
+                    label_format="fp16", student_steps=compact["student_steps"])
         if fp16 is not None:
             shown = (f"{compact['label_format']} {pm(compact)} ({compact.get('smaller_than_fp16', 0):g}x smaller than "
                      f"unpruned fp16) vs fp16 {pm(fp16)}")
