@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 from tasks.report.decisions import Decision, describe, holm
 from tasks.report.ranking import label_robust_score
@@ -43,8 +44,9 @@ class Claim:
     missing: str = ""
 
 
-def _soft(rows: list[Row], mode: str, ipc: int, compression: float, label_format: str = "fp16") -> Row | None:
-    return find(rows, mode=mode, ipc=ipc, labels="soft", compression=compression, label_format=label_format)
+def _soft(rows: list[Row], mode: str, ipc: int, compression: float, label_format: str = "fp16",
+          **where: Any) -> Row | None:
+    return find(rows, mode=mode, ipc=ipc, labels="soft", compression=compression, label_format=label_format, **where)
 
 
 def _ipcs(rows: list[Row]) -> list[int]:
@@ -137,8 +139,7 @@ def random_real_claims(rows: list[Row], ipc: int, mode: str) -> list[Claim]:
                       if r["labels"] == "soft" and r["ipc"] == ipc and r["mode"] == mode})
     claims = []
     for compression, label_format, steps in budgets:
-        same = dict(ipc=ipc, labels="soft", compression=compression, label_format=label_format, student_steps=steps)
-        ours, real = find(rows, mode=mode, **same), find(rows, mode="random_real", **same)
+        ours, real = (_soft(rows, m, ipc, compression, label_format, student_steps=steps) for m in (mode, "random_real"))
         if ours is not None and real is not None:
             shown = f"{mode} {pm(ours)} vs random_real {pm(real)}"
             several = sum(b[:2] == (compression, label_format) for b in budgets) > 1
@@ -165,8 +166,7 @@ def compact_format_claims(rows: list[Row], ipc: int, margin: float) -> list[Clai
                 f"(non-inferiority, margin {margin:g})?")
     claims = []
     for compact in (r for r in rows if r["ipc"] == ipc and r["labels"] == "soft" and r["label_format"] != "fp16"):
-        fp16 = find(rows, mode=compact["mode"], ipc=ipc, labels="soft", compression=compact["compression"],
-                    label_format="fp16", student_steps=compact["student_steps"])
+        fp16 = _soft(rows, compact["mode"], ipc, compact["compression"], student_steps=compact["student_steps"])
         if fp16 is not None:
             shown = (f"{compact['label_format']} {pm(compact)} ({compact.get('smaller_than_fp16', 0):g}x smaller than "
                      f"unpruned fp16) vs fp16 {pm(fp16)}")
