@@ -31,7 +31,7 @@ from storage.image_store import png_data_uri
 from tasks.report.claims import answers, ranking_rows
 from tasks.report.decisions import ALPHA
 from tasks.report.knobs import at_baseline, knob_rows
-from tasks.report.rows import Row, plot_accuracy_vs_label_bytes, row_identity, to_csv
+from tasks.report.rows import Row, RowIdentity, plot_accuracy_vs_label_bytes, row_identity, to_csv
 from flows.tables import render_table
 
 DEFAULT_REPORT = "fashion_mnist"
@@ -76,7 +76,7 @@ class ReportSpec(BaseModel):
 def check_rows_distinct(spec: ReportSpec, base: DistilleryConfig) -> None:
     """ConfigError when two of the points the claims read (those at the baseline's values) would make
     rows the claims cannot tell apart: they differ only in a knob no results column shows."""
-    seen: dict[tuple, tuple[dict[str, str], DistilleryConfig]] = {}
+    seen: dict[RowIdentity, tuple[dict[str, str], DistilleryConfig]] = {}
     for point in points_of(list(spec.grids)):
         settings, _ = split_point(point, spec.replicates)
         if not at_baseline(settings, spec.baseline):
@@ -86,13 +86,13 @@ def check_rows_distinct(spec: ReportSpec, base: DistilleryConfig) -> None:
         other, other_config = seen.setdefault(identity, (settings, config))
         if other_config != config:  # the same config twice (two grids sharing a point) is one row
             differ = sorted(k for k in {*settings, *other} if settings.get(k) != other.get(k))
+            factor = f" at {identity.compression:g}x" if identity.compression else ""
             raise ConfigError(
-                f"report spec: the points '{_point_text(other)}' and '{_point_text(settings)}' make the same results row "
-                f"({identity[0]}, IPC {identity[1]}, {identity[2]} labels{f' at {identity[3]:g}x' if identity[3] else ''}), "
-                f"so the claims could not tell them apart: they differ in {', '.join(differ)}. Add `baseline: "
-                f"{{{differ[0]}: <the "
-                "preset's value>}` to compare that knob on validation (the claims then read the preset's value), "
-                "or split the grids into two specs")
+                f"report spec: the points '{_point_text(other)}' and '{_point_text(settings)}' make the same results "
+                f"row ({identity.mode}, IPC {identity.ipc}, {identity.labels} labels{factor}), so the claims could not "
+                f"tell them apart: they differ in {', '.join(differ)}. Add `baseline: {{{differ[0]}: <the preset's "
+                "value>}` to compare that knob on validation (the claims then read the preset's value), or split the "
+                "grids into two specs")
 
 
 def _point_text(point: dict[str, str]) -> str:

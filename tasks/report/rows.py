@@ -24,7 +24,7 @@ from __future__ import annotations
 import csv
 import io
 from statistics import fmean, stdev
-from typing import Any
+from typing import Any, NamedTuple
 
 Row = dict[str, Any]
 COLUMNS = (
@@ -49,12 +49,24 @@ def mode_name(config: Any) -> str:
     return name + suffix + ("+pooled" if synthesis.sre2l_statistics == "pooled" else "")
 
 
-def row_identity(config: Any) -> tuple[Any, ...]:
-    """What the claims find a row by, from its config: image set, IPC, labels, pruning factor, prune
-    rule, label format, and the label epochs that set the student's steps. Two points of one report
-    with the same identity are two rows no claim can tell apart."""
+class RowIdentity(NamedTuple):
+    """What the claims find a row by (its columns of the same names), and the label epochs that set
+    the student's steps. Two points of one report with the same identity are two rows no claim can
+    tell apart."""
+
+    mode: str
+    ipc: int | None
+    labels: str
+    compression: float
+    prune_rule: str
+    label_format: str
+    epochs: int
+
+
+def row_identity(config: Any) -> RowIdentity:
+    """The :class:`RowIdentity` a config's point makes."""
     soft = config.evaluate.labels == "soft"
-    return (
+    return RowIdentity(
         mode_name(config),
         None if config.evaluate.train_set == "full" else config.synthesis.ipc,
         config.evaluate.labels,
@@ -90,15 +102,15 @@ def result_row(
     runs = {split: _runs([m["evaluate"].get(f"{split}_top1_per_seed", []) for m in replicates]) for split in ("val", "test")}
     similarity = (_runs([m["synthesize"].get("within_class_similarity_per_class", []) for m in replicates])
                   if "synthesize" in first else [])
-    mode, ipc, labels_kind, compression, prune_rule, label_format, _ = row_identity(config)
+    identity = row_identity(config)
     return {
-        "mode": mode,
-        "ipc": ipc,
-        "labels": labels_kind,
-        "compression": compression,
+        "mode": identity.mode,
+        "ipc": identity.ipc,
+        "labels": identity.labels,
+        "compression": identity.compression,
         "real_compression": round(evaluate["label_compression"], 2),
-        "prune_rule": prune_rule,
-        "label_format": label_format,
+        "prune_rule": identity.prune_rule,
+        "label_format": identity.label_format,
         "replicates": len(replicates),
         **{key: value for split in ("val", "test") for key, value in (
             (f"{split}_top1", round(fmean(runs[split]), 4) if runs[split] else None),
