@@ -2,10 +2,11 @@
 
 A run that will fail should fail in a second with one message, exit 2, before Prefect starts
 (:func:`refusal`; what needs no torch and no file's contents first, :func:`quick_refusal`): the
-device must exist, every split must load and an image folder's files must be images, a teacher
-weights file must be a state dict that fits the teacher's architecture, imported images must fit
-the data set, an export target must not exist and its folder must be writable, the artifact root
-must be writable and a configured Prefect API must answer. Disk-level failures met mid-run
+device must exist, every split must load and an image folder's files must be images, every class
+must hold the real images synthesis picks from it, a teacher weights file must be a state dict
+that fits the teacher's architecture, imported images must fit the data set, an export target
+must not exist and its folder must be writable, the artifact root must be writable and a
+configured Prefect API must answer. Disk-level failures met mid-run
 (full, read-only) are reworded to name the root and the fix; finished stages are untouched,
 since every file is written to a temporary name and renamed into place.
 """
@@ -70,10 +71,12 @@ def _thorough_refusal(config: DistilleryConfig) -> str | None:
     from tasks.data.class_folders import check_import
     from tasks.pretrained import WeightsError
     from tasks.runtime import DeviceError, resolve_device
+    from tasks.stages.synthesize.config import SynthesisError
 
     try:
         resolve_device(config.runtime)
         test = check_data(config)
+        check_class_sizes(config)
         if config.teacher.weights is not None:
             check_weights(config, test)
         if config.synthesis.mode == "imported":
@@ -81,7 +84,7 @@ def _thorough_refusal(config: DistilleryConfig) -> str | None:
                          resize=config.synthesis.import_resize)
     except DataError as err:
         return f"data: {err}"
-    except (WeightsError, DeviceError) as err:
+    except (WeightsError, DeviceError, SynthesisError) as err:
         return str(err)
     return None
 
@@ -104,6 +107,20 @@ def check_data(config: DistilleryConfig) -> ImageSource:
     return test
 
 
+def check_class_sizes(config: DistilleryConfig) -> None:
+    """Every class of the training split must hold the real images synthesis picks from it (random
+    real, selection, recovery from real images): SynthesisError naming the class and the fix. Reads
+    the training split only for those modes."""
+    from tasks.data import class_sizes, load_split
+    from tasks.pretrained import pretrained_input
+    from tasks.stages.synthesize.config import check_real_images, real_images_needed
+
+    if real_images_needed(config.synthesis):
+        train = load_split(pretrained_input(config.data, config.teacher.weights), "train")
+        check_real_images(config.synthesis, image_size=train.image_size, class_sizes=class_sizes(train),
+                          train_per_class=config.data.train_per_class)
+
+
 def check_weights(config: DistilleryConfig, source: ImageSource) -> None:
     """The teacher weights file must hold a state dict that fits ``teacher.model`` on ``source``'s images."""
     from tasks.models import build_teacher
@@ -124,7 +141,7 @@ def check_export(config: DistilleryConfig, dest: Path) -> None:
                           f"trains on evaluate.labels={config.evaluate.labels}, evaluate.train_set="
                           f"{config.evaluate.train_set}: remove those settings")
     check_export_target(dest)
-    if why := unwritable(str(dest.parent)):
+    if why := unwritable(str(dest.parent), keep=False):  # the export makes it; a refusal that follows leaves nothing
         raise ExportError(f"export target {dest} cannot be made: its folder {dest.parent} {why}; give --to a "
                           "folder you can write")
 
@@ -219,9 +236,11 @@ def quiet_tracebacks() -> None:
     """Terminal logs without tracebacks (the CLI prints one message; --debug shows them all).
 
     Only stream handlers are changed: the Prefect API handler still sends the traceback to
-    the dashboard.
+    the dashboard. ``import prefect`` alone installs no handler: Prefect sets its logging up when
+    ``prefect.main`` is first imported, which in a fresh process happens only once a flow runs. So it
+    is imported here; later set-up calls are incremental (levels only) and keep these formatters.
     """
-    import prefect  # noqa: F401 - its logging set-up must have run
+    import prefect.main  # noqa: F401 - installs Prefect's terminal handlers
 
     loggers = [logging.getLogger()] + [logging.getLogger(name) for name in list(logging.root.manager.loggerDict)]
     for logger in loggers:

@@ -4,7 +4,9 @@ Every finished artifact's manifest lists its files with their sizes and SHA-256 
 (:meth:`ArtifactStore.write_manifest`); verification re-reads each file and compares, checks
 that the manifest names its own stage and fingerprint and that its inputs exist, and lists
 directories without a manifest as unfinished (the next run redoes them; not damage). Nothing
-is changed: the fix for a damaged artifact is to delete its directory and rerun the same command.
+is changed: the fix for a damaged artifact is to delete its directory and rerun the same command;
+one whose files are whole but whose input is gone needs only the rerun, which rebuilds the input
+(the same fingerprint) and keeps it.
 
     findings = verify_tree("artifacts")
     damaged = [f for f in findings if f.status == "damaged"]
@@ -27,25 +29,34 @@ class Finding:
     ref: ArtifactRef
     status: Status
     detail: str
+    inputs_only: bool = False  # damaged only in that an input is missing: a rerun rebuilds it and keeps this one
 
 
 def _damage(store: ArtifactStore, ref: ArtifactRef) -> tuple[Status, str]:
+    status, detail, _ = _findings(store, ref)
+    return status, detail
+
+
+def _findings(store: ArtifactStore, ref: ArtifactRef) -> tuple[Status, str, bool]:
+    """The artifact's status and detail, and whether missing inputs are all that is wrong with it."""
     try:
         manifest = json.loads(store.read_bytes(ref, MANIFEST))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        return "damaged", f"manifest.json is not valid JSON ({err})"
+        return "damaged", f"manifest.json is not valid JSON ({err})", False
     if not isinstance(manifest, dict) or (manifest.get("stage"), manifest.get("fingerprint")) != (ref.stage, ref.fingerprint):
-        return "damaged", "manifest.json names another artifact (or is not a manifest)"
-    problems = []
+        return "damaged", "manifest.json names another artifact (or is not a manifest)", False
+    missing = []
     for name, spec in sorted((manifest.get("inputs") or {}).items()):
         stage, _, fingerprint = str(spec).partition("/")
         if not store.is_complete(ArtifactRef(stage=stage, fingerprint=fingerprint)):
-            problems.append(f"input {name} ({spec}) is missing or unfinished")
+            missing.append(f"input {name} ({spec}) is missing or unfinished")
     files = manifest.get("files")
     if files is None:
-        return ("damaged", "; ".join(problems)) if problems else ("unchecked", "manifest has no checksums (older format)")
-    problems += file_problems(files, store.file_checksums(ref))  # the listing write_manifest recorded, taken now
-    return ("damaged", "; ".join(problems)) if problems else ("ok", f"{len(files)} files")
+        return ("damaged", "; ".join(missing), True) if missing else ("unchecked", "manifest has no checksums (older format)", False)
+    problems = file_problems(files, store.file_checksums(ref))  # the listing write_manifest recorded, taken now
+    if missing or problems:
+        return "damaged", "; ".join(missing + problems), not problems
+    return "ok", f"{len(files)} files", False
 
 
 def file_problems(recorded: dict[str, dict[str, Any]], present: dict[str, dict[str, Any]], *,
@@ -74,7 +85,8 @@ def verify_tree(root: str) -> list[Finding]:
     """One finding per artifact directory under ``root`` (stage folders, then fingerprints, sorted)."""
     store = ArtifactStore(root)
     if not store.fs.isdir(store.root_path):
-        raise FileNotFoundError(f"artifact root {root} does not exist; give the folder passed as --artifact-root")
+        what = "is not a folder" if store.fs.exists(store.root_path) else "does not exist"
+        raise FileNotFoundError(f"artifact root {root} {what}; give the folder passed as --artifact-root")
     findings = []
     for stage_dir in sorted(store.fs.ls(store.root_path, detail=False)):
         stage = stage_dir.rstrip("/").rsplit("/", 1)[-1]
@@ -88,7 +100,7 @@ def verify_tree(root: str) -> list[Finding]:
             if not store.is_complete(ref):
                 findings.append(Finding(ref, "unfinished", "no manifest; the next run redoes it"))
                 continue
-            findings.append(Finding(ref, *_damage(store, ref)))
+            findings.append(Finding(ref, *_findings(store, ref)))
     return findings
 
 
@@ -96,6 +108,11 @@ def format_findings(findings: list[Finding]) -> str:
     lines = [f"{f.status:<10} {f.ref}  {f.detail}" for f in findings]
     counts = {s: sum(f.status == s for f in findings) for s in ("ok", "unfinished", "unchecked", "damaged")}
     lines.append(", ".join(f"{n} {s}" for s, n in counts.items()))
-    if counts["damaged"]:
-        lines.append("fix: " + rebuild_advice("each damaged artifact's directory"))
+    damaged = [f for f in findings if f.status == "damaged"]
+    if any(not f.inputs_only for f in damaged):
+        lines.append("fix: " + rebuild_advice("each damaged artifact's directory"
+                                              + (" whose own files are damaged" if any(f.inputs_only for f in damaged) else "")))
+    if any(f.inputs_only for f in damaged):
+        lines.append("fix: where only an input is missing, rerun the same command: it rebuilds the input and keeps "
+                     "the artifact")
     return "\n".join(lines)

@@ -87,7 +87,8 @@ def card_markdown(card: dict[str, Any]) -> str:
         f"| student test top-1 | {evaluate['test_top1']:.4f} ± {evaluate['test_top1_std']:.4f} |",
         f"| teacher test top-1 | {evaluate['teacher_test_top1']:.4f} |",
         f"| normalisation | mean {data['mean']}, std {data['std']} |", "",
-        "Train a student on it: `ReplayedSteps.from_export(\"<this folder>\")` (tasks/student_data.py). "
+        "Train a student on it: `from tasks.labels import ReplayedSteps`, then "
+        "`ReplayedSteps.from_export(\"<this folder>\")` (tasks/labels/replay.py). "
         "Config, fingerprints and every metric are in card.json.", "",
     ])
 

@@ -73,6 +73,9 @@ REFUSED_BEFORE_WORK = {
     "malformed grid": (lambda t: ["sweep", *TINY, "--grid", "synthesis.mode"], r"must look like section.field=V1,V2"),
     "bad grid value": (lambda t: ["sweep", *TINY, "--grid", "synthesis.ipc=10,0"], r"synthesis.ipc: .*greater than or equal to 1"),
     "unknown report spec": (lambda t: ["report", "nightly"], r"no report spec 'nightly'"),
+    "IPC larger than a class": (lambda t: ["run", *TINY, "--set", "synthesis.mode=random_real", "--set", "synthesis.ipc=201"],
+                                r"synthesis.ipc=201 exceeds the 200 training images of class T-shirt/top \(10 classes "
+                                r"short\); lower synthesis.ipc, or raise data.train_per_class\n$"),
     "full data with soft labels": (lambda t: ["run", *TINY, "--set", "evaluate.train_set=full"],
                                    r"set evaluate.labels=hard"),
     "unwritable artifact root": (lambda t: ["run", *TINY, "--artifact-root", "/sys/distillery-artifacts"],
@@ -80,6 +83,8 @@ REFUSED_BEFORE_WORK = {
     "artifact root under a file": (lambda t: ["run", *TINY, "--artifact-root", str(t / "bad.yaml" / "root")],
                                    r"artifact root .* cannot be written .*--artifact-root"),
     "verify a missing root": (lambda t: ["verify", "--artifact-root", str(t / "nowhere")], r"does not exist"),
+    "verify a file as the root": (lambda t: ["verify", "--artifact-root", str(t / "bad.yaml")],
+                                  r"artifact root .*bad.yaml is not a folder; give the folder passed as --artifact-root"),
 }
 
 
@@ -94,6 +99,14 @@ def test_input_refused_before_any_work(case, tmp_path, capfd):
     assert code == 2, err
     assert err.startswith("distillery: ") and re.search(message, err), err
     assert not (tmp_path / "a").exists() or not any((tmp_path / "a").iterdir())
+
+
+def test_a_refused_export_leaves_no_folder_behind(tmp_path, capfd):
+    (tmp_path / "a-file").write_text("in the way of the artifact root")
+    code, err = run_cli(capfd, "export", *TINY, "--artifact-root", str(tmp_path / "a-file"),
+                        "--to", str(tmp_path / "new" / "deep" / "out"))
+    assert code == 2 and "artifact root" in err and "cannot be written" in err, err
+    assert [p.name for p in tmp_path.iterdir()] == ["a-file"]  # the export target's folders were probed, then removed
 
 
 def test_an_unreachable_prefect_api_is_named_before_any_work(tmp_path, capfd, monkeypatch):
@@ -182,6 +195,19 @@ def test_export_refuses_a_damaged_chunk_and_writes_nothing(built, tmp_path, capf
     assert not (tmp_path / "out").exists() and [p.name for p in tmp_path.iterdir()] == ["a"]
 
 
+@pytest.mark.slow
+def test_an_artifact_whose_input_is_gone_is_kept_by_a_rerun_as_verify_says(built, tmp_path, capfd, prefect_server):
+    root = _copy(built, tmp_path)
+    stats = _only(root, "stats")
+    synthesize = digests(_only(root, "synthesize"))
+    shutil.rmtree(stats)
+    code, out = main(["verify", "--artifact-root", str(root)]), capfd.readouterr().out
+    assert code == 1 and f"input stats (stats/{stats.name}) is missing" in out
+    assert "fix: where only an input is missing, rerun the same command" in out and "delete each" not in out
+    assert run_cli(capfd, "run", *TINY, "--artifact-root", str(root))[0] == 0
+    assert digests(_only(root, "synthesize")) == synthesize and digests(root) == digests(built)
+
+
 def test_a_truncated_chunk_is_found_by_verify(built, tmp_path, capfd):
     root = _copy(built, tmp_path)
     images = _only(root, "synthesize") / "images.zarr" / "images" / "c" / "0" / "0" / "0" / "0"
@@ -227,16 +253,6 @@ def test_a_full_disk_mid_run_names_the_root_and_keeps_finished_stages(built, tmp
     assert code == 1 and f"the artifact root {root} is full" in err and "rerun the same command to resume" in err
     assert digests(root) == before  # nothing finished was touched
     assert not any((root / "synthesize").rglob("manifest.json"))
-
-
-@pytest.mark.slow
-def test_ipc_larger_than_a_class_stops_naming_the_field(built, tmp_path, capfd, prefect_server):
-    root = _copy(built, tmp_path)
-    before = digests(root)
-    code, err = run_cli(capfd, "run", *TINY, "--artifact-root", str(root), "--set", "synthesis.mode=random_real",
-                        "--set", "synthesis.ipc=201")
-    assert code == 1 and "synthesis.ipc=201 exceeds the 200 training images of class 0" in err
-    _unchanged_except(before, digests(root), root=root)
 
 
 @pytest.mark.slow

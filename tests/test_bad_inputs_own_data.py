@@ -58,6 +58,25 @@ def test_val_class_folder_unknown_to_train_is_named(tmp_path):
         load_split(DataConfig(name="imagefolder", root=str(root), val_fraction=0), "test")
 
 
+def test_hidden_folders_and_files_are_not_data(tmp_path):
+    root = _folder(tmp_path)
+    _jpeg(root / "train" / ".ipynb_checkpoints" / "0.jpg")  # a hidden folder is no class
+    _jpeg(root / "train" / "cat" / ".ipynb_checkpoints" / "0-checkpoint.jpg")  # nor are images inside one
+    (root / "train" / "dog" / "._0.jpg").write_bytes(b"\0\5\26\7 macOS AppleDouble metadata")  # not an image
+
+    train = load_split(DataConfig(name="imagefolder", root=str(root), val_fraction=0), "train")
+
+    assert train.class_names == ("cat", "dog") and len(train) == 16
+    assert not any("/." in str(path) for path in train.paths)
+
+
+def test_one_class_folder_is_refused(tmp_path):
+    root = _folder(tmp_path, classes=("cat",))
+
+    with pytest.raises(DataError, match=r"train holds one class folder \(cat\): a classifier needs at least two classes"):
+        load_split(DataConfig(name="imagefolder", root=str(root), val_fraction=0), "train")
+
+
 def test_train_class_without_test_images_is_reported(tmp_path, caplog):
     root = _folder(tmp_path, classes=("cat", "dog", "emu"))
     for file in (root / "val" / "emu").iterdir():
@@ -66,9 +85,10 @@ def test_train_class_without_test_images_is_reported(tmp_path, caplog):
 
     with caplog.at_level(logging.WARNING, logger="distillery"):
         test = load_split(DataConfig(name="imagefolder", root=str(root), val_fraction=0), "test")
+        load_split(DataConfig(name="imagefolder", root=str(root), val_fraction=0), "test")  # as a run does, again
 
     assert len(test) == 4
-    assert "has no test images of 1 of the 3 train/ classes (e.g. ['emu'])" in caplog.text
+    assert caplog.text.count("has no test images of 1 of the 3 train/ classes (e.g. ['emu'])") == 1
 
 
 def test_missing_train_folder_stops_the_run_before_anything_is_stored(tmp_path, capsys):

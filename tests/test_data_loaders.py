@@ -186,6 +186,7 @@ def test_imagefolder_resizes_shorter_side_and_centre_crops(tmp_path):
 
 def test_imagefolder_image_size_defaults_to_64(tmp_path):
     write_image(tmp_path / "train" / "cat" / "a.png", (1, 2, 3))
+    write_image(tmp_path / "train" / "dog" / "a.png", (3, 2, 1))
 
     config = DataConfig(name="imagefolder", root=str(tmp_path), val_fraction=0)
 
@@ -224,6 +225,7 @@ def test_undecodable_image_is_an_error_naming_the_file(tmp_path):
     broken = tmp_path / "train" / "cat" / "broken.png"
     broken.parent.mkdir(parents=True)
     broken.write_bytes(b"not a png")
+    write_image(tmp_path / "train" / "dog" / "a.png", (3, 2, 1))
 
     source = load_split(DataConfig(name="imagefolder", root=str(tmp_path), val_fraction=0), "train")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,8 @@ from tasks.export import ExportError, check_export_target, write_export
 from storage.file_names import IMAGES
 from tests.file_trees import digests
 from tests.conftest import needs_fashion_mnist
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = [needs_fashion_mnist, pytest.mark.slow]
 TINY = ["--preset", "ci_tiny", "--set", "prune.ratio=0.5"]
@@ -57,6 +60,8 @@ def test_export_writes_class_folders_of_pngs_the_store_and_a_card(round_trip):
     with Image.open(first / "images" / "Bag" / "00016.png") as png:
         assert np.array_equal(np.asarray(png), pixels[16, 0])  # named by store index, pixels as stored
     assert f"{written['metrics']['evaluate']['test_top1']:.4f}" in (first / "card.md").read_text()
+    named = re.findall(r"\(([\w/]+\.py)\)", (first / "card.md").read_text())
+    assert named and all((PROJECT_ROOT / module).is_file() for module in named), named  # the code it points to exists
 
 
 def test_export_then_import_gives_the_same_bytes_and_the_same_students(round_trip):

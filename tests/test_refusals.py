@@ -68,6 +68,13 @@ def _truncated_jpeg(tmp: Path) -> tuple[list[str], str]:
             f"data: cannot decode image {cut} (the file ends before the JPEG's end-of-image marker")
 
 
+def _ipc_over_a_class(tmp: Path) -> tuple[list[str], str]:
+    root = _image_folder(tmp / "data")  # 4 training images a class
+    return (["run", *IMAGE_FOLDER, "--set", f"data.root={root}", "--set", "synthesis.mode=random_real",
+             "--set", "synthesis.ipc=5"],
+            "distillery: synthesis.ipc=5 exceeds the 4 training images of class cat (2 classes short); lower synthesis.ipc\n")
+
+
 def _foreign_weights(tmp: Path) -> tuple[list[str], str]:
     torch.save(torchvision.models.resnet18(num_classes=10).state_dict(), tmp / "resnet18.pt")
     return (["run", "--set", f"teacher.weights={tmp / 'resnet18.pt'}"],
@@ -88,8 +95,8 @@ def _unwritable_export(tmp: Path) -> tuple[list[str], str]:
             "cannot be written (")
 
 
-@pytest.mark.parametrize("case", [_empty_class, _undecodable, _truncated_jpeg, _foreign_weights, _no_cuda,
-                                  _unwritable_export],
+@pytest.mark.parametrize("case", [_empty_class, _undecodable, _truncated_jpeg, _ipc_over_a_class, _foreign_weights,
+                                  _no_cuda, _unwritable_export],
                          ids=lambda case: case.__name__.strip("_"))
 def test_refused_before_prefect_starts_with_exit_2_and_one_line(case, tmp_path):
     argv, message = case(tmp_path)

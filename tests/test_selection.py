@@ -15,9 +15,8 @@ from storage.image_store import read_image_store
 from tasks.data import ImageSet, load_split
 from tasks.normalization import Normalization
 from tasks.runtime import generator
-from tasks.stages.synthesize.config import SelectionConfig, SynthesisError
-from tasks.stages.synthesize.selection import (_hardest, _herding, _kcenter, _kmeans, _stratified, check_selection,
-                                              select_class)
+from tasks.stages.synthesize.config import SelectionConfig, SynthesisConfig, SynthesisError, check_real_images
+from tasks.stages.synthesize.selection import _hardest, _herding, _kcenter, _kmeans, _stratified, select_class
 from tests.conftest import needs_fashion_mnist
 
 UNIT = Normalization((0.0,), (1.0,))  # the identity: the fake teacher sees pixels in [0, 1]
@@ -131,11 +130,18 @@ def test_kmeans_logits_clusters_what_the_teacher_says_not_its_features():
 
 
 def test_a_selection_that_cannot_be_made_is_refused_naming_the_setting():
+    def select(factor: int, **fields) -> SynthesisConfig:
+        return SynthesisConfig(ipc=10, selection=SelectionConfig(factor=factor), **({"mode": "select"} | fields))
+
     with pytest.raises(SynthesisError, match=r"selection.factor=3 does not divide the 28 px images; use one of \[1, 2, 4, 7\]"):
-        check_selection(SelectionConfig(factor=3), ipc=10, image_size=28, class_sizes={"a": 500})
+        check_real_images(select(3), image_size=28, class_sizes={"a": 500})
     with pytest.raises(SynthesisError, match=r"synthesis.ipc=10 with selection.factor=2 needs 40 real images of every "
-                                             r"class, but class b has 30 training images \(1 classes short\)"):
-        check_selection(SelectionConfig(factor=2), ipc=10, image_size=28, class_sizes={"a": 500, "b": 30})
+                                             r"class, but class b has 30 training images; lower synthesis.ipc or the "
+                                             r"factor, or raise data.train_per_class$"):
+        check_real_images(select(2), image_size=28, class_sizes={"a": 500, "b": 30}, train_per_class=30)
+    with pytest.raises(SynthesisError, match=r"needs 40 real images"):  # recovery from selected images reads them too
+        check_real_images(select(2, mode="lpld", init="selected"), image_size=28, class_sizes={"a": 500, "b": 30})
+    check_real_images(select(2), image_size=28, class_sizes={"a": 40, "b": 40})
     with pytest.raises(ConfigError, match="synthesis.selection.crop_scale: Input should be greater than 0"):
         resolve_config(preset="ci_tiny", overrides=["synthesis.mode=select", "synthesis.selection.crop_scale=0"])
     with pytest.raises(ConfigError, match="synthesis.init applies to lpld and sre2l; remove it for mode=select"):

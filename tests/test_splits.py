@@ -44,6 +44,10 @@ def test_a_validation_fraction_that_empties_a_side_of_a_class_is_refused_with_th
         carve_validation(labels, fraction=0.1, seed=0, class_names=("a", "b"))
     with pytest.raises(DataError, match=r"class 1 \(b, 3 images\) with no training image \(3 for validation, 0"):
         carve_validation(labels, fraction=0.9, seed=0, class_names=("a", "b"))
+    with pytest.raises(DataError, match=r"class 1 \(b, 2 images\) with no validation image .*; set data.val_fraction=0.5,"):
+        carve_validation(torch.tensor([0] * 20 + [1] * 2), fraction=0.1, seed=0, class_names=("a", "b"))
+    with pytest.raises(DataError, match=r"class 1 \(b, 1 image\) with no validation image .*; a class needs 2 images"):
+        carve_validation(torch.tensor([0] * 20 + [1]), fraction=0.5, seed=0, class_names=("a", "b"))
     with pytest.raises(DataError, match="reads a validation split but data.val_fraction is 0"):
         load_split(DataConfig(val_fraction=0), "val")
 

@@ -18,11 +18,12 @@ from storage.artifacts import ArtifactStore
 from storage.file_names import CLASS_BN_STATS, IMAGES
 from storage.tensor_files import read_tensors
 from storage.image_store import read_image_store
-from tasks.data import load_split, normalization
+from tasks.data import class_sizes, load_split, normalization
 from tasks.stages.stats import StatsRequest
 from tasks.stages.synthesize import SynthesisError, SynthesizeRequest, synthesize_task
 from tasks.stages.synthesize.recovery import bn_targets_for, optimise_unit
-from tasks.stages.synthesize.stage import plan_units, real_picks
+from tasks.stages.synthesize.config import SynthesisConfig, check_real_images
+from tasks.stages.synthesize.stage import plan_units
 from tasks.models import load_teacher, penultimate_features
 from tasks.stages.teacher import teacher_request
 from tests.file_trees import tree
@@ -79,9 +80,18 @@ def _teachers_view(store, teacher_ref, images, labels, config) -> tuple[float, l
 
 
 def test_ipc_larger_than_a_class_names_the_class_and_fix(tiny_config):
-    train = load_split(tiny_config.data, "train")  # 200 per class
-    with pytest.raises(SynthesisError, match=r"synthesis.ipc=201 exceeds the 200 training images of class 0 .*lower synthesis.ipc"):
-        real_picks(train, ipc=201, seed=0)
+    train = load_split(tiny_config.data, "train")  # the first 200 of each class: data.train_per_class binds
+    sizes = class_sizes(train)
+    random_real = SynthesisConfig(mode="random_real", ipc=201)
+    with pytest.raises(SynthesisError, match=r"synthesis.ipc=201 exceeds the 200 training images of class T-shirt/top "
+                                             r"\(10 classes short\); lower synthesis.ipc, or raise data.train_per_class$"):
+        check_real_images(random_real, image_size=28, class_sizes=sizes, train_per_class=200)
+    with pytest.raises(SynthesisError, match=r"of class Bag; lower synthesis.ipc$"):  # the folder is what binds
+        check_real_images(random_real, image_size=28, class_sizes={**dict.fromkeys(sizes, 300), "Bag": 3})
+    for fits in (SynthesisConfig(mode="random_real", ipc=200), SynthesisConfig(mode="lpld", ipc=201)):
+        check_real_images(fits, image_size=28, class_sizes=sizes)  # noise-started lpld reads no real image
+    with pytest.raises(SynthesisError, match=r"synthesis.ipc=201 exceeds"):
+        check_real_images(SynthesisConfig(mode="lpld", ipc=201, init="real"), image_size=28, class_sizes=sizes)
 
 
 @pytest.mark.parametrize("mode", ["lpld", "sre2l", "random_real"])

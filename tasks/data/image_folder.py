@@ -25,6 +25,7 @@ from tasks.data.config import IMAGEFOLDER_DEFAULT_SIZE, DataConfig, DataError, S
 from tasks.data.decode import IMAGE_SUFFIXES, decode_image
 
 logger = logging.getLogger("distillery")
+_WARNED: set[tuple[Path, tuple[str, ...]]] = set()  # the partial test splits this process has warned of
 
 
 @dataclass(frozen=True)
@@ -63,13 +64,21 @@ class ImageFolderSource:
         return replace(self, files=self.files[index.numpy()], labels=self.labels[index])
 
 
+def _class_dirs(folder: Path) -> list[Path]:
+    """The class folders in ``folder``, sorted; hidden ones (``.ipynb_checkpoints``, ``.Trash``) are not classes."""
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
 def _image_files(folder: Path) -> list[str]:
     """Every image file under ``folder`` (subfolders too, not through symlinked ones), as paths in
-    path order. One ``scandir`` per folder and no ``stat`` per file: 60,000 files list in well under a second."""
+    path order; hidden entries (``.ipynb_checkpoints/``, macOS ``._*`` files) are not data. One
+    ``scandir`` per folder and no ``stat`` per file: 60,000 files list in well under a second."""
     found, pending = [], [str(folder)]
     while pending:
         with os.scandir(pending.pop()) as entries:
             for entry in entries:
+                if entry.name.startswith("."):
+                    continue
                 if entry.is_dir(follow_symlinks=False):
                     pending.append(entry.path)
                 elif os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES and entry.is_file():
@@ -98,7 +107,8 @@ def _detect_channels(first_images: list[str | None]) -> int:
 def _check_val_classes(found: set[str], class_names: tuple[str, ...], where: Path) -> None:
     # A warning, not an error: a test split of some classes is legitimate, but the user should know.
     missing = [name for name in class_names if name not in found]
-    if missing:
+    if missing and (where, tuple(missing)) not in _WARNED:  # a run lists the split several times: say it once
+        _WARNED.add((where, tuple(missing)))
         logger.warning("%s has no test images of %d of the %d train/ classes (e.g. %s): test top-1 scores the "
                        "others only; add val/<class>/ images to score every class", where, len(missing),
                        len(class_names), missing[:5])
@@ -122,9 +132,12 @@ def load_imagefolder(config: DataConfig, split: Split) -> ImageFolderSource:
     if not root.is_dir():
         raise DataError(f"imagefolder root {root} is not a folder; set data.root to the folder holding train/ and val/")
     train_dir = root / "train"
-    class_dirs = sorted(p for p in train_dir.iterdir() if p.is_dir()) if train_dir.is_dir() else []
+    class_dirs = _class_dirs(train_dir) if train_dir.is_dir() else []
     if not class_dirs:
         raise DataError(f"imagefolder root {root} has no train/ subfolder with one folder per class; {EXPECTED}")
+    if len(class_dirs) == 1:
+        raise DataError(f"{train_dir} holds one class folder ({class_dirs[0].name}): a classifier needs at least two "
+                        f"classes; add a folder per class. {EXPECTED}")
     class_names = tuple(d.name for d in class_dirs)
     label_of = {name: label for label, name in enumerate(class_names)}
     train_files = [_image_files(class_dir) for class_dir in class_dirs] if split == "train" or not config.channels else []
@@ -169,7 +182,7 @@ def _labelled_split(folder: Path, label_of: dict[str, int], class_names: tuple[s
         return samples, (annotations,)
     if not folder.is_dir():
         raise DataError(f"imagefolder root {root} has no {folder.name}/ subfolder for the {split} split; {EXPECTED}")
-    held_out = sorted(p for p in folder.iterdir() if p.is_dir())
+    held_out = _class_dirs(folder)
     unknown = [d.name for d in held_out if d.name not in label_of]
     if unknown or not held_out:
         raise DataError(f"{folder} must hold class folders named as in train/; {len(unknown)} are not "

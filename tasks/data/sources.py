@@ -29,6 +29,12 @@ class ImageSource(Protocol):
     def images_at(self, index: torch.Tensor) -> torch.Tensor: ...  # (B,) int64 -> (B, C, H, W) uint8
 
 
+def class_sizes(source: ImageSource) -> dict[str, int]:
+    """Each class's image count in ``source``, by class name."""
+    counts = torch.bincount(source.labels, minlength=source.num_classes).tolist()
+    return dict(zip(source.class_names, counts))
+
+
 @dataclass(frozen=True)
 class ImageSet:
     """A split held in memory as uint8 pixels (Fashion-MNIST, CIFAR)."""

@@ -57,9 +57,12 @@ def carve_validation(labels: torch.Tensor, *, fraction: float, seed: int,
         held_out = round(fraction * len(members))
         if fraction > 0 and not 0 < held_out < len(members):
             side = "validation" if held_out == 0 else "training"
-            fix = (f"choose data.val_fraction between {1 / len(members):.3g} and {1 - 1 / len(members):.3g}"
-                   if len(members) > 1 else "a class needs 2 images to be split")
-            raise DataError(f"data.val_fraction={fraction} leaves class {c} ({name}, {len(members)} images) with no "
+            low, high = 1 / len(members), 1 - 1 / len(members)
+            fix = ("a class needs 2 images to be split" if len(members) < 2 else
+                   f"set data.val_fraction={low:.3g}" if low == high else
+                   f"choose data.val_fraction between {low:.3g} and {high:.3g}")
+            count = f"{len(members)} image{'s' if len(members) != 1 else ''}"
+            raise DataError(f"data.val_fraction={fraction} leaves class {c} ({name}, {count}) with no "
                             f"{side} image ({held_out} for validation, {len(members) - held_out} for training); "
                             f"{fix}, add images to the class, or set data.val_fraction=0 for no validation split")
         order = members[torch.randperm(len(members), generator=generator(seed, "validation", c))]
@@ -78,5 +81,6 @@ def _first_per_class(labels: torch.Tensor, limit_per_class: int) -> torch.Tensor
 def _check_channels(config: DataConfig, source: ImageSource) -> None:
     if config.mean is not None and len(config.mean) != source.channels:
         also = f", or set data.channels={len(config.mean)}" if config.name == "imagefolder" else ""
-        raise DataError(f"data.mean/std give {len(config.mean)} values per pixel but the {config.name} images at "
-                        f"{config.root} have {source.channels} channel(s); give one value per channel{also}")
+        where = f" at {config.root}" if config.root else ""
+        raise DataError(f"data.mean/std give {len(config.mean)} values per pixel but the {config.name} images{where} "
+                        f"have {source.channels} channel(s); give one value per channel{also}")

@@ -95,6 +95,39 @@ class SynthesisConfig(BaseModel):
         return self
 
 
+def real_images_needed(config: SynthesisConfig) -> int:
+    """Real training images every class must hold for ``config``: 0 when it reads none."""
+    if config.mode == "select" or config.init == "selected":
+        return config.ipc * config.selection.factor**2
+    return config.ipc if config.mode == "random_real" or config.init == "real" else 0
+
+
+def check_real_images(config: SynthesisConfig, *, image_size: int, class_sizes: dict[str, int],
+                      train_per_class: int | None = None) -> None:
+    """SynthesisError naming the setting when ``config`` asks more of the training split than it holds:
+    a selection factor that does not divide the images, or a class with fewer real images than the
+    mode picks (``class_sizes``: each class's training images; ``train_per_class``: the cut that made
+    them, named in the fix when it is what binds)."""
+    selects = config.mode == "select" or config.init == "selected"
+    if selects and image_size % config.selection.factor:
+        divisors = [f for f in range(1, 9) if image_size % f == 0]
+        raise SynthesisError(f"synthesis.selection.factor={config.selection.factor} does not divide the {image_size} "
+                             f"px images; use one of {divisors}")
+    needed = real_images_needed(config)
+    short = {name: n for name, n in class_sizes.items() if n < needed}
+    if not short:
+        return
+    name, n = next(iter(short.items()))
+    fix = "lower synthesis.ipc" + (" or the factor" if selects else "")
+    if train_per_class is not None and n >= train_per_class:
+        fix += ", or raise data.train_per_class"
+    many = f" ({len(short)} classes short)" if len(short) > 1 else ""
+    if selects:
+        raise SynthesisError(f"synthesis.ipc={config.ipc} with selection.factor={config.selection.factor} needs "
+                             f"{needed} real images of every class, but class {name} has {n} training images{many}; {fix}")
+    raise SynthesisError(f"synthesis.ipc={config.ipc} exceeds the {n} training images of class {name}{many}; {fix}")
+
+
 class SynthesizeRequest(StageRequest):
     stage = "synthesize"
     code_version = 2  # 2: loss curves stored; crop and flip from data.augment

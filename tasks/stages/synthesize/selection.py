@@ -44,22 +44,7 @@ from tasks.data.batches import read_images
 from tasks.models import outputs_in_batches
 from tasks.normalization import Normalization
 from tasks.runtime import generator
-from tasks.stages.synthesize.config import SelectionConfig, SynthesisError
-
-
-def check_selection(config: SelectionConfig, *, ipc: int, image_size: int, class_sizes: dict[str, int]) -> None:
-    """SynthesisError naming the setting when the selection cannot be made on this data."""
-    if image_size % config.factor:
-        divisors = [f for f in range(1, 9) if image_size % f == 0]
-        raise SynthesisError(f"synthesis.selection.factor={config.factor} does not divide the {image_size} px images; "
-                             f"use one of {divisors}")
-    needed = ipc * config.factor**2
-    short = {name: n for name, n in class_sizes.items() if n < needed}
-    if short:
-        name, n = next(iter(short.items()))
-        raise SynthesisError(f"synthesis.ipc={ipc} with selection.factor={config.factor} needs {needed} real images of "
-                             f"every class, but class {name} has {n} training images ({len(short)} classes short); "
-                             "lower synthesis.ipc or the factor, or raise data.train_per_class")
+from tasks.stages.synthesize.config import SelectionConfig
 
 
 @torch.no_grad()

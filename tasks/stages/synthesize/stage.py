@@ -27,7 +27,7 @@ from storage.artifacts import ArtifactRef, ArtifactStore
 from storage.file_names import CLASS_BN_STATS, GRID, IMAGES, unit_file
 from storage.image_store import grid_png, write_image_store
 from storage.tensor_files import read_tensors, write_tensors
-from tasks.data import DataConfig, ImageSource, load_split, normalization
+from tasks.data import DataConfig, ImageSource, class_sizes, load_split, normalization
 from tasks.data.batches import read_images
 from tasks.data.class_folders import ImportedImagesError, folder_digest, import_images, scan_class_folders
 from tasks.data.identity import SplitIdentity
@@ -35,11 +35,11 @@ from tasks.models import load_teacher
 from tasks.progress import StageProgress
 from tasks.runtime import RuntimeConfig, generator, resolve_device
 from tasks.stages.stage_task import StageRun, stage_task, units_in_order
-from tasks.stages.synthesize.config import SynthesisConfig, SynthesisError, SynthesizeRequest
+from tasks.stages.synthesize.config import SynthesisConfig, SynthesizeRequest, check_real_images
 from tasks.stages.synthesize.diversity import label_agreement, within_class_similarities
 from tasks.stages.synthesize.loss_curve import curve_summary
 from tasks.stages.synthesize.recovery import bn_targets_for, optimise_unit
-from tasks.stages.synthesize.selection import check_selection, select_class
+from tasks.stages.synthesize.selection import select_class
 
 
 @dataclass(frozen=True)
@@ -85,13 +85,8 @@ def plan_units(mode: str, *, num_classes: int, ipc: int, batch_size: int) -> lis
 def real_picks(train: ImageSource, *, ipc: int, seed: int) -> torch.Tensor:
     """(K, ipc) training-set indices: the first ipc of a seeded permutation of each class."""
     picks = []
-    for c in range(train.num_classes):
+    for c in range(train.num_classes):  # every class holds ipc: check_real_images
         members = torch.nonzero(train.labels == c).squeeze(1)
-        if len(members) < ipc:
-            raise SynthesisError(
-                f"synthesis.ipc={ipc} exceeds the {len(members)} training images of class {c} "
-                f"({train.class_names[c]}); lower synthesis.ipc or raise data.train_per_class"
-            )
         picks.append(members[torch.randperm(len(members), generator=generator(seed, "real-picks", c))[:ipc]])
     return torch.stack(picks)
 
@@ -117,13 +112,11 @@ class SynthesisJob:
         self.norm = normalization(request.data)
         self.train = load_split(request.data, "train")
         self.class_stats = read_tensors(self.store, request.inputs["stats"], CLASS_BN_STATS) if "stats" in request.inputs else None
+        check_real_images(config, image_size=self.train.image_size, class_sizes=class_sizes(self.train),
+                          train_per_class=request.data.train_per_class)
         self.picks = (real_picks(self.train, ipc=config.ipc, seed=request.seed)
                       if config.mode == "random_real" or config.init == "real" else None)
         self.selected: dict[int, torch.Tensor] = {}  # class -> its (ipc, C, H, W) selected images, made once
-        if config.mode == "select" or config.init == "selected":
-            check_selection(config.selection, ipc=config.ipc, image_size=self.train.image_size,
-                            class_sizes={name: int((self.train.labels == c).sum())
-                                         for c, name in enumerate(self.train.class_names)})
         self.units = [] if config.mode == "imported" else plan_units(
             config.mode, num_classes=self.train.num_classes, ipc=config.ipc, batch_size=config.batch_size)
 
