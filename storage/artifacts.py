@@ -145,10 +145,12 @@ class ArtifactStore:
     ) -> dict[str, Any]:
         """Mark the artifact complete. Call last: a manifest means every other file is whole.
 
-        Leftovers of writes killed mid-way (``*.partial-*``) are removed first.
+        Leftovers of writes killed mid-way are removed first: ours (``*.partial-*``) and zarr's, which
+        writes a chunk to ``<name>.<uuid hex>.partial`` and renames it.
         """
-        for leftover in self.fs.glob(f"{self.path(ref)}/**/*.partial-*"):
-            self.fs.rm(leftover)
+        for pattern in ("*.partial-*", "*.partial"):
+            for leftover in self.fs.glob(f"{self.path(ref)}/**/{pattern}"):
+                self.fs.rm(leftover)
         files = self.file_checksums(ref)  # one pass over the files gives the sizes and the checksums
         manifest = {
             "stage": ref.stage,

@@ -90,6 +90,21 @@ def test_manifest_records_stage_config_inputs_metrics_bytes_seconds(tmp_path):
     assert store.is_complete(ref)
 
 
+def test_leftovers_of_writes_killed_mid_way_are_not_sealed_into_the_artifact(tmp_path):
+    config = resolve_config(preset="ci_tiny")
+    request = teacher_request(data=config.data, teacher=config.teacher, seed=0, data_identity=identity(config, "train", "val"))
+    store, ref = ArtifactStore(tmp_path), request.ref()
+    store.write_bytes(ref, "model.pt", b"x" * 1000)
+    folder = tmp_path / "teacher" / ref.fingerprint
+    (folder / "model.pt.partial-0badc0de").write_bytes(b"ours, cut short")
+    (folder / "labels.zarr" / "logits" / "c" / "7" / "0").mkdir(parents=True)  # zarr's: <chunk>.<uuid hex>.partial
+    (folder / "labels.zarr" / "logits" / "c" / "7" / "0" / f"0.{'ab' * 16}.partial").write_bytes(b"zarr's, cut short")
+    store.write_manifest(ref, request, metrics={}, seconds=1.0)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert sorted(manifest["files"]) == ["model.pt"] and manifest["bytes"] == 1000
+    assert not list(folder.rglob("*.partial*"))
+
+
 def test_store_works_on_a_non_local_fsspec_root():
     store = ArtifactStore("memory://distillery-test")
     ref = ArtifactRef(stage="teacher", fingerprint="f" * 32)

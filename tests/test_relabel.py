@@ -129,6 +129,22 @@ def test_flipped_bytes_in_one_chunk_name_the_array_and_the_step(upstream, tmp_pa
         reader.step(9)
 
 
+def test_a_saved_chunk_damaged_before_the_stage_is_sealed_is_built_again(upstream, tmp_path):
+    config = _config(_root(upstream, tmp_path))
+    ref = _relabel(config, upstream)
+    folder = Path(config.runtime.artifact_root, "relabel", ref.fingerprint)
+    whole = tree(folder / LABELS)
+    (folder / "manifest.json").unlink()  # unfinished again, as a kill leaves it: chunk 2 is marked done
+    chunk = folder / LABELS / "logits" / "c" / "2" / "0" / "0"
+    data = bytearray(chunk.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    chunk.write_bytes(bytes(data))
+
+    assert _relabel(config, upstream) == ref
+    assert tree(folder / LABELS) == whole  # chunk 2 built again, not sealed into the manifest as it was
+    SoftLabelReader(str(folder / LABELS)).step(9)
+
+
 KILL_SCRIPT = """
 import sys
 from flows.config import resolve_config

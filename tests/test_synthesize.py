@@ -15,15 +15,15 @@ import zarr
 
 from flows.config import resolve_config
 from storage.artifacts import ArtifactStore
-from storage.file_names import CLASS_BN_STATS, IMAGES
-from storage.tensor_files import read_tensors
+from storage.file_names import CLASS_BN_STATS, IMAGES, unit_file
+from storage.tensor_files import read_tensors, write_tensors
 from storage.image_store import read_image_store
 from tasks.data import class_sizes, load_split, normalization
 from tasks.stages.stats import StatsRequest
 from tasks.stages.synthesize import SynthesisError, SynthesizeRequest, synthesize_task
 from tasks.stages.synthesize.recovery import bn_targets_for, optimise_unit
 from tasks.stages.synthesize.config import SynthesisConfig, check_real_images
-from tasks.stages.synthesize.stage import plan_units
+from tasks.stages.synthesize.stage import SynthesisJob, plan_units
 from tasks.models import load_teacher, penultimate_features
 from tasks.stages.teacher import teacher_request
 from tests.file_trees import tree
@@ -198,6 +198,27 @@ def test_a_killed_synthesis_resumes_to_the_same_bytes(tmp_path, tiny_artifacts):
     assert killed_files.keys() == clean_files.keys()
     assert killed_files == clean_files
     assert not any(".partial-" in name for name in killed_files)
+
+
+def test_a_saved_unit_damaged_before_the_stage_is_sealed_is_built_again(tmp_path, tiny_artifacts):
+    config = resolve_config(preset="ci_tiny", artifact_root=str(tmp_path / "a"), overrides=SMALL)
+    request = _request(config, _upstream(tiny_artifacts, config))
+    store, ref = ArtifactStore(tmp_path / "a"), synthesize_task.fn(request, config.runtime)
+    folder = tmp_path / "a" / "synthesize" / ref.fingerprint
+    whole = tree(folder)
+    whole.pop("manifest.json")
+    (folder / "manifest.json").unlink()  # unfinished again, as a kill leaves it
+    flipped = read_tensors(store, ref, unit_file(1))
+    flipped["images"][0, 0, 0, 0] ^= 1  # still loads: only the digest saved with the images tells
+    write_tensors(store, ref, unit_file(1), flipped)
+    torn = folder / unit_file(4)
+    torn.write_bytes(torn.read_bytes()[:100])
+    assert SynthesisJob(request, config.runtime).damaged() == [1, 4]
+
+    assert synthesize_task.fn(request, config.runtime) == ref
+    again = tree(folder)
+    again.pop("manifest.json")
+    assert again == whole  # the two units built again, not sealed as they were
 
 
 def test_one_image_per_class_is_built_without_a_similarity(tmp_path, tiny_artifacts):

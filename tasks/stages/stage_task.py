@@ -113,20 +113,28 @@ def reused(ref: ArtifactRef) -> ArtifactRef | State:
 
 class StageJob(Protocol):
     """A stage built in independent units (synthesis shards, relabel chunks, student seeds), each
-    saved whole as it finishes: ``len(job)`` units, ``pending()`` the ones not saved yet."""
+    saved whole as it finishes: ``len(job)`` units, ``pending()`` the ones not saved yet,
+    ``damaged()`` the saved ones that no longer read back whole (redone, never sealed into the
+    finished artifact)."""
 
     def __len__(self) -> int: ...
 
     def pending(self) -> list[int]: ...
+
+    def damaged(self) -> list[int]: ...
 
     def build(self, unit: int) -> None: ...
 
 
 def units_in_order(job: StageJob, stage: str) -> Iterator[int]:
     """Every unit of ``job`` in order, each built first when no earlier run saved it: the resume loop
-    of every splittable stage (a killed run picks up at its first missing unit)."""
-    pending = set(job.pending())
-    _log(f"{stage}: {len(job)} units, {len(pending)} to do")
+    of every splittable stage (a killed run picks up at its first missing unit). Units an earlier run
+    saved are read back first: one damaged since (a torn copy, a bad disk) is built again, not sealed
+    into the artifact's manifest as if whole."""
+    damaged = job.damaged()
+    pending = set(job.pending()) | set(damaged)
+    _log(f"{stage}: {len(job)} units, {len(pending)} to do"
+         + (f" (saved units {damaged} no longer read back whole: built again)" if damaged else ""))
     for unit in range(len(job)):
         if unit in pending:
             job.build(unit)

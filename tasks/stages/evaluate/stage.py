@@ -79,6 +79,18 @@ class EvaluateJob:
     def pending(self) -> list[int]:
         return [index for index in range(self.request.evaluate.seeds) if not self.store.exists(self.ref, seed_file(index))]
 
+    def damaged(self) -> list[int]:
+        """Saved students whose result file no longer parses (its figures are not checksummed)."""
+        broken = []
+        for index in sorted(set(range(len(self))) - set(self.pending())):
+            try:
+                result = self.result(index)
+            except ValueError:  # JSON and UTF-8 decoding errors both are
+                result = None
+            if not isinstance(result, dict) or "seed" not in result:
+                broken.append(index)
+        return broken
+
     def top1(self, model: torch.nn.Module) -> dict[str, float]:
         """``{"val_top1": ..., "test_top1": ...}`` of ``model`` on the held-out splits read."""
         return {f"{split}_top1": top1_accuracy(model, source, norm=self.norm, device=self.device,

@@ -131,6 +131,9 @@ class RelabelJob:
     def pending(self) -> list[int]:
         return self.writer.pending_chunks()
 
+    def damaged(self) -> list[int]:
+        return self.writer.unreadable_chunks()
+
     def build(self, chunk: int) -> None:
         start, stop = self.layout.chunk_bounds(chunk)
         self.writer.write_chunk(chunk, label_steps(

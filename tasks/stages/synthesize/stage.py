@@ -18,12 +18,13 @@ at the first missing unit and ends with the same bytes.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from storage.artifacts import ArtifactRef, ArtifactStore
+from storage.artifacts import ArtifactError, ArtifactRef, ArtifactStore
 from storage.file_names import CLASS_BN_STATS, GRID, IMAGES, unit_file
 from storage.image_store import grid_png, write_image_store
 from storage.tensor_files import read_tensors, write_tensors
@@ -91,6 +92,12 @@ def real_picks(train: ImageSource, *, ipc: int, seed: int) -> torch.Tensor:
     return torch.stack(picks)
 
 
+def images_digest(images: torch.Tensor) -> str:
+    """SHA-256 of a unit's image bytes: saved beside them, so a unit damaged before the stage is
+    sealed is found on resume (a flipped pixel still loads)."""
+    return hashlib.sha256(images.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
+
+
 def unit_real_images(train: ImageSource, picks: torch.Tensor, unit: Unit, ipc: int, *, workers: int = 0) -> torch.Tensor:
     slots = [p % ipc for p in unit.positions]
     return read_images(train, picks[list(unit.labels), slots], workers=workers, device=torch.device("cpu"))  # (B, C, H, W) uint8
@@ -126,6 +133,19 @@ class SynthesisJob:
     def pending(self) -> list[int]:
         return [unit.index for unit in self.units if not self.store.exists(self.ref, unit_file(unit.index))]
 
+    def damaged(self) -> list[int]:
+        """Saved units that no longer load, or whose images differ from the digest saved with them."""
+        broken = []
+        for index in sorted(set(range(len(self))) - set(self.pending())):
+            try:
+                saved = self.saved(self.units[index])
+            except ArtifactError:
+                broken.append(index)
+                continue
+            if saved.get("sha256", images_digest(saved["images"])) != images_digest(saved["images"]):
+                broken.append(index)  # (units saved before the digest was added are trusted as they load)
+        return broken
+
     def build(self, index: int) -> None:
         """Optimise (or pick) unit ``index`` and save it to ``units/``."""
         unit, config, train, device = self.units[index], self.request.synthesis, self.train, self.device
@@ -148,7 +168,8 @@ class SynthesisJob:
                 flip=self.request.data.augment.flip, norm=self.norm, gen=gen, runtime=self.runtime,
             )
             curve = torch.from_numpy(curve)
-        write_tensors(self.store, self.ref, unit_file(unit.index), {"images": result, "losses": unit_losses, "curve": curve})
+        write_tensors(self.store, self.ref, unit_file(unit.index),
+                      {"images": result, "losses": unit_losses, "curve": curve, "sha256": images_digest(result)})
 
     def selected_images(self, unit: Unit) -> torch.Tensor:
         """(B, C, H, W) uint8: the selection's images at the unit's positions (each class selected once)."""
