@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run the pipeline through Prefect")
     _common_config_args(run)
-    run.add_argument("--until", metavar="STAGE", help="last stage to run (default: the last one built)")
+    run.add_argument("--until", metavar="STAGE", help="last stage to run (default: evaluate, the last stage)")
     sweep = commands.add_parser("sweep", help="run the pipeline over a grid of settings; one results table")
     _common_config_args(sweep)
     sweep.add_argument("--grid", action="append", default=[], metavar="SECTION.FIELD=V1,V2",

@@ -33,5 +33,6 @@ class RelabelConfig(BaseModel):
     generate: Literal["all", "kept"] = Field(
         "all", description="kept: with prune.rule=prefix, generate only the steps the prune keeps."
     )
-    chunk_steps: int | None = Field(None, ge=1, description="Steps per chunk (the resume unit); None: ~1 MB, "
-                                    "but at least 8 chunks, so a stop keeps all but the chunk in progress.")
+    chunk_steps: int | None = Field(None, ge=1, description="Steps per chunk (the resume unit); None: the fewest "
+                                    "steps filling ~1 MB, but at most ceil(S/8) of the store's S steps (12 steps: 6 "
+                                    "chunks of 2), so a stop keeps all but the chunk in progress.")
