@@ -169,6 +169,9 @@ def unwritable(folder: str, *, keep: bool = True) -> str | None:
             handle.write(b"ok")
         os.remove(probe)
     except OSError as err:
+        if blocking := _file_in_the_way(folder):
+            return ("is a file, not a folder" if blocking == os.path.abspath(folder)
+                    else f"is inside {blocking}, a file, not a folder")
         return DISK_ERRORS.get(err.errno or 0, f"cannot be written ({err.strerror or err})")
     finally:
         for path in made:
@@ -177,6 +180,14 @@ def unwritable(folder: str, *, keep: bool = True) -> str | None:
             except OSError:
                 break
     return None
+
+
+def _file_in_the_way(folder: str) -> str | None:
+    """``folder`` itself or the nearest of its ancestors that exists, when that is not a folder."""
+    path = os.path.abspath(folder)
+    while not os.path.lexists(path) and path != os.path.dirname(path):
+        path = os.path.dirname(path)
+    return path if os.path.lexists(path) and not os.path.isdir(path) else None
 
 
 def _missing_folders(folder: str) -> list[str]:

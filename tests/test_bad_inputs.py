@@ -81,7 +81,7 @@ REFUSED_BEFORE_WORK = {
     "unwritable artifact root": (lambda t: ["run", *TINY, "--artifact-root", "/sys/distillery-artifacts"],
                                  r"artifact root /sys/distillery-artifacts is not writable.*--artifact-root"),
     "artifact root under a file": (lambda t: ["run", *TINY, "--artifact-root", str(t / "bad.yaml" / "root")],
-                                   r"artifact root .* cannot be written .*--artifact-root"),
+                                   r"artifact root .*bad.yaml/root is inside .*bad.yaml, a file, not a folder; .*--artifact-root"),
     "verify a missing root": (lambda t: ["verify", "--artifact-root", str(t / "nowhere")], r"does not exist"),
     "verify a file as the root": (lambda t: ["verify", "--artifact-root", str(t / "bad.yaml")],
                                   r"artifact root .*bad.yaml is not a folder; give the folder passed as --artifact-root"),
@@ -105,7 +105,7 @@ def test_a_refused_export_leaves_no_folder_behind(tmp_path, capfd):
     (tmp_path / "a-file").write_text("in the way of the artifact root")
     code, err = run_cli(capfd, "export", *TINY, "--artifact-root", str(tmp_path / "a-file"),
                         "--to", str(tmp_path / "new" / "deep" / "out"))
-    assert code == 2 and "artifact root" in err and "cannot be written" in err, err
+    assert code == 2 and f"artifact root {tmp_path / 'a-file'} is a file, not a folder" in err, err
     assert [p.name for p in tmp_path.iterdir()] == ["a-file"]  # the export target's folders were probed, then removed
 
 

@@ -92,7 +92,7 @@ def _unwritable_export(tmp: Path) -> tuple[list[str], str]:
     (tmp / "a-file").write_text("not a folder")
     return (["export", "--to", str(tmp / "a-file" / "out")],
             f"distillery: export target {tmp / 'a-file' / 'out'} cannot be made: its folder {tmp / 'a-file'} "
-            "cannot be written (")
+            "is a file, not a folder; give --to a folder you can write")
 
 
 @pytest.mark.parametrize("case", [_empty_class, _undecodable, _truncated_jpeg, _ipc_over_a_class, _foreign_weights,
