@@ -39,7 +39,11 @@ def bench_labels(args: argparse.Namespace, line: str) -> int:
     from flows.tables import render_table
     from tasks.bench.side_by_side import label_store_reads
 
-    rows = label_store_reads(args.artifact_root, passes=max(args.passes, 1), reads=max(args.reads, 1))
+    root = args.artifact_root
+    if not Path(root).is_dir():
+        _say(f"artifact root {root} is not a folder; give the local root whose label stores to read with --artifact-root")
+        return 2
+    rows = label_store_reads(root, passes=max(args.passes, 1), reads=max(args.reads, 1))
     print(render_table(rows, style="text"), end="")
     return 0
 
@@ -128,7 +132,7 @@ def long_running(body: Body) -> Handler:
 
     def handler(args: argparse.Namespace, line: str) -> int:
         from flows.config import ConfigError
-        from flows.preflight import describe_os_error, quiet_tracebacks, refusal
+        from flows.preflight import describe_os_error, grid_refusal, quiet_tracebacks, refusal
         from flows.shutdown import notice_prefect_bridge
         from flows.temporary_server import temporary_server_in_own_session
         from tasks.stages import STAGES
@@ -141,7 +145,8 @@ def long_running(body: Body) -> Handler:
         if (getattr(args, "until", None) or STAGES[-1]) not in STAGES:
             _say(f"--until {args.until!r} is not a stage; choose one of: {', '.join(STAGES)}")
             return 2
-        if why := refusal(config, export_to=Path(args.to) if args.command == "export" else None):
+        if why := (refusal(config, export_to=Path(args.to) if args.command == "export" else None)
+                   or grid_refusal(config, grids)):
             _say(why)
             return 2
         notice_prefect_bridge()
@@ -227,8 +232,9 @@ def bench(args: argparse.Namespace, config: DistilleryConfig, grids: list, line:
 
     started = time.perf_counter()
     rows = bench_flow(config=config, passes=max(args.passes, 1))
-    print("\n" + render_table(rows, style="text") + f"wall time {time.perf_counter() - started:.1f} s; "
-          f"table in {Path(config.runtime.artifact_root) / 'bench.md'}")
+    ratios, stores = [r for r in rows if "measure" in r], [r for r in rows if "measure" not in r]  # two tables
+    print("\n" + render_table(ratios, style="text") + "\n" + render_table(stores, style="text")
+          + f"wall time {time.perf_counter() - started:.1f} s; tables in {Path(config.runtime.artifact_root) / 'bench.md'}")
     return 0
 
 

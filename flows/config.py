@@ -212,9 +212,12 @@ def parse_grid(specs: list[str]) -> dict[str, list[str]]:
     grid: dict[str, list[str]] = {}
     for spec in specs:
         path, sep, raw = spec.partition("=")
-        values = [v.strip() for v in raw.split(",") if v.strip()]
-        if not sep or "." not in path or not values:
+        values = [v.strip() for v in raw.split(",")]
+        if not sep or "." not in path or not all(values):
             raise ConfigError(f"--grid {spec!r} must look like section.field=V1,V2, e.g. synthesis.mode=lpld,sre2l")
+        if len(set(values)) < len(values):
+            twice = next(v for v in values if values.count(v) > 1)
+            raise ConfigError(f"--grid {spec!r} gives {twice} twice; give each value once")
         if path.strip() in grid:
             raise ConfigError(f"--grid names {path.strip()} twice; give all its values in one --grid")
         grid[path.strip()] = values

@@ -52,6 +52,9 @@ def quick_refusal(config: DistilleryConfig, *, export_to: Path | None = None) ->
 
     if config.runtime.device == "cuda" and no_gpu_driver():
         return CUDA_MISSING
+    if config.runtime.task_runner == "dask" and config.runtime.artifact_root.startswith("memory://"):
+        return (f"artifact root {config.runtime.artifact_root} lives in this process's memory, which Dask workers "
+                "cannot reach; give a folder or an s3:// root with --task-runner dask")
     if why := missing_root(config.data):
         return f"data: {why}"
     try:
@@ -107,18 +110,43 @@ def check_data(config: DistilleryConfig) -> ImageSource:
     return test
 
 
-def check_class_sizes(config: DistilleryConfig) -> None:
+def check_class_sizes(config: DistilleryConfig, read: dict[str, tuple[int, dict[str, int]]] | None = None) -> None:
     """Every class of the training split must hold the real images synthesis picks from it (random
     real, selection, recovery from real images): SynthesisError naming the class and the fix. Reads
-    the training split only for those modes."""
+    the training split only for those modes; ``read`` keeps each data config's (image size, class
+    sizes) across calls, so a grid's points read it once."""
     from tasks.data import class_sizes, load_split
     from tasks.pretrained import pretrained_input
     from tasks.stages.synthesize.config import check_real_images, real_images_needed
 
-    if real_images_needed(config.synthesis):
-        train = load_split(pretrained_input(config.data, config.teacher.weights), "train")
-        check_real_images(config.synthesis, image_size=train.image_size, class_sizes=class_sizes(train),
-                          train_per_class=config.data.train_per_class)
+    if not real_images_needed(config.synthesis):
+        return
+    data = pretrained_input(config.data, config.teacher.weights)
+    read = {} if read is None else read
+    if (key := data.model_dump_json()) not in read:
+        train = load_split(data, "train")
+        read[key] = train.image_size, class_sizes(train)
+    image_size, sizes = read[key]
+    check_real_images(config.synthesis, image_size=image_size, class_sizes=sizes,
+                      train_per_class=config.data.train_per_class)
+
+
+def grid_refusal(config: DistilleryConfig, grids: list[dict[str, list[str]]]) -> str | None:
+    """Why a point of a sweep's or report's grids would fail at once (a class with fewer training
+    images than the point's synthesis picks), named with the point's settings; :func:`refusal` has
+    checked the base config. Reads each distinct data set once."""
+    from flows.config import grid_points, split_point, with_overrides
+    from tasks.stages.synthesize.config import SynthesisError
+
+    read: dict[str, tuple[int, dict[str, int]]] = {}
+    for grid in grids:
+        for point in grid_points(grid):
+            settings = split_point(point, 1)[0]
+            try:
+                check_class_sizes(with_overrides(config, settings), read)
+            except SynthesisError as err:
+                return f"grid point {' '.join(f'{k}={v}' for k, v in settings.items())}: {err}"
+    return None
 
 
 def check_weights(config: DistilleryConfig, source: ImageSource) -> None:

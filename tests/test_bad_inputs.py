@@ -76,6 +76,17 @@ REFUSED_BEFORE_WORK = {
     "IPC larger than a class": (lambda t: ["run", *TINY, "--set", "synthesis.mode=random_real", "--set", "synthesis.ipc=201"],
                                 r"synthesis.ipc=201 exceeds the 200 training images of class T-shirt/top \(10 classes "
                                 r"short\); lower synthesis.ipc, or raise data.train_per_class\n$"),
+    "a grid point with an IPC larger than a class": (
+        lambda t: ["sweep", *TINY, "--set", "synthesis.mode=random_real", "--grid", "synthesis.ipc=2,300"],
+        r"grid point synthesis.ipc=300: synthesis.ipc=300 exceeds the 200 training images of class T-shirt/top"),
+    "a grid value given twice": (lambda t: ["sweep", *TINY, "--grid", "prune.ratio=0,0.5,0"],
+                                 r"--grid 'prune.ratio=0,0.5,0' gives 0 twice; give each value once"),
+    "an empty grid value": (lambda t: ["sweep", *TINY, "--grid", "synthesis.mode=random_real,,lpld"],
+                            r"must look like section.field=V1,V2"),
+    "Dask on a memory root": (lambda t: ["run", *TINY, "--task-runner", "dask", "--artifact-root", "memory://bad-inputs"],
+                              r"memory://bad-inputs lives in this process's memory, which Dask workers cannot reach"),
+    "bench-labels on a missing root": (lambda t: ["bench-labels", "--artifact-root", str(t / "nowhere")],
+                                       r"artifact root .*nowhere is not a folder"),
     "full data with soft labels": (lambda t: ["run", *TINY, "--set", "evaluate.train_set=full"],
                                    r"set evaluate.labels=hard"),
     "unwritable artifact root": (lambda t: ["run", *TINY, "--artifact-root", "/sys/distillery-artifacts"],

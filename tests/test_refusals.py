@@ -121,6 +121,8 @@ QUICK = {  # refusals that need neither a file's contents nor torch: answered wi
     "missing data folder": (["run", "--set", "data.root={tmp}/nowhere"], "data: Fashion-MNIST not found in"),
     "export target exists": (["export", "--to", "{tmp}"], "already exists; give a new folder to --to"),
     "unwritable artifact root": (["run", "--artifact-root", "/proc/distillery"], "artifact root /proc/distillery"),
+    "Dask on a memory root": (["run", "--task-runner", "dask", "--artifact-root", "memory://refusal"],
+                              "which Dask workers cannot reach"),
 }
 
 
