@@ -123,27 +123,28 @@ def apply_override(tree: dict[str, Any], assignment: str) -> None:
     node[keys[-1]] = value
 
 
-def format_validation_error(err: ValidationError) -> str:
+def format_validation_error(err: ValidationError, model: type[BaseModel] | None = None, what: str = "config") -> str:
     """Every problem on a line of its own: the field, what is wrong, the value given (a short one;
-    a whole section is never echoed) and, for a misspelt field, the nearest real one."""
+    a whole section is never echoed) and, for a misspelt field, the nearest real one of ``model``
+    (the config tree unless given; a report spec's own fields for a spec)."""
     lines = []
     for problem in err.errors():
-        where = ".".join(str(part) for part in problem["loc"]) or "config"
+        where = ".".join(str(part) for part in problem["loc"]) or what
         message = problem["msg"].removeprefix("Value error, ")
         if problem["type"] == "extra_forbidden":
-            near = difflib.get_close_matches(str(problem["loc"][-1]), _fields_at(problem["loc"][:-1]), n=1)
+            near = difflib.get_close_matches(str(problem["loc"][-1]), _fields_at(problem["loc"][:-1], model), n=1)
             prefix = ".".join(str(part) for part in problem["loc"][:-1])
             message = (f"unknown field; did you mean {prefix + '.' if prefix else ''}{near[0]}?" if near else
                        "unknown field; `distillery config` lists every field")
         given = problem.get("input")
         shown = "" if problem["type"] == "extra_forbidden" or isinstance(given, (dict, list)) else f" (got {given!r:.60})"
         lines.append(f"  {where}: {message}{shown}")
-    return "invalid config:\n" + "\n".join(lines)
+    return f"invalid {what}:\n" + "\n".join(lines)
 
 
-def _fields_at(loc: tuple[int | str, ...]) -> list[str]:
-    """The field names of the config section at ``loc`` (empty where ``loc`` is not a section)."""
-    model: type[BaseModel] = DistilleryConfig
+def _fields_at(loc: tuple[int | str, ...], model: type[BaseModel] | None = None) -> list[str]:
+    """The field names of ``model``'s section at ``loc`` (empty where ``loc`` is not a section)."""
+    model = model or DistilleryConfig
     for part in loc:
         field = model.model_fields.get(str(part))
         annotation = field.annotation if field is not None else None

@@ -122,7 +122,7 @@ def load_spec(name_or_path: str) -> ReportSpec:
     except yaml.YAMLError as err:
         raise ConfigError(f"{origin} is not valid YAML: {err}") from None
     except ValidationError as err:
-        raise ConfigError(f"{origin}: " + format_validation_error(err)) from None
+        raise ConfigError(f"{origin}: " + format_validation_error(err, ReportSpec, "spec")) from None
 
 
 def machine() -> str:

@@ -83,14 +83,18 @@ def unusable_root(root: str) -> str | None:
         location.fs.pipe_file(probe, b"ok")
         location.fs.rm_file(probe)
     except Exception as err:  # noqa: BLE001 - botocore, aiohttp and fsspec each raise their own types
-        return f"artifact root {root} cannot be used: {_reason(err)}"
+        return f"artifact root {root} cannot be used: {_reason(err, fsspec.core.split_protocol(root)[0] or '')}"
     return None
 
 
-def _reason(err: BaseException) -> str:
-    """What went wrong and what to do, for the three usual faults; anything else as it came."""
+def _reason(err: BaseException, protocol: str) -> str:
+    """What went wrong and what to do, for the three usual faults of S3; anything else as it came."""
     text = f"{type(err).__name__}: {err}"
     lowered = text.lower()
+    if protocol not in ("s3", "s3a"):  # the AWS advice below would mislead
+        fix = (f"install the fsspec package for {protocol}:// or use a folder or s3:// root" if isinstance(err, ImportError)
+               else "choose another --artifact-root (a folder or s3://bucket/prefix)")
+        return f"{text}; {fix}"
     if "nosuchbucket" in lowered or "bucket does not exist" in lowered or isinstance(err, FileNotFoundError):
         return f"the bucket does not exist ({text}); create it or name an existing bucket in --artifact-root"
     if isinstance(err, PermissionError) or any(word in lowered for word in ("accessdenied", "invalidaccesskeyid",

@@ -83,6 +83,9 @@ REFUSED_BEFORE_WORK = {
                                  r"--grid 'prune.ratio=0,0.5,0' gives 0 twice; give each value once"),
     "an empty grid value": (lambda t: ["sweep", *TINY, "--grid", "synthesis.mode=random_real,,lpld"],
                             r"must look like section.field=V1,V2"),
+    "a root of an unknown scheme": (lambda t: ["run", *TINY, "--artifact-root", "nosuch://bucket/x"],
+                                    r"nosuch://bucket/x cannot be used: ValueError: Protocol not known: nosuch; choose "
+                                    r"another --artifact-root \(a folder or s3://bucket/prefix\)\n$"),
     "Dask on a memory root": (lambda t: ["run", *TINY, "--task-runner", "dask", "--artifact-root", "memory://bad-inputs"],
                               r"memory://bad-inputs lives in this process's memory, which Dask workers cannot reach"),
     "bench-labels on a missing root": (lambda t: ["bench-labels", "--artifact-root", str(t / "nowhere")],

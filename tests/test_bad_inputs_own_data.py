@@ -50,6 +50,14 @@ def test_duplicated_section_in_a_report_spec_is_refused(tmp_path):
         load_spec(str(spec))
 
 
+def test_a_misspelt_report_spec_field_gets_the_spec_field_it_means(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("title: t\npreset: ci_tiny\nreplicate: 2\ngrids:\n  - prune.ratio: [0]\n")
+
+    with pytest.raises(ConfigError, match=r"spec.yaml: invalid spec:\n  replicate: unknown field; did you mean replicates\?$"):
+        load_spec(str(spec))
+
+
 def test_val_class_folder_unknown_to_train_is_named(tmp_path):
     root = _folder(tmp_path)
     _jpeg(root / "val" / "cow" / "0.jpg")
