@@ -200,13 +200,16 @@ def export(args: argparse.Namespace, config: DistilleryConfig, grids: list, line
 @long_running
 def sweep(args: argparse.Namespace, config: DistilleryConfig, grids: list, line: str) -> int:
     """The pipeline over the grid; one results table."""
-    from flows.sweep import SHOWN
+    from flows.sweep import RESULTS_CSV, RESULTS_MD, SHOWN, sweep_ref
     from flows.sweep import sweep as sweep_flow
     from flows.tables import render_table
+    from storage.artifacts import ArtifactStore
 
     started = time.perf_counter()
     rows = sweep_flow(base=config, grids=grids)
-    print("\n" + render_table(rows, SHOWN) + f"wall time {time.perf_counter() - started:.1f} s")
+    folder = ArtifactStore(config.runtime.artifact_root).location(sweep_ref(config, grids))
+    print("\n" + render_table(rows, SHOWN) + f"wall time {time.perf_counter() - started:.1f} s; "
+          f"tables in {folder}/{RESULTS_MD} (every column: {RESULTS_CSV})")
     return 0
 
 

@@ -56,7 +56,7 @@ def _outcome(store: ArtifactStore, state: State) -> StageOutcome:
     ref: ArtifactRef = state.result()
     manifest = store.read_manifest(ref)
     return StageOutcome(
-        ref=ref, state=state.name, path=store.path(ref), seconds=manifest["seconds"], metrics=manifest["metrics"]
+        ref=ref, state=state.name, path=store.location(ref), seconds=manifest["seconds"], metrics=manifest["metrics"]
     )
 
 

@@ -101,6 +101,10 @@ class ArtifactStore:
         parts = [self.root_path, ref.stage, ref.fingerprint] + ([name] if name else [])
         return "/".join(parts)
 
+    def location(self, ref: ArtifactRef) -> str:
+        """The artifact's folder as a user names it: a local path, or a URL with its scheme."""
+        return self.url(ref, "")
+
     def url(self, ref: ArtifactRef, name: str) -> str:
         """A location Zarr and fsspec open: a plain path for local roots, else a full URL."""
         path = self.path(ref, name)
@@ -128,7 +132,7 @@ class ArtifactStore:
                 return handle.read()
         except FileNotFoundError:
             raise ArtifactError(
-                f"{name} is missing from artifact {ref} under {self.root}; {rebuild_advice(self.path(ref))}"
+                f"{name} is missing from artifact {ref} under {self.root}; {rebuild_advice(self.location(ref))}"
             ) from None
 
     def is_complete(self, ref: ArtifactRef) -> bool:
@@ -173,7 +177,7 @@ class ArtifactStore:
             return json.loads(raw)
         except json.JSONDecodeError as err:
             raise ArtifactError(
-                f"manifest of {ref} under {self.root} is not valid JSON ({err}); {rebuild_advice(self.path(ref))}"
+                f"manifest of {ref} under {self.root} is not valid JSON ({err}); {rebuild_advice(self.location(ref))}"
             ) from None
 
     def file_checksums(self, ref: ArtifactRef) -> dict[str, dict[str, Any]]:

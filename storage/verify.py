@@ -78,7 +78,7 @@ def verify_artifact(store: ArtifactStore, ref: ArtifactRef) -> None:
     damage and the fix when one differs. What a run does before it reuses an artifact."""
     status, detail = _damage(store, ref)
     if status == "damaged":
-        raise ArtifactError(f"artifact {ref} under {store.root} is damaged: {detail}; {rebuild_advice(store.path(ref))}")
+        raise ArtifactError(f"artifact {ref} under {store.root} is damaged: {detail}; {rebuild_advice(store.location(ref))}")
 
 
 def verify_tree(root: str) -> list[Finding]:

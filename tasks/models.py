@@ -195,5 +195,5 @@ def load_teacher(store: ArtifactStore, ref: ArtifactRef, device: torch.device) -
         model.load_state_dict(read_tensors(store, ref, MODEL))
     except RuntimeError as err:
         raise ArtifactError(f"{store.path(ref, MODEL)} does not fit the teacher its manifest describes ({err}); "
-                            f"{rebuild_advice(store.path(ref))}") from None
+                            f"{rebuild_advice(store.location(ref))}") from None
     return model.to(device).eval()

@@ -103,3 +103,16 @@ def test_a_report_sweeps_its_grids_reuses_shared_stages_and_reruns_cached(prefec
         for key, kind in (("sweep-results", "table"), ("results-report", "markdown")):
             artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])))
             assert artifacts and artifacts[0].type == kind
+
+
+@needs_fashion_mnist
+@pytest.mark.slow
+def test_the_sweep_command_says_where_its_tables_are(prefect_server, tiny_artifacts, tmp_path, capsys):
+    from flows.cli import main
+
+    root = tmp_path / "a"
+    tiny_artifacts.copy_into(root)  # the prune.ratio=0 point, built
+    assert main(["sweep", "--preset", "ci_tiny", "--artifact-root", str(root), "--grid", "prune.ratio=0,0.5"]) == 0
+    [folder] = (root / "sweep").iterdir()
+    assert f"tables in {folder}/results.md (every column: results.csv)" in capsys.readouterr().out
+    assert (folder / "results.md").is_file() and len((folder / "results.csv").read_text().splitlines()) == 3
