@@ -46,6 +46,9 @@ def latest_progress() -> Reached | None:
     return _latest
 
 
+BAR_WIDTH = 20
+
+
 class TerminalBar:
     """A rich progress bar on stderr for one stage: units done, elapsed, ETA, the latest message."""
 
@@ -54,15 +57,19 @@ class TerminalBar:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         self.progress = Progress(
-            TextColumn("[bold]{task.fields[stage]:<10}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.description}"),
+            TextColumn("[bold]{task.fields[stage]:<10}"), BarColumn(bar_width=BAR_WIDTH), MofNCompleteColumn(),
+            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.description}"),
             console=Console(stderr=True), transient=False,
         )
         self.task = self.progress.add_task("", total=total, stage=stage)
+        self.columns_before_message = 10 + BAR_WIDTH + 2 * len(str(total)) + 1 + 7 + 3 + 7 + 6  # widths, spaces
         self.progress.start()
 
     def update(self, done: int, message: str) -> None:
-        self.progress.update(self.task, completed=done, description=message[:60])
+        # The message is cut to what the line leaves, so the counts, elapsed time and ETA stay whole.
+        room = max(self.progress.console.width - self.columns_before_message, 8)
+        shown = message if len(message) <= room else message[: room - 1] + "…"
+        self.progress.update(self.task, completed=done, description=shown)
         if self.progress.finished:
             self.progress.stop()
 
