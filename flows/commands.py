@@ -88,7 +88,7 @@ def _resolve(args: argparse.Namespace) -> tuple[DistilleryConfig, list]:
             raise ConfigError(f"bench root {root} is not empty; give an empty folder (cold runs are measured)")
         return resolve_config(preset=args.preset, overrides=args.overrides, artifact_root=root), []
     if args.command == "report":
-        from flows.report import check_rows_distinct, load_spec
+        from flows.report_spec import check_rows_distinct, load_spec
 
         spec = load_spec(args.spec)
         config, grids = spec.base(artifact_root=args.artifact_root, device=args.device), list(spec.grids)
@@ -216,8 +216,8 @@ def sweep(args: argparse.Namespace, config: DistilleryConfig, grids: list, line:
 @long_running
 def report(args: argparse.Namespace, config: DistilleryConfig, grids: list, line: str) -> int:
     """A report spec's sweep, written to --out."""
-    from flows.report import load_spec
     from flows.report import report as report_flow
+    from flows.report_spec import load_spec
     from flows.sweep import SHOWN
     from flows.tables import render_table
 

@@ -12,7 +12,7 @@ from PIL import Image
 
 from flows.cli import main
 from flows.config import ConfigError, resolve_config
-from flows.report import load_spec
+from flows.report_spec import load_spec
 from flows.without_prefect import run_plain
 from tasks.data import DataConfig, DataError, load_split
 

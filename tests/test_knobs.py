@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from flows.config import ConfigError
-from flows.report import load_spec
+from flows.report_spec import load_spec
 from tasks.report.knobs import knob_rows
 
 
@@ -54,7 +54,8 @@ def test_a_baseline_no_grid_runs_is_refused_with_the_fix(tmp_path):
 def test_points_the_results_row_cannot_tell_apart_are_refused_before_the_sweep_unless_a_baseline_picks_one(tmp_path):
     """Without a baseline the claims would read whichever of two same-looking rows came first (the rows
     show no augmentation); with it they read the preset's point and the knob table compares the other."""
-    from flows.report import check_rows_distinct, claim_rows
+    from flows.report import claim_rows
+    from flows.report_spec import check_rows_distinct
 
     text = ("title: t\npreset: ci_tiny\ngrids:\n  - synthesis.mode: [random_real]\n"
             "    data.augment.crop_scale_min: [0.5, 0.25]\n  - synthesis.mode: [random_real]\n"

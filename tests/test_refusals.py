@@ -123,6 +123,7 @@ QUICK = {  # refusals that need neither a file's contents nor torch: answered wi
     "unwritable artifact root": (["run", "--artifact-root", "/proc/distillery"], "artifact root /proc/distillery"),
     "Dask on a memory root": (["run", "--task-runner", "dask", "--artifact-root", "memory://refusal"],
                               "which Dask workers cannot reach"),
+    "unknown report spec": (["report", "nightly"], "no report spec 'nightly': give a YAML file or one of"),
 }
 
 

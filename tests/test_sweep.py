@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from flows.config import ConfigError, grid_points, parse_grid, resolve_config, split_point, with_overrides
-from flows.report import check_rows_distinct, load_spec, report
+from flows.report import report
+from flows.report_spec import check_rows_distinct, load_spec
 from flows.sweep import points_of
 from tests.conftest import needs_fashion_mnist
 

@@ -12,13 +12,14 @@ its interval lies wholly above 0. Test top-1 is not read.
 
 from __future__ import annotations
 
-from tasks.report.decisions import Decision
 from tasks.report.rows import Row
 
 
 def knob_rows(rows: list[Row], points: list[dict[str, str]], baseline: dict[str, str]) -> list[dict[str, str]]:
     """The knob table: ``rows[i]`` is the result of ``points[i]``; points that set no baseline knob are
     left out."""
+    from tasks.report.decisions import Decision  # scipy: here, so a spec's checks (at_baseline) load without it
+
     by_point = {_key(point): row for point, row in zip(points, rows)}
     table = []
     for point, row in zip(points, rows):
