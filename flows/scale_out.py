@@ -12,6 +12,7 @@ workers; the units are files under the artifact root, which every worker must re
 from __future__ import annotations
 
 import logging
+import time
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Iterator
 
@@ -109,7 +110,7 @@ def map_units(runner: TaskRunner, requests: list[StageRequest], runtime: Runtime
     if pending:
         stages = sorted({request.stage for request, _ in pending})
         get_run_logger().info("%s: mapping %d units onto %s", "+".join(stages), len(pending), type(runner).__name__)
-        entry = unit_task.with_options(tags=set(unit_task.tags) | device_tags(runtime))
+        entry, started = unit_task.with_options(tags=set(unit_task.tags) | device_tags(runtime)), time.perf_counter()
         futures: PrefectFutureList = runner.map(entry, parameters={
             "request": [request for request, _ in pending], "runtime": unmapped(runtime),
             "unit": [unit for _, unit in pending]})
@@ -117,4 +118,7 @@ def map_units(runner: TaskRunner, requests: list[StageRequest], runtime: Runtime
         for done, future in enumerate(as_completed(futures), start=1):
             future.result()  # raises the first failed unit's error
             record_progress(stages[0], done, len(pending))  # what a stopped run reports
+        # The stage's own manifest times only what its entry does after this (assembling the units).
+        get_run_logger().info("%s: %d units built on %s in %.1f s", "+".join(stages), len(pending),
+                              type(runner).__name__, time.perf_counter() - started)
     return len(pending)
