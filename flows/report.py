@@ -1,9 +1,9 @@
 """The `report` flow: run a report spec's sweep and write the results report to a folder.
 
 A report spec (``deploy/reports/<name>.yaml`` or any YAML file, :mod:`flows.report_spec`) names a
-preset, overrides and the grids; the report is the sweep's table, the answers of :mod:`tasks.report.claims`, DD-Ranking's
-scores, a plot of accuracy against label bytes and the image grids, with the command, the
-machine and the sweep's wall times written beside the numbers. A rerun is all ``Cached`` and
+preset, overrides and the grids; the report is the sweep's table, the answers of
+:mod:`tasks.report.claims`, DD-Ranking's scores, a plot of accuracy against label bytes and the
+image grids, with the command, the machine and the sweep's wall times written beside the numbers. A rerun is all ``Cached`` and
 rewrites the same numbers; its wall time is added to the list of runs.
 
     distillery report                       # deploy/reports/fashion_mnist.yaml -> docs/
