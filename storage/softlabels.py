@@ -135,17 +135,15 @@ class SoftLabelWriter:
             return [k for k in range(self.layout.num_chunks) if not self._marked(k)]
         return [k for k in range(self.layout.num_chunks) if not done[slice(*self.layout.chunk_bounds(k))].all()]
 
-    def unreadable_chunks(self) -> list[int]:
-        """Chunks marked complete whose rows no longer decode (a CRC32C mismatch, a truncated file)."""
-        damaged = []
-        for chunk in sorted(set(range(self.layout.num_chunks)) - set(self.pending_chunks())):
-            rows = slice(*self.layout.chunk_bounds(chunk))
-            try:
-                for name in self.layout.arrays():
-                    self.group[name][rows]
-            except Exception:  # noqa: BLE001 - checksum and codec failures come in several types
-                damaged.append(chunk)
-        return damaged
+    def reads_back(self, chunk: int) -> bool:
+        """Whether every array's rows of ``chunk`` still decode (no CRC32C mismatch, no truncated file)."""
+        rows = slice(*self.layout.chunk_bounds(chunk))
+        try:
+            for name in self.layout.arrays():
+                self.group[name][rows]
+        except Exception:  # noqa: BLE001 - checksum and codec failures come in several types
+            return False
+        return True
 
     def _marked(self, chunk: int) -> bool:
         try:

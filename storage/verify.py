@@ -32,11 +32,6 @@ class Finding:
     inputs_only: bool = False  # damaged only in that an input is missing: a rerun rebuilds it and keeps this one
 
 
-def _damage(store: ArtifactStore, ref: ArtifactRef) -> tuple[Status, str]:
-    status, detail, _ = _findings(store, ref)
-    return status, detail
-
-
 def _findings(store: ArtifactStore, ref: ArtifactRef) -> tuple[Status, str, bool]:
     """The artifact's status and detail, and whether missing inputs are all that is wrong with it."""
     try:
@@ -76,7 +71,7 @@ def file_problems(recorded: dict[str, dict[str, Any]], present: dict[str, dict[s
 def verify_artifact(store: ArtifactStore, ref: ArtifactRef) -> None:
     """Re-read every file of the complete artifact ``ref`` against its manifest; ArtifactError naming the
     damage and the fix when one differs. What a run does before it reuses an artifact."""
-    status, detail = _damage(store, ref)
+    status, detail, _ = _findings(store, ref)
     if status == "damaged":
         raise ArtifactError(f"artifact {ref} under {store.root} is damaged: {detail}; {rebuild_advice(store.location(ref))}")
 
@@ -109,10 +104,11 @@ def format_findings(findings: list[Finding]) -> str:
     counts = {s: sum(f.status == s for f in findings) for s in ("ok", "unfinished", "unchecked", "damaged")}
     lines.append(", ".join(f"{n} {s}" for s, n in counts.items()))
     damaged = [f for f in findings if f.status == "damaged"]
+    inputs_only = any(f.inputs_only for f in damaged)
     if any(not f.inputs_only for f in damaged):
         lines.append("fix: " + rebuild_advice("each damaged artifact's directory"
-                                              + (" whose own files are damaged" if any(f.inputs_only for f in damaged) else "")))
-    if any(f.inputs_only for f in damaged):
+                                              + (" whose own files are damaged" if inputs_only else "")))
+    if inputs_only:
         lines.append("fix: where only an input is missing, rerun the same command: it rebuilds the input and keeps "
                      "the artifact")
     return "\n".join(lines)

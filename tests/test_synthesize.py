@@ -23,6 +23,7 @@ from tasks.stages.stats import StatsRequest
 from tasks.stages.synthesize import SynthesisError, SynthesizeRequest, synthesize_task
 from tasks.stages.synthesize.recovery import bn_targets_for, optimise_unit
 from tasks.stages.synthesize.config import SynthesisConfig, check_real_images
+from tasks.stages.stage_task import damaged_units
 from tasks.stages.synthesize.stage import SynthesisJob, plan_units
 from tasks.models import load_teacher, penultimate_features
 from tasks.stages.teacher import teacher_request
@@ -213,7 +214,8 @@ def test_a_saved_unit_damaged_before_the_stage_is_sealed_is_built_again(tmp_path
     write_tensors(store, ref, unit_file(1), flipped)
     torn = folder / unit_file(4)
     torn.write_bytes(torn.read_bytes()[:100])
-    assert SynthesisJob(request, config.runtime).damaged() == [1, 4]
+    job = SynthesisJob(request, config.runtime)
+    assert damaged_units(job, set(job.pending())) == [1, 4]
 
     assert synthesize_task.fn(request, config.runtime) == ref
     again = tree(folder)

@@ -114,14 +114,14 @@ def reused(ref: ArtifactRef) -> ArtifactRef | State:
 class StageJob(Protocol):
     """A stage built in independent units (synthesis shards, relabel chunks, student seeds), each
     saved whole as it finishes: ``len(job)`` units, ``pending()`` the ones not saved yet,
-    ``damaged()`` the saved ones that no longer read back whole (redone, never sealed into the
-    finished artifact)."""
+    ``intact(unit)`` whether a saved one still reads back whole (one that does not is redone,
+    never sealed into the finished artifact)."""
 
     def __len__(self) -> int: ...
 
     def pending(self) -> list[int]: ...
 
-    def damaged(self) -> list[int]: ...
+    def intact(self, unit: int) -> bool: ...
 
     def build(self, unit: int) -> None: ...
 
@@ -131,14 +131,20 @@ def units_in_order(job: StageJob, stage: str) -> Iterator[int]:
     of every splittable stage (a killed run picks up at its first missing unit). Units an earlier run
     saved are read back first: one damaged since (a torn copy, a bad disk) is built again, not sealed
     into the artifact's manifest as if whole."""
-    damaged = job.damaged()
-    pending = set(job.pending()) | set(damaged)
+    pending = set(job.pending())
+    damaged = damaged_units(job, pending)
+    pending |= set(damaged)
     _log(f"{stage}: {len(job)} units, {len(pending)} to do"
          + (f" (saved units {damaged} no longer read back whole: built again)" if damaged else ""))
     for unit in range(len(job)):
         if unit in pending:
             job.build(unit)
         yield unit
+
+
+def damaged_units(job: StageJob, pending: set[int]) -> list[int]:
+    """The units an earlier run saved (all but ``pending``) that no longer read back whole."""
+    return [unit for unit in range(len(job)) if unit not in pending and not job.intact(unit)]
 
 
 def _log(message: str) -> None:

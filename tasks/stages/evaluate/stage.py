@@ -79,17 +79,13 @@ class EvaluateJob:
     def pending(self) -> list[int]:
         return [index for index in range(self.request.evaluate.seeds) if not self.store.exists(self.ref, seed_file(index))]
 
-    def damaged(self) -> list[int]:
-        """Saved students whose result file no longer parses (its figures are not checksummed)."""
-        broken = []
-        for index in sorted(set(range(len(self))) - set(self.pending())):
-            try:
-                result = self.result(index)
-            except ValueError:  # JSON and UTF-8 decoding errors both are
-                result = None
-            if not isinstance(result, dict) or "seed" not in result:
-                broken.append(index)
-        return broken
+    def intact(self, index: int) -> bool:
+        """Whether saved student ``index``'s result file still parses (its figures are not checksummed)."""
+        try:
+            result = self.result(index)
+        except ValueError:  # JSON and UTF-8 decoding errors both are
+            return False
+        return isinstance(result, dict) and "seed" in result
 
     def top1(self, model: torch.nn.Module) -> dict[str, float]:
         """``{"val_top1": ..., "test_top1": ...}`` of ``model`` on the held-out splits read."""

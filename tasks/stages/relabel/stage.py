@@ -131,8 +131,8 @@ class RelabelJob:
     def pending(self) -> list[int]:
         return self.writer.pending_chunks()
 
-    def damaged(self) -> list[int]:
-        return self.writer.unreadable_chunks()
+    def intact(self, chunk: int) -> bool:
+        return self.writer.reads_back(chunk)
 
     def build(self, chunk: int) -> None:
         start, stop = self.layout.chunk_bounds(chunk)

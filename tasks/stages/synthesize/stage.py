@@ -133,18 +133,15 @@ class SynthesisJob:
     def pending(self) -> list[int]:
         return [unit.index for unit in self.units if not self.store.exists(self.ref, unit_file(unit.index))]
 
-    def damaged(self) -> list[int]:
-        """Saved units that no longer load, or whose images differ from the digest saved with them."""
-        broken = []
-        for index in sorted(set(range(len(self))) - set(self.pending())):
-            try:
-                saved = self.saved(self.units[index])
-            except ArtifactError:
-                broken.append(index)
-                continue
-            if saved.get("sha256", images_digest(saved["images"])) != images_digest(saved["images"]):
-                broken.append(index)  # (units saved before the digest was added are trusted as they load)
-        return broken
+    def intact(self, index: int) -> bool:
+        """Whether saved unit ``index`` loads and its images match the digest saved with them (units
+        saved before the digest was added are trusted as they load)."""
+        try:
+            saved = self.saved(self.units[index])
+        except ArtifactError:
+            return False
+        digest = saved.get("sha256")
+        return digest is None or digest == images_digest(saved["images"])
 
     def build(self, index: int) -> None:
         """Optimise (or pick) unit ``index`` and save it to ``units/``."""
